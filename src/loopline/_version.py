@@ -1,0 +1,3 @@
+"""The installed loopline version (single source for packaging and `--version`)."""
+
+__version__ = "0.1.0"

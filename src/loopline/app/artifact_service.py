@@ -1,0 +1,87 @@
+"""Artifacts as the workspace offers them: the blob store, with audit entries and events.
+
+Storing new bytes records ``artifact.put`` in the audit log and an ``artifact.stored`` event;
+storing bytes that are already there changes nothing and records nothing. The blob is
+committed before the metadata, so a crash between the two leaves at worst an unreferenced
+object (content-addressed, harmless), never a record pointing at missing bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
+from loopline.core.events import EventType
+from loopline.core.ports import BlobStore
+from loopline.store import MetadataStore
+
+
+class ArtifactService:
+    """Content-addressed artifacts of one workspace, audited."""
+
+    def __init__(self, blobs: BlobStore, store: MetadataStore, actor: str) -> None:
+        self.blobs = blobs
+        self._store = store
+        self._actor = actor
+
+    def _record(self, info: ObjectInfo, source: str) -> ObjectInfo:
+        if info.created:
+            with self._store.write(self._actor) as uow:
+                details = {"size": info.size, "encrypted": info.key_id is not None,
+                           "source": source}
+                uow.emit(EventType.ARTIFACT_STORED, info.digest, details)
+                uow.audit("artifact.put", f"artifact:{info.digest}", None, details)
+        return info
+
+    def put_bytes(self, data: bytes) -> ObjectInfo:
+        """Store ``data`` and return its digest; idempotent."""
+        return self._record(self.blobs.put_bytes(data), "bytes")
+
+    def put_stream(self, chunks: BinaryIO | Iterable[bytes]) -> ObjectInfo:
+        """Store a stream in bounded memory; idempotent."""
+        return self._record(self.blobs.put_stream(chunks), "stream")
+
+    def put_file(self, path: str | Path) -> ObjectInfo:
+        """Store the file at ``path``; idempotent."""
+        return self._record(self.blobs.put_file(path), Path(path).name)
+
+    def open(self, digest: str) -> AbstractContextManager[BinaryIO]:
+        """Open a verifying reader for ``digest``."""
+        return self.blobs.open(digest)
+
+    def get_bytes(self, digest: str) -> bytes:
+        """Return the verified bytes of ``digest``."""
+        return self.blobs.get_bytes(digest)
+
+    def get_to_file(self, digest: str, dest: str | Path) -> ObjectInfo:
+        """Write the verified bytes of ``digest`` to ``dest`` atomically."""
+        return self.blobs.get_to_file(digest, dest)
+
+    def exists(self, digest: str) -> bool:
+        """Tell whether ``digest`` is stored."""
+        return self.blobs.exists(digest)
+
+    def info(self, digest: str) -> ObjectInfo:
+        """Describe a stored object."""
+        return self.blobs.info(digest)
+
+    def list(self) -> Iterator[ObjectInfo]:
+        """List every stored object."""
+        return self.blobs.iter_objects()
+
+    def verify(self, digests: Iterable[str] | None = None) -> VerifyReport:
+        """Recheck objects against their digests (read-only, not audited)."""
+        return self.blobs.verify(digests)
+
+    def rotate_key(self) -> RotationReport:
+        """Re-encrypt every object under the active key, and audit the rotation."""
+        report = self.blobs.rotate_key()
+        with self._store.write(self._actor) as uow:
+            details = {"rewritten": report.rewritten, "already_current": report.already_current,
+                       "active_key_id": report.active_key_id}
+            uow.emit(EventType.ARTIFACT_KEY_ROTATED, "artifacts", details)
+            uow.audit("artifact.rotate_key", "artifacts", None, details)
+        return report

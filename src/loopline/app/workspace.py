@@ -1,0 +1,179 @@
+"""The composition root: a ``Workspace`` is settings plus the concrete stores built from them.
+
+``Workspace.open()`` finds the nearest ``.loopline/`` upwards from the current folder, as
+git finds ``.git``; ``Workspace.init()`` creates one and migrates its database. This is the
+only place that picks concrete classes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from loopline.app.artifact_service import ArtifactService
+from loopline.app.settings import (
+    CONFIG_FILENAME,
+    CONFIG_TEMPLATE,
+    WORKSPACE_DIRNAME,
+    Settings,
+    actor_of,
+    load_settings,
+    resolve_paths,
+)
+from loopline.artifacts import ContentAddressedStore, Keyring
+from loopline.core.clock import Clock
+from loopline.core.errors import ConfigurationError, NotFoundError
+from loopline.core.events import EventType
+from loopline.loop import Dispatcher
+from loopline.store import MetadataStore
+
+
+def find_workspace(start: Path | None = None) -> Path:
+    """Return the folder holding the nearest ``.loopline/`` at or above ``start``.
+
+    Raises:
+        NotFoundError: when no folder up to the filesystem root holds one.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / WORKSPACE_DIRNAME / CONFIG_FILENAME).is_file():
+            return folder
+    raise NotFoundError("workspace", str(here),
+                        "no .loopline/ here or above; run `loopline init` to create one")
+
+
+def _keyring(settings: Settings) -> Keyring | None:
+    secret = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    if secret is None and settings.encryption_key_file is None:
+        return None
+    return Keyring.from_sources(secret, settings.encryption_key_file)
+
+
+class Workspace:
+    """One loopline workspace: its settings, metadata store and artifact store."""
+
+    def __init__(self, root: Path, settings: Settings, store: MetadataStore,
+                 blobs: ContentAddressedStore) -> None:
+        self.root = root
+        self.settings = settings
+        self.store = store
+        self.actor = actor_of(settings)
+        self.artifacts = ArtifactService(blobs, store, self.actor)
+
+    @property
+    def config_dir(self) -> Path:
+        """The ``.loopline/`` folder."""
+        return self.root / WORKSPACE_DIRNAME
+
+    @classmethod
+    def _build(cls, root: Path, overrides: dict[str, Any] | None, clock: Clock | None,
+               check_schema: bool) -> Workspace:
+        config_dir = root / WORKSPACE_DIRNAME
+        settings = resolve_paths(load_settings(config_dir / CONFIG_FILENAME, overrides),
+                                 config_dir)
+        if settings.db_url is None or settings.artifact_root is None:  # pragma: no cover
+            raise ConfigurationError("settings were not resolved against the workspace")
+        keyring = _keyring(settings)
+        store = MetadataStore.open(settings.db_url, clock=clock, check_schema=check_schema)
+        try:
+            blobs = ContentAddressedStore.from_url(settings.artifact_root, keyring=keyring)
+        except BaseException:
+            store.close()
+            raise
+        return cls(root, settings, store, blobs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *,
+             overrides: dict[str, Any] | None = None, clock: Clock | None = None,
+             check_schema: bool = True) -> Workspace:
+        """Open the workspace at or above ``path`` (default: the current folder).
+
+        ``check_schema=False`` is for the commands that inspect or upgrade the schema.
+
+        Raises:
+            NotFoundError: when there is no workspace there or above.
+            SchemaVersionError: when its database is not at this code's revision.
+            ConfigurationError: when its settings are invalid.
+        """
+        root = find_workspace(Path(path) if path is not None else None)
+        return cls._build(root, overrides, clock, check_schema)
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] | None = None, *,
+             overrides: dict[str, Any] | None = None, clock: Clock | None = None) -> Workspace:
+        """Create (or complete) a workspace in ``path`` and migrate its database to head.
+
+        Idempotent: on an existing workspace it only upgrades a database that is behind.
+
+        Raises:
+            ConfigurationError: when ``path`` is not a folder or settings are invalid.
+            SchemaVersionError: when the database is newer than this code.
+        """
+        root = Path(path if path is not None else Path.cwd()).resolve()
+        if root.exists() and not root.is_dir():
+            raise ConfigurationError(f"cannot create a workspace in {root}: not a folder")
+        config_dir = root / WORKSPACE_DIRNAME
+        config_dir.mkdir(parents=True, exist_ok=True)
+        config_file = config_dir / CONFIG_FILENAME
+        created = not config_file.exists()
+        if created:
+            _write_atomically(config_file, CONFIG_TEMPLATE)
+        workspace = cls._build(root, overrides, clock, check_schema=False)
+        try:
+            before = workspace.store.health().schema
+            after = workspace.store.upgrade()
+            if created or (before is not None and before.current != after.current):
+                workspace._record_init(created, before.current if before else None,
+                                       after.current)
+        except BaseException:
+            workspace.close()
+            raise
+        return workspace
+
+    def _record_init(self, created: bool, before: str | None, after: str | None) -> None:
+        with self.store.write(self.actor) as uow:
+            if created:
+                uow.emit(EventType.WORKSPACE_INITIALISED, str(self.root), {"schema": after})
+                uow.audit("workspace.init", f"workspace:{self.root}", None,
+                          {"db": self.store.display_url, "schema": after})
+            if before != after:
+                uow.emit(EventType.SCHEMA_UPGRADED, "schema", {"from": before, "to": after})
+                uow.audit("db.upgrade", "schema", {"revision": before}, {"revision": after})
+
+    def upgrade(self) -> None:
+        """Migrate the database to this code's revision, auditing the change."""
+        before = self.store.health().schema
+        after = self.store.upgrade()
+        if before is None or before.current != after.current:
+            self._record_init(False, before.current if before else None, after.current)
+
+    def dispatcher(self, batch_size: int = 500, poll_interval: float = 0.2) -> Dispatcher:
+        """Return an event dispatcher reading this workspace's outbox."""
+        return Dispatcher(self.store.event_source(poll_interval), batch_size=batch_size)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,63 @@
+"""``loopline audit``: list audit entries, and verify the hash chain end to end."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from loopline.cli.context import open_workspace
+from loopline.cli.output import emit_json, error, success, table
+from loopline.cli.workspace_cmds import JsonFlag
+from loopline.core.errors import InvalidArgumentError
+from loopline.store import AuditFilter
+
+app = typer.Typer(help="The tamper-evident audit log: log, verify.", no_args_is_help=True)
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidArgumentError(field, "give a time zone, e.g. 2026-11-28T10:00:00+00:00")
+    return value
+
+
+@app.command("log")
+def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares them
+    ctx: typer.Context,
+    actor: Annotated[str | None, typer.Option(help="Only entries by this actor.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. artifact.put.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    since: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"],
+        help="Only entries at or after this time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List audit entries, newest first."""
+    where = AuditFilter(actor=actor, action=action, subject=subject,
+                        since=_aware(since, "since"), limit=limit)
+    with open_workspace(ctx) as workspace:
+        entries = workspace.store.audit.entries(where)
+    if as_json:
+        emit_json(entries)
+        return
+    table(f"{len(entries)} audit entries", ["#", "at", "actor", "action", "subject", "hash"], [
+        (e.seq, e.at.isoformat(timespec="seconds"), e.actor, e.action, e.subject, e.hash[:12])
+        for e in entries
+    ])
+
+
+@app.command()
+def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Check the whole chain; exit 6 naming the first entry edited, deleted, inserted or moved."""
+    with open_workspace(ctx) as workspace:
+        report = workspace.store.audit.verify()
+    if as_json:
+        emit_json({"ok": report.ok, "entries": report.entries, "head_seq": report.head_seq,
+                   "first_break": report.first_break})
+    elif report.ok:
+        success(f"audit chain intact: {report.entries} entries, head {report.head_hash[:12]}")
+    if report.first_break is not None:
+        error(f"audit chain broken at {report.first_break.describe()}")
+        raise typer.Exit(6)

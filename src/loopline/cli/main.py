@@ -1,0 +1,103 @@
+"""The ``loopline`` command: global options, command groups, and turning errors into exit codes.
+
+Errors print one clear line and exit non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from loopline._version import __version__
+from loopline.cli import (
+    artifacts_cmds,
+    audit_cmds,
+    db_cmds,
+    demo_cmd,
+    events_cmds,
+    workspace_cmds,
+)
+from loopline.cli.context import CliOptions
+from loopline.cli.errors import EXIT_FAILURE, exit_code_for
+from loopline.cli.output import error
+from loopline.core.errors import LooplineError
+
+app = typer.Typer(
+    name="loopline",
+    help="Closed-loop ML automation: data, pipelines, registry, serving, monitoring, governance.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"loopline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(  # noqa: PLR0913 - one parameter per global flag is how typer declares them
+    ctx: typer.Context,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", envvar="LOOPLINE_WORKSPACE",
+        help="Workspace folder (default: the nearest .loopline/ upwards).")] = None,
+    db_url: Annotated[str | None, typer.Option(
+        help="Metadata database URL (overrides LOOPLINE_DB_URL).")] = None,
+    artifact_root: Annotated[str | None, typer.Option(
+        help="Artifact store root, any fsspec URL (overrides LOOPLINE_ARTIFACT_ROOT).")] = None,
+    user: Annotated[str | None, typer.Option(
+        help="Who acts, for the audit log (overrides LOOPLINE_USER).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Closed-loop ML automation: data, pipelines, registry, serving, monitoring, governance."""
+    ctx.obj = CliOptions(workspace, db_url, artifact_root, user, debug)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+workspace_cmds.register(app)
+app.add_typer(db_cmds.app, name="db")
+app.add_typer(artifacts_cmds.app, name="artifacts")
+app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(events_cmds.app, name="events")
+demo_cmd.register(app)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with its status; the console script's entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=args, prog_name="loopline", standalone_mode=False)
+    except LooplineError as exc:
+        if debug:
+            raise
+        error(exc.message)
+        sys.exit(exit_code_for(exc))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        error("aborted")
+        sys.exit(EXIT_FAILURE)
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a trace
+        if debug:
+            raise
+        error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(EXIT_FAILURE)
+    sys.exit(status if isinstance(status, int) else 0)

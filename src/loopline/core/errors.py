@@ -1,0 +1,107 @@
+"""The one error tree of loopline; every error names the thing and the fix.
+
+    LooplineError
+    ├── NotFoundError            a named thing does not exist
+    ├── AlreadyExistsError       a create collided with an existing thing
+    ├── InvalidArgumentError     bad input: names the field and the problem
+    │   └── PathEscapeError      a path or key would leave its root
+    ├── ConflictError            a concurrent change won, or state disagrees
+    ├── InvalidTransitionError   a state machine refused a move
+    ├── PolicyDeniedError        governance said no
+    ├── UserCodeError            user code raised; keeps the original as __cause__
+    ├── IntegrityError           stored bytes or records do not match their hash
+    ├── BackendError             a database or object store failed or is unreachable
+    └── ConfigurationError       settings, workspace or schema revision are wrong
+        └── SchemaVersionError   the database is at another revision than the code
+
+HTTP statuses are mapped only in the API and exit codes only in the CLI.
+"""
+
+from __future__ import annotations
+
+
+class LooplineError(Exception):
+    """Base of every error loopline raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(LooplineError):
+    """A named thing does not exist."""
+
+    def __init__(self, kind: str, key: str, hint: str = "") -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} not found" + (f"; {hint}" if hint else ""))
+
+
+class AlreadyExistsError(LooplineError):
+    """A create collided with an existing thing."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} already exists")
+
+
+class InvalidArgumentError(LooplineError):
+    """Bad input: the message names the field and the problem."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"invalid {field}: {problem}")
+
+
+class PathEscapeError(InvalidArgumentError):
+    """A path or key given by a user would resolve outside its root."""
+
+    def __init__(self, field: str, value: str) -> None:
+        self.value = value
+        super().__init__(field, f"{value!r} would leave its root (no '..', absolute paths or links)")
+
+
+class ConflictError(LooplineError):
+    """A concurrent change won, or the stored state disagrees with the request."""
+
+
+class InvalidTransitionError(LooplineError):
+    """A state machine refused a move."""
+
+    def __init__(self, kind: str, key: str, source: str, target: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.source = source
+        self.target = target
+        super().__init__(f"{kind} {key!r} cannot move from {source!r} to {target!r}")
+
+
+class PolicyDeniedError(LooplineError):
+    """A governance policy refused the action."""
+
+
+class UserCodeError(LooplineError):
+    """User code raised; the original exception is kept as ``__cause__``."""
+
+
+class IntegrityError(LooplineError):
+    """Stored bytes or records do not match their recorded hash."""
+
+
+class BackendError(LooplineError):
+    """A database or object store failed or cannot be reached."""
+
+
+class ConfigurationError(LooplineError):
+    """Settings, the workspace layout or the schema revision are not usable."""
+
+
+class SchemaVersionError(ConfigurationError):
+    """The database schema is at another revision than this code expects."""
+
+    def __init__(self, message: str, current: str | None, expected: str) -> None:
+        self.current = current
+        self.expected = expected
+        super().__init__(message)

@@ -1,0 +1,27 @@
+"""Validation of the names users give to things (datasets, models, subscribers, ...).
+
+Pure: no I/O. One pattern for every name so that names are safe in paths, URLs and logs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loopline.core.errors import InvalidArgumentError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_name(value: str, field: str = "name") -> str:
+    """Return ``value`` when it is a valid name.
+
+    Raises:
+        InvalidArgumentError: naming ``field`` when the value does not match ``NAME_PATTERN``.
+    """
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgumentError(
+            field,
+            f"{value!r} must be 1-128 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return value

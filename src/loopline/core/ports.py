@@ -1,0 +1,83 @@
+"""Ports: the protocols that let peer packages meet without importing each other.
+
+Pure: no I/O. The composition root (``loopline.app``) wires concrete classes to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
+from loopline.core.events import Event
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes: put returns the digest, every read verifies it."""
+
+    def put_bytes(self, data: bytes) -> ObjectInfo:
+        """Store ``data``; idempotent."""
+        ...
+
+    def put_stream(self, chunks: BinaryIO | Iterable[bytes]) -> ObjectInfo:
+        """Store a stream in bounded memory; idempotent."""
+        ...
+
+    def put_file(self, path: str | Path) -> ObjectInfo:
+        """Store the file at ``path``; idempotent."""
+        ...
+
+    def open(self, digest: str) -> AbstractContextManager[BinaryIO]:
+        """Open a verifying reader; it raises ``IntegrityError`` at the end on a mismatch."""
+        ...
+
+    def get_bytes(self, digest: str) -> bytes:
+        """Return the verified bytes of ``digest``."""
+        ...
+
+    def get_to_file(self, digest: str, dest: str | Path) -> ObjectInfo:
+        """Write the verified bytes to ``dest`` atomically."""
+        ...
+
+    def exists(self, digest: str) -> bool:
+        """Tell whether ``digest`` is stored."""
+        ...
+
+    def info(self, digest: str) -> ObjectInfo:
+        """Describe a stored object without reading it whole."""
+        ...
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        """List every stored object."""
+        ...
+
+    def verify(self, digests: Iterable[str] | None = None) -> VerifyReport:
+        """Recheck the named objects (all when None) against their digests."""
+        ...
+
+    def rotate_key(self) -> RotationReport:
+        """Re-encrypt every object not under the active key."""
+        ...
+
+
+class EventSource(Protocol):
+    """A durable event log that subscribers read with cursors."""
+
+    def read_after(self, position: int, limit: int, types: Iterable[str] | None = None,
+                   ) -> list[Event]:
+        """Return up to ``limit`` events with ``seq > position`` in seq order."""
+        ...
+
+    def cursor(self, subscriber: str) -> int:
+        """Return a subscriber's position (0 when it has never consumed)."""
+        ...
+
+    def advance(self, subscriber: str, expected: int, new: int) -> bool:
+        """Move a cursor from ``expected`` to ``new``; False when another consumer moved it."""
+        ...
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Block until new events may exist or ``timeout`` seconds pass."""
+        ...

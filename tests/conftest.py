@@ -1,0 +1,71 @@
+"""Shared fixtures: every store test runs on SQLite and, when configured, on PostgreSQL.
+
+PostgreSQL tests read ``LOOPLINE_TEST_POSTGRES_URL`` and each gets its own schema, created
+here and dropped afterwards, so no run depends on what another left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from loopline.store import MetadataStore
+
+POSTGRES_URL = os.environ.get("LOOPLINE_TEST_POSTGRES_URL")
+NO_POSTGRES = "LOOPLINE_TEST_POSTGRES_URL is not set (CI sets it)"
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=[
+        pytest.mark.postgres, pytest.mark.skipif(POSTGRES_URL is None, reason=NO_POSTGRES)]),
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own LOOPLINE_* settings out of the tests."""
+    for name in list(os.environ):
+        if name.startswith("LOOPLINE_") and not name.startswith("LOOPLINE_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LOOPLINE_USER", "tester")
+
+
+def _postgres_schema_url() -> Iterator[str]:
+    import psycopg
+
+    assert POSTGRES_URL is not None
+    schema = f"lt_{uuid.uuid4().hex[:16]}"
+    conninfo = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[MetadataStore]:
+    """A metadata store migrated to head."""
+    opened = MetadataStore.open(db_url, check_schema=False)
+    opened.upgrade()
+    try:
+        yield opened
+    finally:
+        opened.close()
