@@ -130,10 +130,12 @@ DATA = {
 
 # -- round trips ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 @pytest.mark.parametrize("name", list(DATA))
-def test_get_returns_the_put_bytes_for_every_size(backend: Backend, name: str, encrypted: bool,
-                                                  old_keyring: Keyring) -> None:
+def test_get_returns_the_put_bytes_for_every_size(
+    backend: Backend, name: str, encrypted: bool, old_keyring: Keyring
+) -> None:
     store = backend.store(old_keyring if encrypted else None)
     data = DATA[name]
     info = store.put_bytes(data)
@@ -157,14 +159,16 @@ def test_put_file_and_get_to_file_copy_the_bytes(backend: Backend, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_put_file_raises_not_found_when_the_file_is_missing(backend: Backend,
-                                                            tmp_path: Path) -> None:
+def test_put_file_raises_not_found_when_the_file_is_missing(
+    backend: Backend, tmp_path: Path
+) -> None:
     with pytest.raises(NotFoundError):
         backend.store().put_file(tmp_path / "absent.bin")
 
 
 def test_second_put_of_same_bytes_reports_not_created_and_keeps_one_object(
-        backend: Backend) -> None:
+    backend: Backend,
+) -> None:
     store = backend.store()
     first = store.put_bytes(b"same")
     second = store.put_stream([b"sa", b"me"])
@@ -229,8 +233,7 @@ def test_iter_objects_lists_each_stored_digest_once(backend: Backend) -> None:
     assert sorted(listed) == sorted(digests)
 
 
-def test_delete_removes_the_object_and_a_second_delete_raises_not_found(
-        backend: Backend) -> None:
+def test_delete_removes_the_object_and_a_second_delete_raises_not_found(backend: Backend) -> None:
     store = backend.store()
     digest = store.put_bytes(b"bye").digest
     store.delete(digest)
@@ -252,9 +255,11 @@ def test_reading_an_absent_digest_raises_not_found(backend: Backend) -> None:
 
 # -- integrity ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_flipped_byte_raises_integrity_error_on_get_and_is_listed_by_verify(
-        backend: Backend, encrypted: bool, old_keyring: Keyring) -> None:
+    backend: Backend, encrypted: bool, old_keyring: Keyring
+) -> None:
     store = backend.store(old_keyring if encrypted else None)
     good = store.put_bytes(b"good bytes").digest
     bad = store.put_bytes(DATA["multi-chunk"]).digest
@@ -268,7 +273,8 @@ def test_flipped_byte_raises_integrity_error_on_get_and_is_listed_by_verify(
 
 
 def test_plain_reader_raises_integrity_error_naming_expected_and_actual_digest(
-        backend: Backend) -> None:
+    backend: Backend,
+) -> None:
     store = backend.store()
     digest = store.put_bytes(b"original").digest
     backend.write_raw(stored_key(digest), b"replaced")
@@ -279,7 +285,8 @@ def test_plain_reader_raises_integrity_error_naming_expected_and_actual_digest(
 
 
 def test_get_to_file_leaves_nothing_at_dest_when_the_object_is_corrupt(
-        backend: Backend, tmp_path: Path) -> None:
+    backend: Backend, tmp_path: Path
+) -> None:
     store = backend.store()
     digest = store.put_bytes(DATA["multi-chunk"]).digest
     flip_byte(backend, stored_key(digest), 5)
@@ -299,13 +306,23 @@ def test_verify_reports_a_named_digest_that_is_missing(backend: Backend) -> None
 
 # -- keys and paths -------------------------------------------------------------------------
 
-BAD_DIGESTS = ["../../etc/passwd", "/etc/passwd", "", "A" * 64, "g" * 64, "a" * 63,
-               "ab/" + "a" * 61, "a" * 64 + ".aead", "a" * 62 + "\x00a"]
+BAD_DIGESTS = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "",
+    "A" * 64,
+    "g" * 64,
+    "a" * 63,
+    "ab/" + "a" * 61,
+    "a" * 64 + ".aead",
+    "a" * 62 + "\x00a",
+]
 
 
 @pytest.mark.parametrize("digest", BAD_DIGESTS)
-def test_non_digest_strings_are_refused_before_touching_storage(backend: Backend,
-                                                                digest: str) -> None:
+def test_non_digest_strings_are_refused_before_touching_storage(
+    backend: Backend, digest: str
+) -> None:
     store = backend.store()
     for call in (store.get_bytes, store.exists, store.info, store.delete):
         with pytest.raises(InvalidArgumentError) as caught:
@@ -313,8 +330,17 @@ def test_non_digest_strings_are_refused_before_touching_storage(backend: Backend
         assert caught.value.field == "digest"
 
 
-@pytest.mark.parametrize("key", ["../outside", "objects/../../outside", "/etc/passwd",
-                                 "objects\\..\\x", "C:/Windows", "objects/./x"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../outside",
+        "objects/../../outside",
+        "/etc/passwd",
+        "objects\\..\\x",
+        "C:/Windows",
+        "objects/./x",
+    ],
+)
 def test_storage_refuses_keys_that_would_leave_the_root(backend: Backend, key: str) -> None:
     with pytest.raises(PathEscapeError):
         backend.storage.open_read(key)
@@ -329,7 +355,8 @@ def test_storage_refuses_malformed_keys(backend: Backend, key: str) -> None:
 
 
 def test_symlinked_object_pointing_outside_the_root_is_refused_on_local_storage(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = ContentAddressedStore.from_url(tmp_path / "store")
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"outside")
@@ -368,8 +395,10 @@ def test_file_url_opens_local_storage(tmp_path: Path) -> None:
 
 # -- encryption -----------------------------------------------------------------------------
 
+
 def test_encrypted_object_holds_no_plaintext_and_plain_reader_cannot_see_it(
-        backend: Backend, old_keyring: Keyring) -> None:
+    backend: Backend, old_keyring: Keyring
+) -> None:
     data = b"top secret model weights " * 200
     info = backend.store(old_keyring).put_bytes(data)
     raw = backend.read_raw(stored_key(info.digest, encrypted=True))
@@ -378,7 +407,8 @@ def test_encrypted_object_holds_no_plaintext_and_plain_reader_cannot_see_it(
 
 
 def test_reading_without_the_objects_key_raises_configuration_error_naming_the_key_id(
-        backend: Backend, old_keyring: Keyring) -> None:
+    backend: Backend, old_keyring: Keyring
+) -> None:
     digest = backend.store(old_keyring).put_bytes(b"locked").digest
     other = backend.store(Keyring.from_encoded([generate_key()]))
     with pytest.raises(ConfigurationError) as caught:
@@ -390,28 +420,34 @@ def test_reading_without_the_objects_key_raises_configuration_error_naming_the_k
 
 
 def test_reading_encrypted_object_with_no_keyring_raises_configuration_error(
-        backend: Backend, old_keyring: Keyring) -> None:
+    backend: Backend, old_keyring: Keyring
+) -> None:
     digest = backend.store(old_keyring).put_bytes(b"locked").digest
     with pytest.raises(ConfigurationError, match=old_keyring.active_id):
         backend.store().get_bytes(digest)
 
 
 @pytest.mark.parametrize("cut", ["last-chunk", "mid-chunk", "header-only"])
-def test_truncated_ciphertext_raises_integrity_error(backend: Backend, old_keyring: Keyring,
-                                                     cut: str) -> None:
+def test_truncated_ciphertext_raises_integrity_error(
+    backend: Backend, old_keyring: Keyring, cut: str
+) -> None:
     store = backend.store(old_keyring)
     digest = store.put_bytes(os.urandom(CHUNK * 3)).digest
     key = stored_key(digest, encrypted=True)
     raw = backend.read_raw(key)
-    keep = {"last-chunk": len(raw) - (CHUNK + TAG_SIZE), "mid-chunk": len(raw) - 100,
-            "header-only": HEADER_SIZE}[cut]
+    keep = {
+        "last-chunk": len(raw) - (CHUNK + TAG_SIZE),
+        "mid-chunk": len(raw) - 100,
+        "header-only": HEADER_SIZE,
+    }[cut]
     backend.write_raw(key, raw[:keep])
     with pytest.raises(IntegrityError, match=digest):
         store.get_bytes(digest)
 
 
-def test_tampered_encrypted_header_raises_integrity_error(backend: Backend,
-                                                          old_keyring: Keyring) -> None:
+def test_tampered_encrypted_header_raises_integrity_error(
+    backend: Backend, old_keyring: Keyring
+) -> None:
     store = backend.store(old_keyring)
     digest = store.put_bytes(b"payload").digest
     flip_byte(backend, stored_key(digest, encrypted=True), HEADER_SIZE - 1)  # nonce prefix
@@ -420,7 +456,8 @@ def test_tampered_encrypted_header_raises_integrity_error(backend: Backend,
 
 
 def test_rotate_key_reencrypts_old_and_plain_objects_so_the_new_key_alone_reads_them(
-        backend: Backend, old_key: str, old_keyring: Keyring) -> None:
+    backend: Backend, old_key: str, old_keyring: Keyring
+) -> None:
     plain = backend.store().put_bytes(b"plain before keys").digest
     old = backend.store(old_keyring).put_bytes(DATA["multi-chunk"]).digest
     new_key = generate_key()
@@ -438,7 +475,8 @@ def test_rotate_key_reencrypts_old_and_plain_objects_so_the_new_key_alone_reads_
 
 
 def test_rotate_key_refuses_a_corrupt_object_and_leaves_it_in_place(
-        backend: Backend, old_keyring: Keyring) -> None:
+    backend: Backend, old_keyring: Keyring
+) -> None:
     digest = backend.store().put_bytes(DATA["multi-chunk"]).digest
     flip_byte(backend, stored_key(digest), 10)
     with pytest.raises(IntegrityError, match=digest):
@@ -454,12 +492,12 @@ def test_rotate_key_without_a_keyring_raises_configuration_error(backend: Backen
 
 # -- debris ---------------------------------------------------------------------------------
 
+
 def temp_name(pid: int) -> str:
     return f"tmp/{socket.gethostname()}-{pid}-{uuid.uuid4().hex}"
 
 
-def test_sweep_debris_removes_temp_files_of_dead_pids_and_keeps_live_ones(
-        backend: Backend) -> None:
+def test_sweep_debris_removes_temp_files_of_dead_pids_and_keeps_live_ones(backend: Backend) -> None:
     dead, live = temp_name(dead_pid()), temp_name(os.getpid())
     backend.write_raw(dead, b"partial")
     backend.write_raw(live, b"in progress")

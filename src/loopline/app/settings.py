@@ -1,4 +1,4 @@
-"""Settings, read once: CLI flags, then ``LOOPLINE_*`` variables, then ``loopline.toml``, then defaults.
+"""Settings, read once: CLI flags, then ``LOOPLINE_*`` variables, ``loopline.toml``, defaults.
 
 Relative paths in ``loopline.toml`` are taken from the folder that holds it (``.loopline/``).
 """
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags, then environment, then the workspace's TOML file; no dotenv or secrets dir."""
+        """Read flags, then the environment, then the workspace's TOML file (no dotenv)."""
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 

@@ -27,6 +27,7 @@ from loopline.artifacts.crypto import (
 )
 from loopline.artifacts.keys import ENV_VAR, Keyring
 from loopline.artifacts.layout import OBJECTS, ObjectKey, object_key, parse_object_key
+from loopline.artifacts.local import fsync_dir
 from loopline.artifacts.storage import ByteStorage, TempFile, open_storage
 from loopline.artifacts.streams import VerifyingReader, iter_source, rechunk, slices
 from loopline.core.artifacts import ObjectInfo, ObjectProblem, RotationReport, VerifyReport
@@ -55,8 +56,13 @@ class ContentAddressedStore:
     Satisfies ``loopline.core.ports.BlobStore``.
     """
 
-    def __init__(self, storage: ByteStorage, keyring: Keyring | None = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, sweep_on_open: bool = True) -> None:
+    def __init__(
+        self,
+        storage: ByteStorage,
+        keyring: Keyring | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        sweep_on_open: bool = True,
+    ) -> None:
         """Wrap ``storage``; encrypt new objects when ``keyring`` is given.
 
         ``sweep_on_open`` removes temporary debris of dead writers (see :meth:`sweep_debris`).
@@ -74,9 +80,14 @@ class ContentAddressedStore:
             self.sweep_debris()
 
     @classmethod
-    def from_url(cls, url_or_path: str | Path, keyring: Keyring | None = None, *,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, sweep_on_open: bool = True,
-                 ) -> ContentAddressedStore:
+    def from_url(
+        cls,
+        url_or_path: str | Path,
+        keyring: Keyring | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        sweep_on_open: bool = True,
+    ) -> ContentAddressedStore:
         """Open the store rooted at a local path, ``file://`` or any fsspec URL.
 
         Raises:
@@ -256,6 +267,7 @@ class ContentAddressedStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, target)
+            fsync_dir(str(target.parent))
         except OSError as exc:
             raise BackendError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
         finally:
@@ -330,8 +342,10 @@ class ContentAddressedStore:
             problems.append(ObjectProblem(digest, problem))
         return VerifyReport(checked, bytes_checked, tuple(problems))
 
-    def _verify_targets(self, digests: list[str] | None,
-                        ) -> Iterator[tuple[str, ObjectKey | None, str]]:
+    def _verify_targets(
+        self,
+        digests: list[str] | None,
+    ) -> Iterator[tuple[str, ObjectKey | None, str]]:
         if digests is None:
             for key in self._stored_keys():
                 yield key.digest, key, ""

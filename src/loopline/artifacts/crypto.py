@@ -51,8 +51,9 @@ class Header:
 
     def pack(self) -> bytes:
         """Return the 25 header bytes."""
-        return _HEADER.pack(MAGIC, VERSION, bytes.fromhex(self.key_id), self.chunk_size,
-                            self.nonce_prefix)
+        return _HEADER.pack(
+            MAGIC, VERSION, bytes.fromhex(self.key_id), self.chunk_size, self.nonce_prefix
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> Header:
@@ -96,8 +97,12 @@ def plaintext_size(stored_size: int, chunk_size: int) -> int:
     return body - chunks * TAG_SIZE
 
 
-def encrypt_stream(key: bytes, key_id: str, chunks: Iterable[bytes], chunk_size: int,
-                   ) -> Iterator[bytes]:
+def encrypt_stream(
+    key: bytes,
+    key_id: str,
+    chunks: Iterable[bytes],
+    chunk_size: int,
+) -> Iterator[bytes]:
     """Yield the header, then one encrypted chunk per ``chunk_size`` bytes of plaintext.
 
     ``chunks`` must yield pieces of exactly ``chunk_size`` bytes except the last (which may be

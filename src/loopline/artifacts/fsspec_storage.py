@@ -96,10 +96,15 @@ class FsspecStorage:
             self._fs.mv(source, target)
 
     def discard(self, temp: TempFile) -> None:
-        """Close and remove ``temp``, ignoring a key already gone."""
+        """Close and remove ``temp``, ignoring a key already gone.
+
+        Closing may finish the upload of the partial temp (object stores); it is removed next.
+        A failure to close is ignored: the temp is being thrown away.
+        """
         path = self._path(temp.key)
-        with _fs_errors(temp.key), suppress(FileNotFoundError):
+        with suppress(OSError):
             temp.file.close()
+        with _fs_errors(temp.key), suppress(FileNotFoundError):
             self._fs.rm(path)
 
     def open_read(self, key: str) -> BinaryIO:

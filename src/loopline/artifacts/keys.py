@@ -59,8 +59,11 @@ def decode_key(text: str, source: str) -> bytes:
 
 def _env_keys(value: str) -> list[bytes]:
     items = [item.strip() for item in value.split(",")]
-    return [decode_key(item, f"{ENV_VAR} (item {number})")
-            for number, item in enumerate(items, start=1) if item]
+    return [
+        decode_key(item, f"{ENV_VAR} (item {number})")
+        for number, item in enumerate(items, start=1)
+        if item
+    ]
 
 
 def _file_keys(path: Path) -> list[bytes]:
@@ -70,9 +73,11 @@ def _file_keys(path: Path) -> list[bytes]:
         raise ConfigurationError(f"encryption key file {str(path)!r} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"encryption key file {str(path)!r} cannot be read") from exc
-    keys = [decode_key(line, f"key file {str(path)!r} line {number}")
-            for number, line in enumerate(lines, start=1)
-            if line.strip() and not line.lstrip().startswith("#")]
+    keys = [
+        decode_key(line, f"key file {str(path)!r} line {number}")
+        for number, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not keys:
         raise ConfigurationError(f"encryption key file {str(path)!r} holds no key")
     return keys

@@ -31,7 +31,7 @@ def _os_errors(key: str) -> Iterator[None]:
         raise BackendError(f"local storage failed on {key!r}: {exc.strerror or exc}") from exc
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     """Make a directory's entries (a rename, a new child) durable."""
     fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     try:
@@ -48,7 +48,7 @@ def _makedirs_durable(path: str) -> None:
     _makedirs_durable(parent)
     with suppress(FileExistsError):
         os.mkdir(path)
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 class LocalStorage:
@@ -97,12 +97,13 @@ class LocalStorage:
             temp.file.close()
             _makedirs_durable(os.path.dirname(target))
             os.replace(source, target)
-            _fsync_dir(os.path.dirname(target))
+            fsync_dir(os.path.dirname(target))
 
     def discard(self, temp: TempFile) -> None:
-        """Close and unlink ``temp``, ignoring a file already gone."""
-        temp.file.close()
-        with suppress(FileNotFoundError):
+        """Close and unlink ``temp``, ignoring a file already gone or a failure to flush it."""
+        with suppress(OSError):
+            temp.file.close()
+        with _os_errors(temp.key), suppress(FileNotFoundError):
             os.unlink(self._path(temp.key))
 
     def open_read(self, key: str) -> BinaryIO:
@@ -137,7 +138,7 @@ class LocalStorage:
         path = self._path(key)
         with _os_errors(key):
             os.unlink(path)
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
 
     def sweep_temp(self, now: float | None = None) -> int:
         """Unlink temporary files left by dead processes on this host, or older than 24 h."""

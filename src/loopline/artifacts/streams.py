@@ -113,8 +113,11 @@ class VerifyingReader(io.RawIOBase):
     def _check(self) -> None:
         actual = self._hash.hexdigest()
         if actual != self._digest:
-            self._fail(f"artifact {self._digest} is corrupt: expected sha256 {self._digest}, "
-                       f"read bytes with sha256 {actual}", None)
+            self._fail(
+                f"artifact {self._digest} is corrupt: expected sha256 {self._digest}, "
+                f"read bytes with sha256 {actual}",
+                None,
+            )
 
     def _fail(self, message: str, cause: IntegrityError | None) -> NoReturn:
         self._failure = IntegrityError(message)

@@ -12,6 +12,7 @@ from loopline.artifacts import generate_key
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, error, success, table
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.core.artifacts import ObjectProblem
 
 app = typer.Typer(help="Content-addressed artifacts: put, get, list, show, verify, rotate-key.",
                   no_args_is_help=True)
@@ -71,7 +72,7 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         with Progress(TextColumn("verifying"), BarColumn(), TaskProgressColumn(),
                       console=console, transient=True, disable=as_json) as progress:
             task = progress.add_task("verify", total=len(digests))
-            problems = []
+            problems: list[ObjectProblem] = []
             checked = 0
             for digest in digests:
                 report = workspace.artifacts.verify([digest])

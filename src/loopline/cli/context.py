@@ -22,7 +22,7 @@ class CliOptions:
     debug: bool
 
     def overrides(self) -> dict[str, Any]:
-        """The settings these flags set."""
+        """Return the settings these flags set."""
         return {"db_url": self.db_url, "artifact_root": self.artifact_root, "user": self.user}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import random
-import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -54,20 +53,21 @@ def _store_artifacts(workspace: Workspace) -> list[str]:
 
 def _dispatch(workspace: Workspace) -> list[Event]:
     seen: list[Event] = []
-    dispatcher = workspace.dispatcher()
-    dispatcher.subscribe("demo-indexer", seen.append, {EventType.ARTIFACT_STORED})
-    report = dispatcher.run_once()
-    console.print(f"   delivered {report.handled} artifact.stored event(s) to 'demo-indexer'")
-    again = dispatcher.run_once()
+    with workspace.dispatcher() as dispatcher:
+        dispatcher.subscribe("demo-indexer", seen.append, {EventType.ARTIFACT_STORED})
+        report = dispatcher.run_once()
+        console.print(f"   delivered {report.handled} artifact.stored event(s) to 'demo-indexer'")
+        again = dispatcher.run_once()
     console.print(f"   second round delivered {again.handled}: the durable cursor remembers")
     return seen
 
 
 def _tamper_copy(workspace: Workspace, db_file: Path) -> str:
     copy = db_file.with_name("tampered-copy.db")
-    shutil.copyfile(db_file, copy)
-    with sqlite3.connect(copy) as connection:
-        connection.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
+    # The backup API copies committed pages still in the WAL, which a file copy would miss.
+    with sqlite3.connect(db_file) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+        target.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
     with Workspace.open(workspace.root, overrides={"db_url": f"sqlite:///{copy}"}) as forged:
         report = forged.store.audit.verify()
     copy.unlink()
@@ -104,7 +104,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, "ok" if c.healthy else "FAIL", c.detail) for c in checks])
     console.print(Panel.fit(
-        f"Done. Look around:\n  cd {root}\n  loopline status\n  loopline audit log\n"
+        f"Done. Look around (the CLI is .venv/bin/loopline; `source .venv/bin/activate`):\n"
+        f"  cd {root}\n  loopline status\n  loopline audit log\n"
         "  loopline audit verify\n  loopline artifacts list\n  loopline events list",
         title="where to look"))
     if not all(c.healthy for c in checks):

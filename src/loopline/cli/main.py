@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from loopline._version import __version__
@@ -23,7 +22,7 @@ from loopline.cli import (
     workspace_cmds,
 )
 from loopline.cli.context import CliOptions
-from loopline.cli.errors import EXIT_FAILURE, exit_code_for
+from loopline.cli.errors import EXIT_FAILURE, EXIT_USAGE, exit_code_for
 from loopline.cli.output import error
 from loopline.core.errors import LooplineError
 
@@ -84,18 +83,22 @@ def run(argv: list[str] | None = None) -> None:
             raise
         error(exc.message)
         sys.exit(exit_code_for(exc))
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
+    except typer.Abort:
         error("aborted")
         sys.exit(EXIT_FAILURE)
+    except typer.TyperException as exc:  # usage errors: unknown flags, missing files
+        show = getattr(exc, "show", None)  # click's usage errors print themselves with help
+        if callable(show):
+            show()
+        else:
+            error(str(exc))
+        sys.exit(int(getattr(exc, "exit_code", EXIT_USAGE)))
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a trace
+    except Exception as exc:
         if debug:
             raise
         error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")

@@ -60,7 +60,8 @@ class PathEscapeError(InvalidArgumentError):
 
     def __init__(self, field: str, value: str) -> None:
         self.value = value
-        super().__init__(field, f"{value!r} would leave its root (no '..', absolute paths or links)")
+        super().__init__(field,
+                         f"{value!r} would leave its root (no '..', absolute paths or links)")
 
 
 class ConflictError(LooplineError):

@@ -81,3 +81,7 @@ class EventSource(Protocol):
     def wait_for_events(self, timeout: float) -> bool:
         """Block until new events may exist or ``timeout`` seconds pass."""
         ...
+
+    def close(self) -> None:
+        """Release what waiting holds (a LISTEN connection, say)."""
+        ...

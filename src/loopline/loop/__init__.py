@@ -1,5 +1,5 @@
 """Layer L4: the controllers that close the loop; for now, the durable event dispatcher."""
 
-from loopline.loop.dispatcher import DispatchReport, Dispatcher, Subscription
+from loopline.loop.dispatcher import Dispatcher, DispatchReport, Subscription
 
 __all__ = ["DispatchReport", "Dispatcher", "Subscription"]

@@ -128,6 +128,16 @@ class Dispatcher:
         log.warning("subscriber %s failed (attempt %d), retrying in %.1fs: %s", name,
                     state.failures, delay, error)
 
+    def close(self) -> None:
+        """Release the event source."""
+        self._source.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def run(self, stop: threading.Event, idle_wait: float = 1.0) -> None:
         """Dispatch until ``stop`` is set, sleeping on the source between empty rounds."""
         while not stop.is_set():

@@ -161,7 +161,8 @@ class MetadataStore:
                 connection.execute(sa.text("SELECT 1"))
             return StoreHealth(self.display_url, self.backend, True, schema.status(self.engine))
         except sa.exc.SQLAlchemyError as exc:
-            return StoreHealth(self.display_url, self.backend, False, None, str(exc).splitlines()[0])
+            first_line = str(exc).splitlines()[0]
+            return StoreHealth(self.display_url, self.backend, False, None, first_line)
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -50,15 +50,21 @@ class PostgresListener:
     """Holds a dedicated connection that LISTENs on the events channel."""
 
     def __init__(self, url: URL) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        # Connect on first wait: a consumer that only polls once never holds a connection.
         import psycopg
 
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        try:
-            self._conn: Any = psycopg.connect(conninfo, autocommit=True, connect_timeout=2)
-            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error as exc:
-            raise BackendError(f"cannot LISTEN for events on PostgreSQL: {exc}") from exc
-        self._lock = threading.Lock()
+        if self._conn is None:
+            try:
+                self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=2)
+                self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.Error as exc:
+                raise BackendError(f"cannot LISTEN for events on PostgreSQL: {exc}") from exc
+        return self._conn
 
     def wait(self, timeout: float) -> bool:
         """Block until a NOTIFY arrives or ``timeout`` seconds pass."""
@@ -66,15 +72,22 @@ class PostgresListener:
 
         with self._lock:
             try:
-                for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                for _ in self._connection().notifies(timeout=timeout, stop_after=1):
                     return True
             except psycopg.Error as exc:
+                self._drop()
                 raise BackendError(f"lost the event LISTEN connection: {exc}") from exc
         return False
 
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def close(self) -> None:
-        """Close the listening connection."""
-        self._conn.close()
+        """Close the listening connection, if one was opened."""
+        with self._lock:
+            self._drop()
 
 
 class WaitingEventSource:

@@ -1,4 +1,4 @@
-"""Alembic environment: runs revisions on the connection the store hands over, in one transaction."""
+"""Alembic environment: runs revisions on the store's connection, all in one transaction."""
 
 from __future__ import annotations
 
