@@ -161,3 +161,29 @@ def test_inserted_entry_is_named(audited: Workspace, capsys: pytest.CaptureFixtu
     code, output = _verify_cli(audited, capsys)
     assert code != 0
     assert "entry #3" in output and "forged" in output
+
+
+def test_a_cursor_tailing_concurrent_writers_sees_every_event_once_in_order(
+        store: MetadataStore, tmp_path: Path) -> None:
+    # If seq order could differ from commit order, a tailing cursor would step over an event
+    # that commits late; this is the outbox's core promise, checked under real contention.
+    from loopline.loop import Dispatcher
+
+    seen: list[int] = []
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, store.url, name,
+                          str(APPENDS_PER_PROCESS), str(go)])
+        for name in ("tail-a", "tail-b")
+    ]
+    with Dispatcher(store.event_source(), batch_size=7) as dispatcher:
+        dispatcher.subscribe("tail", lambda event: seen.append(event.seq))
+        time.sleep(0.5)
+        go.touch()
+        while any(worker.poll() is None for worker in workers):
+            dispatcher.run_once()
+        assert all(worker.wait(timeout=120) == 0 for worker in workers)
+        dispatcher.run_once()
+    committed = [e.seq for e in store.events.read_after(0, limit=10_000)]
+    assert len(committed) == 2 * APPENDS_PER_PROCESS
+    assert seen == committed
