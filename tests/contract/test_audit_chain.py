@@ -72,6 +72,9 @@ def test_entries_filter_by_actor_action_and_subject(store: MetadataStore) -> Non
     assert [(e.before, e.after) for e in only] == [({"state": "a"}, {"state": "b"})]
     oldest = store.audit.entries(AuditFilter(newest_first=False, limit=1))
     assert oldest[0].seq == 1
+    second_at = store.audit.entries(AuditFilter(newest_first=False))[1].at
+    assert [e.seq for e in store.audit.entries(AuditFilter(since=second_at))] == [3, 2]
+    assert [e.seq for e in store.audit.entries(AuditFilter(until=second_at))] == [1]
     with pytest.raises(InvalidArgumentError, match="limit"):
         store.audit.entries(AuditFilter(limit=0))
 

@@ -13,6 +13,8 @@ from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import InvalidArgumentError
 from loopline.store import AuditFilter
 
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"]
+
 app = typer.Typer(help="The tamper-evident audit log: log, verify.", no_args_is_help=True)
 
 
@@ -29,14 +31,15 @@ def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares
     action: Annotated[str | None, typer.Option(help="Only this action, e.g. artifact.put.")] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
     since: Annotated[datetime | None, typer.Option(
-        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"],
-        help="Only entries at or after this time.")] = None,
+        formats=TIME_FORMATS, help="Only entries at or after this time.")] = None,
+    until: Annotated[datetime | None, typer.Option(
+        formats=TIME_FORMATS, help="Only entries before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List audit entries, newest first."""
     where = AuditFilter(actor=actor, action=action, subject=subject,
-                        since=_aware(since, "since"), limit=limit)
+                        since=_aware(since, "since"), until=_aware(until, "until"), limit=limit)
     with open_workspace(ctx) as workspace:
         entries = workspace.store.audit.entries(where)
     if as_json:
