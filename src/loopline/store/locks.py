@@ -2,8 +2,9 @@
 
 On SQLite every write transaction already holds the database's single write lock from its
 first statement (``BEGIN IMMEDIATE``). On PostgreSQL, a writer that appends events or audit
-entries takes two transaction-scoped advisory locks, always in the same order, so no two
-appenders interleave and a reader that sees ``seq = n`` committed has seen every ``seq < n``.
+entries first takes one transaction-scoped advisory lock, so appenders commit one after
+another and a reader that sees ``seq = n`` committed has seen every ``seq < n``. The audit
+head row, locked after it, is therefore always taken in the same order: no deadlock.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-# Arbitrary fixed 64-bit keys; loopline owns them in its database.
-EVENTS_LOCK_KEY = 0x6C6F6F706C696E65  # "loopline"
-AUDIT_LOCK_KEY = 0x6C6F6F7061756474  # "loopaudt"
+# An arbitrary fixed 64-bit key; loopline owns it in its database.
+APPEND_LOCK_KEY = 0x6C6F6F706C696E65  # "loopline"
 
 
 def serialise_appenders(session: Session) -> None:
-    """Take the append locks for the rest of the session's transaction (no-op on SQLite)."""
+    """Take the append lock for the rest of the session's transaction (no-op on SQLite)."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})

@@ -21,7 +21,7 @@ from loopline.core.clock import Clock, SystemClock
 from loopline.core.errors import BackendError
 from loopline.core.events import Event, NewEvent
 from loopline.store import schema
-from loopline.store.audit_log import AuditLog, append_entry
+from loopline.store.audit_log import AuditLog, ChainHead, append_entry, lock_head
 from loopline.store.engine import WRITE_OPTION, create_engine, parse_url, redacted
 from loopline.store.locks import serialise_appenders
 from loopline.store.notify import (
@@ -42,6 +42,7 @@ class UnitOfWork:
         self._clock = clock
         self._serialised = False
         self._notified = False
+        self._head: ChainHead | None = None
 
     def _serialise(self) -> None:
         if not self._serialised:
@@ -62,8 +63,10 @@ class UnitOfWork:
               after: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append an audit entry by this unit's actor to the chain."""
         self._serialise()
-        return append_entry(self.session, AuditRecord(self.actor, action, subject, before, after),
-                            self._clock)
+        if self._head is None:  # read once: the row stays locked until this unit commits
+            self._head = lock_head(self.session)
+        return append_entry(self.session, self._head,
+                            AuditRecord(self.actor, action, subject, before, after), self._clock)
 
 
 @dataclass(frozen=True, slots=True)

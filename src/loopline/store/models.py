@@ -1,4 +1,4 @@
-"""The metadata store's tables as SQLAlchemy 2 typed models.
+"""The metadata store's tables as SQLAlchemy 2 typed models (and their Core tables).
 
 Tables are created only by the Alembic revisions in ``migrations/``; a test checks that
 upgrading an empty database yields exactly these models.
@@ -7,7 +7,7 @@ upgrading an empty database yields exactly these models.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -93,3 +93,8 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(sa.BigInteger)
     hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+EVENTS = cast(sa.Table, EventRow.__table__)
+AUDIT_ENTRIES = cast(sa.Table, AuditEntryRow.__table__)
+AUDIT_HEAD = cast(sa.Table, AuditHeadRow.__table__)
