@@ -57,16 +57,18 @@ def test_newer_database_is_refused_and_not_downgraded(store: MetadataStore) -> N
         store.upgrade()
 
 
-def test_older_database_is_refused_naming_db_upgrade(store: MetadataStore,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    current = schema.status(store.engine).current
-    # Pretend the code moved on to a newer head while this database stayed where it is.
-    monkeypatch.setattr(schema, "head_revision", lambda: "0002_newer_code")
-    monkeypatch.setattr(schema, "_is_known", lambda revision: revision == current)
-    with pytest.raises(SchemaVersionError, match="run `loopline db upgrade`") as caught:
-        MetadataStore.open(store.url)
-    assert caught.value.current == current
-    assert caught.value.expected == "0002_newer_code"
+def test_older_database_is_refused_naming_db_upgrade(db_url: str) -> None:
+    store = MetadataStore.open(db_url, check_schema=False)
+    try:
+        schema.upgrade(store.engine, target="0001_foundation")
+        with pytest.raises(SchemaVersionError, match="run `loopline db upgrade`") as caught:
+            MetadataStore.open(db_url)
+        assert caught.value.current == "0001_foundation"
+        assert caught.value.expected == schema.head_revision()
+        assert store.upgrade().state is SchemaState.CURRENT
+        MetadataStore.open(db_url).close()
+    finally:
+        store.close()
 
 
 def test_crash_during_upgrade_leaves_the_schema_wholly_old(db_url: str) -> None:

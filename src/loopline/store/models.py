@@ -95,6 +95,136 @@ class AuditHeadRow(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+
+class DatasetVersionRow(Base):
+    """One immutable version of a named dataset: a snapshot or an appended partition set.
+
+    ``content_hash`` is the identity (a hash of the normalised rows, whatever the file was
+    called); ``blob_digest`` names the Parquet bytes in the artifact store.
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("dataset", "version", name="uq_dataset_versions_dataset_version"),
+        sa.Index("ix_dataset_versions_dataset_content", "dataset", "content_hash"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.String(128))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    blob_digest: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    columns: Mapped[list[Any]] = mapped_column(sa.JSON)
+    profile: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    source_uri: Mapped[str | None] = mapped_column(sa.String(2048))
+    source_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    parents: Mapped[list[Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class DatasetPartitionRow(Base):
+    """One appended batch of an incremental dataset, stored as its own Parquet object."""
+
+    __tablename__ = "dataset_partitions"
+    __table_args__ = (
+        sa.UniqueConstraint("dataset", "seq", name="uq_dataset_partitions_dataset_seq"),
+        sa.Index("ix_dataset_partitions_dataset_max_time", "dataset", "max_time"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.String(128))
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    blob_digest: Mapped[str] = mapped_column(sa.String(64))
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    time_column: Mapped[str | None] = mapped_column(sa.String(128))
+    min_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ValidationRunRow(Base):
+    """One evaluation of an expectation suite against a dataset version."""
+
+    __tablename__ = "validation_runs"
+    __table_args__ = (sa.Index("ix_validation_runs_version", "dataset_version_id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    dataset_version_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    suite: Mapped[str] = mapped_column(sa.String(128))
+    passed: Mapped[bool] = mapped_column(sa.Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class ValidationResultRow(Base):
+    """The outcome of one expectation: what was expected, what was observed, pass or fail."""
+
+    __tablename__ = "validation_results"
+
+    run_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("validation_runs.id", ondelete="CASCADE"),
+        primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    expectation: Mapped[str] = mapped_column(sa.String(128))
+    column_name: Mapped[str | None] = mapped_column(sa.String(256))
+    arguments: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    passed: Mapped[bool] = mapped_column(sa.Boolean)
+    observed: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    message: Mapped[str] = mapped_column(sa.Text)
+
+
+class PredictionSegmentRow(Base):
+    """One Parquet segment of the prediction log (or of feedback labels), indexed for windows."""
+
+    __tablename__ = "prediction_segments"
+    __table_args__ = (
+        sa.Index("ix_prediction_segments_deployment_max_time", "deployment", "max_time"),
+        sa.Index("ix_prediction_segments_kind_max_time", "kind", "max_time"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    deployment: Mapped[str | None] = mapped_column(sa.String(128))
+    model_versions: Mapped[list[Any]] = mapped_column(sa.JSON)
+    blob_digest: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    min_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LineageNodeRow(Base):
+    """A node of the one lineage graph: ``<kind>:<ref>`` (source, snapshot, run, model, ...)."""
+
+    __tablename__ = "lineage_nodes"
+    __table_args__ = (sa.Index("ix_lineage_nodes_kind", "kind"),)
+
+    id: Mapped[str] = mapped_column(sa.String(600), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    ref: Mapped[str] = mapped_column(sa.String(512))
+    label: Mapped[str | None] = mapped_column(sa.String(512))
+    attributes: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LineageEdgeRow(Base):
+    """A directed edge ``source → target`` (from what, to what it produced or influenced)."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (sa.Index("ix_lineage_edges_target", "target"),)
+
+    source: Mapped[str] = mapped_column(
+        sa.String(600), sa.ForeignKey("lineage_nodes.id", ondelete="CASCADE"), primary_key=True)
+    target: Mapped[str] = mapped_column(
+        sa.String(600), sa.ForeignKey("lineage_nodes.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 EVENTS = cast(sa.Table, EventRow.__table__)
 AUDIT_ENTRIES = cast(sa.Table, AuditEntryRow.__table__)
 AUDIT_HEAD = cast(sa.Table, AuditHeadRow.__table__)
