@@ -26,6 +26,13 @@ from loopline.artifacts import ContentAddressedStore, Keyring
 from loopline.core.clock import Clock
 from loopline.core.errors import ConfigurationError, NotFoundError
 from loopline.core.events import EventType
+from loopline.core.validation import ValidationReport
+from loopline.data.lineage import LineageService
+from loopline.data.partitions import PartitionService
+from loopline.data.prediction_log import PredictionLog
+from loopline.data.snapshots import DatasetService
+from loopline.data.validation import Suite
+from loopline.data.validation_service import ValidationService
 from loopline.loop import Dispatcher
 from loopline.store import MetadataStore
 
@@ -61,6 +68,11 @@ class Workspace:
         self.store = store
         self.actor = actor_of(settings)
         self.artifacts = ArtifactService(blobs, store, self.actor)
+        self.lineage = LineageService(store)
+        self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock)
+        self.partitions = PartitionService(store, blobs, self.actor, store.clock)
+        self.validation = ValidationService(store, self.actor)
+        self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
 
     @property
     def config_dir(self) -> Path:
@@ -148,6 +160,18 @@ class Workspace:
         after = self.store.upgrade()
         if before is None or before.current != after.current:
             self._record_init(False, before.current if before else None, after.current)
+
+    def validate_dataset(self, ref: str, suite: Suite) -> ValidationReport:
+        """Check a dataset version against ``suite`` and store the result.
+
+        The previous version's profile feeds the shift checks (see ``ValidationService``).
+        """
+        version = self.datasets.get(ref)
+        previous = self.datasets.previous(version)
+        return self.validation.validate(
+            version.id, self.datasets.read(version.id), suite,
+            current_profile=dict(version.profile),
+            previous_profile=dict(previous.profile) if previous else None)
 
     def dispatcher(self, batch_size: int = 500, poll_interval: float = 0.2) -> Dispatcher:
         """Return an event dispatcher reading this workspace's outbox."""

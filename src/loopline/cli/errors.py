@@ -14,6 +14,7 @@ from loopline.core.errors import (
     NotFoundError,
     PolicyDeniedError,
     UserCodeError,
+    ValidationFailedError,
 )
 
 EXIT_FAILURE = 1
@@ -31,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[LooplineError], int], ...] = (
     (BackendError, 8),
     (PolicyDeniedError, 9),
     (UserCodeError, 10),
+    (ValidationFailedError, 9),
 )
 
 

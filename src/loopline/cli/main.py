@@ -16,9 +16,11 @@ from loopline._version import __version__
 from loopline.cli import (
     artifacts_cmds,
     audit_cmds,
+    data_cmds,
     db_cmds,
     demo_cmd,
     events_cmds,
+    lineage_cmds,
     workspace_cmds,
 )
 from loopline.cli.context import CliOptions
@@ -65,9 +67,11 @@ def main(  # noqa: PLR0913 - one parameter per global flag is how typer declares
 
 workspace_cmds.register(app)
 app.add_typer(db_cmds.app, name="db")
+app.add_typer(data_cmds.app, name="data")
 app.add_typer(artifacts_cmds.app, name="artifacts")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(events_cmds.app, name="events")
+app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
 
 

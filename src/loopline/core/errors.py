@@ -9,6 +9,7 @@
     ├── InvalidTransitionError   a state machine refused a move
     ├── PolicyDeniedError        governance said no
     ├── UserCodeError            user code raised; keeps the original as __cause__
+    ├── ValidationFailedError    a dataset failed its expectation suite; carries the report
     ├── IntegrityError           stored bytes or records do not match their hash
     ├── BackendError             a database or object store failed or is unreachable
     └── ConfigurationError       settings, workspace or schema revision are wrong
@@ -85,6 +86,17 @@ class PolicyDeniedError(LooplineError):
 
 class UserCodeError(LooplineError):
     """User code raised; the original exception is kept as ``__cause__``."""
+
+
+class ValidationFailedError(LooplineError):
+    """A dataset version failed expectations of a suite; the message is the readable report."""
+
+    def __init__(self, suite: str, dataset_version_id: str, failures: int, summary: str) -> None:
+        self.suite = suite
+        self.dataset_version_id = dataset_version_id
+        self.failures = failures
+        self.summary = summary
+        super().__init__(summary)
 
 
 class IntegrityError(LooplineError):

@@ -57,6 +57,10 @@ class BlobStore(Protocol):
         """Recheck the named objects (all when None) against their digests."""
         ...
 
+    def delete(self, digest: str) -> None:
+        """Remove every stored form of ``digest`` (raises ``NotFoundError`` when absent)."""
+        ...
+
     def rotate_key(self) -> RotationReport:
         """Re-encrypt every object not under the active key."""
         ...

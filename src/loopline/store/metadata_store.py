@@ -44,14 +44,15 @@ class UnitOfWork:
         self._notified = False
         self._head: ChainHead | None = None
 
-    def _serialise(self) -> None:
+    def serialise(self) -> None:
+        """Take the append lock now (on PostgreSQL), before reading what the write depends on."""
         if not self._serialised:
             serialise_appenders(self.session)
             self._serialised = True
 
     def emit(self, type: str, subject: str, payload: Mapping[str, Any] | None = None) -> Event:
         """Append an event that becomes visible when this transaction commits."""
-        self._serialise()
+        self.serialise()
         event = append_event(self.session, NewEvent(type, subject, payload or {}), self.actor,
                              self._clock)
         if not self._notified:
@@ -62,7 +63,7 @@ class UnitOfWork:
     def audit(self, action: str, subject: str, before: Mapping[str, Any] | None = None,
               after: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append an audit entry by this unit's actor to the chain."""
-        self._serialise()
+        self.serialise()
         if self._head is None:  # read once: the row stays locked until this unit commits
             self._head = lock_head(self.session)
         return append_entry(self.session, self._head,

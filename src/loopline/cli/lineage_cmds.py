@@ -1,0 +1,112 @@
+"""``loopline lineage``: show where a node came from and what it influenced."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.tree import Tree
+
+from loopline.app import Workspace
+from loopline.cli.context import open_workspace
+from loopline.cli.output import console, emit_json
+from loopline.cli.workspace_cmds import JsonFlag
+from loopline.core.lineage import Direction, LineageGraphView, LineageNode, NodeRef
+from loopline.data.lineage import DEFAULT_LIMIT, LineageService
+
+app = typer.Typer(help="The lineage graph: show upstream and downstream of a node.",
+                  no_args_is_help=True)
+
+
+def _service(workspace: Workspace) -> LineageService:
+    found = getattr(workspace, "lineage", None)  # the workspace wires one once it exists
+    return found if isinstance(found, LineageService) else LineageService(workspace.store)
+
+
+@app.command()
+def show(  # noqa: PLR0913 - one parameter per flag is how typer declares them
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(
+        help="The node as <kind>:<ref>, e.g. dataset_snapshot:iris@3.")],
+    upstream: Annotated[bool, typer.Option(
+        "--upstream", help="Only what the node came from.")] = False,
+    downstream: Annotated[bool, typer.Option(
+        "--downstream", help="Only what the node influenced.")] = False,
+    depth: Annotated[int, typer.Option(min=0, max=1000, help="Hops to follow.")] = 10,
+    limit: Annotated[int, typer.Option(min=1, max=100_000,
+                                       help="Most nodes to show each way.")] = DEFAULT_LIMIT,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a node's lineage: upstream, downstream, or (by default) both."""
+    ref = NodeRef.parse(node, "NODE")  # before opening anything: exit 5 on a malformed node
+    direction = (Direction.UPSTREAM if upstream and not downstream
+                 else Direction.DOWNSTREAM if downstream and not upstream else Direction.BOTH)
+    with open_workspace(ctx) as workspace:
+        view = _service(workspace).show(ref, direction, depth, limit)
+    if as_json:
+        emit_json(view_json(view))
+        return
+    console.print(render(view))
+    if view.truncated:
+        console.print(f"[yellow]truncated[/]: more lies beyond depth {depth} or {limit} nodes; "
+                      "raise --depth or --limit")
+
+
+def view_json(view: LineageGraphView) -> dict[str, Any]:
+    """Return the JSON shape of a view: root, direction, nodes (with depth) and edges."""
+    return {
+        "root": view.root.id,
+        "direction": view.direction.value,
+        "depth_reached": view.depth_reached,
+        "truncated": view.truncated,
+        "nodes": [{"id": n.id, "kind": n.ref.kind, "ref": n.ref.ref, "label": n.label,
+                   "attributes": dict(n.attributes), "created_at": n.created_at,
+                   "depth": view.depths[n.id]} for n in view.nodes],
+        "edges": [{"source": e.source.id, "target": e.target.id, "kind": e.kind}
+                  for e in view.edges],
+    }
+
+
+def _title(node: LineageNode) -> str:
+    label = f" [dim]{node.label}[/]" if node.label else ""
+    return f"[bold]{node.ref.kind}[/]:{node.ref.ref}{label}"
+
+
+def _grow(branch: Tree, root: str, view: LineageGraphView, upstream: bool) -> None:
+    """Add the spanning tree of ``view`` one way from ``root``; each node appears once.
+
+    A node sits under one neighbour nearer the root; its other links to nodes already
+    shown are listed as dim ``see`` leaves, so shared nodes and cycles stay readable.
+    """
+    nodes = {n.id: n for n in view.nodes}
+    links: dict[str, list[tuple[str, str]]] = {}
+    for edge in view.edges:
+        near, far = ((edge.target.id, edge.source.id) if upstream
+                     else (edge.source.id, edge.target.id))
+        links.setdefault(near, []).append((far, edge.kind))
+    shown = {root}
+    frontier = [(root, branch)]
+    while frontier:
+        following: list[tuple[str, Tree]] = []
+        for node_id, tree in frontier:
+            for far, kind in sorted(links.get(node_id, [])):
+                if far in shown:
+                    tree.add(f"[dim]{kind} → see {far}[/]")
+                    continue
+                shown.add(far)
+                following.append((far, tree.add(f"[cyan]{kind}[/] {_title(nodes[far])}")))
+        frontier = following
+
+
+def render(view: LineageGraphView) -> Tree:
+    """Return a rich tree of the view: the root, then its upstream and/or downstream."""
+    root = view.node(view.root.id)
+    tree = Tree(_title(root) if root else view.root.id)
+    ways = ([view.direction == Direction.UPSTREAM] if view.direction != Direction.BOTH
+            else [True, False])
+    for upstream in ways:
+        branch = tree.add("[magenta]upstream[/]" if upstream else "[magenta]downstream[/]")
+        _grow(branch, view.root.id, view, upstream)
+        if not branch.children:
+            branch.add("[dim](nothing recorded)[/]")
+    return tree

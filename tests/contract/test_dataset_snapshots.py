@@ -1,0 +1,180 @@
+"""Dataset snapshots on every backend: identity is content, versions are per name, and bad
+sources are refused with the field named and nothing written."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from loopline.app import Workspace
+from loopline.core.errors import InvalidArgumentError, NotFoundError
+from loopline.data.diff import diff_versions
+
+
+@pytest.fixture
+def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace.init(tmp_path / "ws", overrides={"db_url": db_url})
+    try:
+        yield workspace
+    finally:
+        workspace.close()
+
+
+def frame(rows: int = 500, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "sepal": rng.normal(5.8, 0.8, rows).round(3),
+        "petals": rng.integers(0, 12, rows),
+        "species": rng.choice(["setosa", "versicolor", "virginica"], rows),
+        "seen": pd.date_range("2026-01-01", periods=rows, freq="h", tz="UTC"),
+        "ok": rng.random(rows) > 0.3,
+    })
+
+
+def test_identity_is_stable_across_names_formats_and_row_groups(ws: Workspace,
+                                                                 tmp_path: Path) -> None:
+    data = frame()
+    data.to_csv(tmp_path / "one.csv", index=False)
+    data.to_parquet(tmp_path / "two.parquet", row_group_size=37)
+    pq.write_table(pa.Table.from_pandas(data, preserve_index=False),
+                   tmp_path / "three.parquet", row_group_size=499)
+    first = ws.datasets.snapshot(data, "iris")
+    others = [ws.datasets.snapshot(tmp_path / name, "iris")
+              for name in ("two.parquet", "three.parquet")]
+    assert first.created and not any(o.created for o in others)
+    assert {o.version.content_hash for o in others} == {first.version.content_hash}
+    # CSV parses timestamps and ints its own way; its identity is its own, but stable.
+    csv_a = ws.datasets.snapshot(tmp_path / "one.csv", "iris_csv")
+    (tmp_path / "renamed.csv").write_bytes((tmp_path / "one.csv").read_bytes())
+    csv_b = ws.datasets.snapshot(tmp_path / "renamed.csv", "iris_csv")
+    assert csv_b.version.id == csv_a.version.id and not csv_b.created
+
+
+def test_one_changed_value_makes_a_new_version_with_a_diff(ws: Workspace) -> None:
+    data = frame()
+    first = ws.datasets.snapshot(data, "iris").version
+    changed = data.copy()
+    changed.loc[10, "sepal"] = 42.0
+    second = ws.datasets.snapshot(changed, "iris", parents=["iris@1"]).version
+    assert second.version == 2 and second.content_hash != first.content_hash
+    assert second.parents == (first.id,)
+    moved = diff_versions(first, second)
+    assert any(c.column == "sepal" and c.statistic == "max" for c in moved.changes)
+    assert not moved.added and not moved.removed
+
+
+def test_snapshot_records_metadata_event_audit_and_lineage(ws: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "data.parquet"
+    frame().to_parquet(path)
+    version = ws.datasets.snapshot(path, "iris").version
+    assert version.rows == 500 and [c.name for c in version.columns][:2] == ["sepal", "petals"]
+    assert version.source_uri == str(path) and version.source_hash is not None
+    assert version.profile["columns"]["species"]["kind"] == "categorical"
+    assert ws.datasets.read("iris", columns=["petals"]).num_rows == 500
+    events = [e.type for e in ws.store.events.read_after(0)]
+    assert "dataset.snapshot_created" in events
+    assert ws.store.audit.entries()[0].action == "dataset.snapshot"
+    upstream = ws.lineage.upstream("dataset_snapshot:iris@1")
+    assert f"source:{path}" in {n.id for n in upstream.nodes}
+    assert ws.store.audit.verify().ok
+
+
+def test_references_resolve_by_name_version_latest_and_id(ws: Workspace) -> None:
+    one = ws.datasets.snapshot(frame(seed=1), "iris").version
+    two = ws.datasets.snapshot(frame(seed=2), "iris").version
+    assert ws.datasets.get("iris").id == two.id
+    assert ws.datasets.get("iris@latest").id == two.id
+    assert ws.datasets.get("iris@1").id == one.id
+    assert ws.datasets.get(one.id).id == one.id
+    assert [v.ref for v in ws.datasets.versions("iris")] == ["iris@2", "iris@1"]
+    with pytest.raises(NotFoundError, match="iris@9"):
+        ws.datasets.get("iris@9")
+    with pytest.raises(InvalidArgumentError, match="dataset"):
+        ws.datasets.get("iris@zero")
+    with pytest.raises(InvalidArgumentError, match="columns"):
+        ws.datasets.read("iris", columns=["nope"])
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"a,b\n1,2,3\n", "malformed CSV"),
+    # past the first 4 MiB block, where the column type was already inferred as integer
+    (b"a,b\n" + b"1,2\n" * 1_100_000 + b"x,2\n", "mixes types"),
+    (b"a,b\n", "no rows"),
+])
+def test_bad_csv_sources_are_refused_and_nothing_is_written(
+        ws: Workspace, tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidArgumentError, match=problem) as caught:
+        ws.datasets.snapshot(path, "bad")
+    assert caught.value.field == "source"
+    assert ws.datasets.versions() == []
+    assert list(ws.artifacts.list()) == []
+
+
+def test_unreadable_parquet_and_other_bad_sources_are_refused(ws: Workspace,
+                                                             tmp_path: Path) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InvalidArgumentError, match="unreadable Parquet"):
+        ws.datasets.snapshot(broken, "bad")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InvalidArgumentError, match="CSV"):
+        ws.datasets.snapshot(tmp_path / "notes.txt", "bad")
+    with pytest.raises(InvalidArgumentError, match="mixes types"):
+        ws.datasets.snapshot(pd.DataFrame({"m": [1, "two", 3.0]}), "bad")
+    with pytest.raises(InvalidArgumentError, match="cannot snapshot"):
+        ws.datasets.snapshot(42, "bad")
+    with pytest.raises(InvalidArgumentError, match="name"):
+        ws.datasets.snapshot(frame(), "no spaces")
+    with pytest.raises(NotFoundError):
+        ws.datasets.snapshot(frame(), "ok", parents=["missing@1"])
+    assert ws.datasets.versions() == []
+
+
+def test_globs_read_every_matching_file_in_order(ws: Workspace, tmp_path: Path) -> None:
+    data = frame(300)
+    for index, part in enumerate((data[:100], data[100:200], data[200:])):
+        part.to_parquet(tmp_path / f"part-{index}.parquet")
+    whole = ws.datasets.snapshot(data, "parts").version
+    globbed = ws.datasets.snapshot(str(tmp_path / "part-*.parquet"), "parts")
+    assert globbed.version.id == whole.id and not globbed.created
+    mismatched = tmp_path / "odd"
+    mismatched.mkdir()
+    data[:10].to_parquet(mismatched / "a.parquet")
+    data[["sepal"]][:10].to_parquet(mismatched / "b.parquet")
+    with pytest.raises(InvalidArgumentError, match="differ"):
+        ws.datasets.snapshot(str(mismatched), "odd")
+
+
+def test_partitions_append_and_windowed_reads(ws: Workspace) -> None:
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    times = [start + dt.timedelta(hours=h) for h in range(30)]
+    table = pa.table({"at": pa.array(times, pa.timestamp("us", "UTC")), "v": list(range(30))})
+    for offset in (0, 10, 20):
+        ws.partitions.append("clicks", table.slice(offset, 10), time_column="at")
+    from loopline.data.partitions import Window
+
+    hours = ws.partitions.read("clicks", Window(start=times[8], end=times[12]))
+    assert hours["v"].to_pylist() == [8, 9, 10, 11]
+    assert ws.partitions.read("clicks", Window(last=12))["v"].to_pylist() == list(range(18, 30))
+    assert ws.partitions.read("clicks").num_rows == 30
+    assert [p.seq for p in ws.partitions.partitions("clicks")] == [1, 2, 3]
+    with pytest.raises(InvalidArgumentError, match="time_column"):
+        ws.partitions.append("clicks", table, time_column="v")
+    with pytest.raises(InvalidArgumentError, match="differ"):
+        ws.partitions.append("clicks", table.select(["v"]))
+    with pytest.raises(InvalidArgumentError, match="start"):
+        ws.partitions.read("clicks", Window(start=dt.datetime(2026, 3, 1)))  # noqa: DTZ001
+    with pytest.raises(NotFoundError):
+        ws.partitions.read("nothing-here")
