@@ -25,7 +25,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(
     monkeypatch.setenv("LOOPLINE_ARTIFACT_ROOT", "from-env")
     settings = load_settings(config, {"user": "from-flag", "artifact_root": None})
     assert settings.user == "from-flag"
-    assert settings.artifact_root == "from-env"
+    assert settings.artifact_root == str(Path.cwd() / "from-env")
     assert settings.ray_address == "from-file"
     assert settings.db_url is None
 
@@ -107,3 +107,29 @@ def test_unsupported_database_urls_are_refused(tmp_path: Path) -> None:
         Workspace.init(tmp_path, overrides={"db_url": "mysql://root@localhost/x"})
     with pytest.raises(ConfigurationError, match="psycopg"):
         Workspace.init(tmp_path, overrides={"db_url": "postgresql://u@localhost/x"})
+
+
+def test_relative_flags_and_environment_mean_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOOPLINE_ENCRYPTION_KEY_FILE", "keys.txt")
+    settings = resolve_paths(load_settings(None, {"artifact_root": "mystore"}),
+                             tmp_path / "ws" / ".loopline")
+    assert settings.artifact_root == str(tmp_path / "mystore")
+    assert settings.encryption_key_file == tmp_path / "keys.txt"
+
+
+def test_init_writes_the_given_locations_into_the_settings_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Workspace.init(tmp_path / "ws", overrides={"artifact_root": "shared-blobs"}).close()
+    with Workspace.open(tmp_path / "ws") as workspace:  # no flag this time
+        assert workspace.settings.artifact_root == str(tmp_path / "shared-blobs")
+    with pytest.raises(ConfigurationError, match="password"):
+        Workspace.init(tmp_path / "other",
+                       overrides={"db_url": "postgresql+psycopg://u:secret@db/x"})
+
+
+def test_an_unusable_user_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="user"):
+        Workspace.init(tmp_path, overrides={"user": "x" * 300})

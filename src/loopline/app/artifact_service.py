@@ -1,15 +1,17 @@
 """Artifacts as the workspace offers them: the blob store, with audit entries and events.
 
 Storing new bytes records ``artifact.put`` in the audit log and an ``artifact.stored`` event;
-storing bytes that are already there changes nothing and records nothing. The blob is
-committed before the metadata, so a crash between the two leaves at worst an unreferenced
-object (content-addressed, harmless), never a record pointing at missing bytes.
+storing bytes the catalogue already holds changes nothing and records nothing. The blob is
+committed before the metadata, so a crash between the two leaves at worst an object not yet
+in the catalogue (content-addressed, harmless), never a record pointing at missing bytes;
+the next put of the same bytes records it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +19,7 @@ from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
 from loopline.core.events import EventType
 from loopline.core.ports import BlobStore
 from loopline.store import MetadataStore
+from loopline.store.artifact_catalog import record_if_new
 
 
 class ArtifactService:
@@ -28,13 +31,18 @@ class ArtifactService:
         self._actor = actor
 
     def _record(self, info: ObjectInfo, source: str) -> ObjectInfo:
-        if info.created:
-            with self._store.write(self._actor) as uow:
-                details = {"size": info.size, "encrypted": info.key_id is not None,
-                           "source": source}
-                uow.emit(EventType.ARTIFACT_STORED, info.digest, details)
-                uow.audit("artifact.put", f"artifact:{info.digest}", None, details)
-        return info
+        # "New" is decided by the catalogue, in the audit's own transaction, not by the blob
+        # store: bytes stored by a put whose metadata write failed are recorded on the retry.
+        with self._store.write(self._actor) as uow:
+            uow.serialise()
+            if not record_if_new(uow.session, info.digest, info.size, self._actor,
+                                 self._store.clock.now()):
+                return replace(info, created=False)
+            details = {"size": info.size, "encrypted": info.key_id is not None,
+                       "source": source}
+            uow.emit(EventType.ARTIFACT_STORED, info.digest, details)
+            uow.audit("artifact.put", f"artifact:{info.digest}", None, details)
+        return replace(info, created=True)
 
     def put_bytes(self, data: bytes) -> ObjectInfo:
         """Store ``data`` and return its digest; idempotent."""

@@ -6,10 +6,12 @@ Relative paths in ``loopline.toml`` are taken from the folder that holds it (``.
 from __future__ import annotations
 
 import getpass
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +40,13 @@ class Settings(BaseSettings):
     encryption_key_file: Path | None = None
     ray_address: str | None = None
 
+    @field_validator("user")
+    @classmethod
+    def _user_is_an_actor(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value) <= 256 and value.isprintable()):
+            raise ValueError("must be 1-256 printable characters")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -58,7 +67,12 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any] | None = N
         ConfigurationError: naming the field and the problem when a value is invalid,
             unknown, or the TOML file cannot be parsed.
     """
-    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    given = {key: absolute(key, value, Path.cwd())
+             for key, value in (overrides or {}).items() if value is not None}
+    for key in PATH_FIELDS:  # relative paths from the environment mean the current folder too
+        from_env = os.environ.get(f"LOOPLINE_{key.upper()}")
+        if key not in given and from_env:
+            given[key] = absolute(key, from_env, Path.cwd())
 
     class WorkspaceSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
@@ -77,19 +91,39 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any] | None = N
     return settings
 
 
+PATH_FIELDS = ("db_url", "artifact_root", "encryption_key_file")
+
+
+def absolute(key: str, value: Any, base: Path) -> Any:
+    """Make a local path setting absolute against ``base``; other values pass through.
+
+    Flags and environment variables are taken from the current folder, ``loopline.toml``
+    values from the folder that holds it.
+    """
+    if key == "db_url" and isinstance(value, str) and value.startswith("sqlite:///"):
+        relative = value.removeprefix("sqlite:///")
+        if relative and relative != ":memory:" and not Path(relative).expanduser().is_absolute():
+            return f"sqlite:///{(base / relative).resolve()}"
+        return value
+    if key == "artifact_root" and isinstance(value, str) and "://" not in value:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    if key == "encryption_key_file" and isinstance(value, str | Path):
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    return value
+
+
 def resolve_paths(settings: Settings, workspace_dir: Path) -> Settings:
     """Fill defaults and make relative paths absolute against ``workspace_dir`` (``.loopline``)."""
-    db_url = settings.db_url or f"sqlite:///{workspace_dir / DB_FILENAME}"
-    if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
-        relative = db_url.removeprefix("sqlite:///")
-        if relative and relative != ":memory:" and not Path(relative).is_absolute():
-            db_url = f"sqlite:///{(workspace_dir / relative).resolve()}"
-    root = settings.artifact_root or str(workspace_dir / ARTIFACTS_DIRNAME)
-    if "://" not in root and not Path(root).expanduser().is_absolute():
-        root = str((workspace_dir / root).resolve())
+    db_url = absolute("db_url", settings.db_url or f"sqlite:///{workspace_dir / DB_FILENAME}",
+                      workspace_dir)
+    root = absolute("artifact_root",
+                    settings.artifact_root or str(workspace_dir / ARTIFACTS_DIRNAME),
+                    workspace_dir)
     key_file = settings.encryption_key_file
-    if key_file is not None and not key_file.expanduser().is_absolute():
-        key_file = (workspace_dir / key_file).resolve()
+    if key_file is not None:
+        key_file = absolute("encryption_key_file", key_file, workspace_dir)
     return settings.model_copy(update={"db_url": db_url, "artifact_root": root,
                                        "encryption_key_file": key_file})
 
@@ -102,6 +136,31 @@ def actor_of(settings: Settings) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def config_text(given: dict[str, Any]) -> str:
+    """Return the text of a new ``loopline.toml``: the template and the locations given.
+
+    Raises:
+        ConfigurationError: when a given database URL embeds a password (it would be stored
+            in plain text; use LOOPLINE_DB_URL or a PostgreSQL password file instead).
+    """
+    lines = [CONFIG_TEMPLATE]
+    for key in ("db_url", "artifact_root"):
+        value = given.get(key)
+        if value is None:
+            continue
+        if key == "db_url" and _has_password(str(value)):
+            raise ConfigurationError(
+                "refusing to write a database password into loopline.toml; set "
+                "LOOPLINE_DB_URL in the environment or use a PostgreSQL password file")
+        lines.append(f"{key} = {json.dumps(str(value))}\n")
+    return "".join(lines)
+
+
+def _has_password(url: str) -> bool:
+    authority = url.partition("://")[2].partition("/")[0]
+    return "@" in authority and ":" in authority.rpartition("@")[0]
 
 
 CONFIG_TEMPLATE = """\

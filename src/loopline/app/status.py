@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from loopline.app.workspace import Workspace
 from loopline.core.errors import LooplineError
+from loopline.core.redaction import redact_text
 from loopline.store import SchemaState
 
 
@@ -38,6 +39,13 @@ def workspace_status(workspace: Workspace) -> list[Check]:
 
 
 def _log_checks(workspace: Workspace) -> list[Check]:
+    try:
+        return _read_logs(workspace)
+    except LooplineError as exc:
+        return [Check("event and audit logs", "events, audit_entries", False, exc.message)]
+
+
+def _read_logs(workspace: Workspace) -> list[Check]:
     events = workspace.store.events
     report = workspace.store.audit.verify()
     chain = "chain intact" if report.ok else f"chain broken at {report.first_break.describe()}" \
@@ -53,7 +61,7 @@ def _artifact_check(workspace: Workspace) -> Check:
     blobs = workspace.artifacts.blobs
     keyring = getattr(blobs, "keyring", None)
     encryption = f"encrypted (key {keyring.active_id})" if keyring else "not encrypted"
-    root = str(workspace.settings.artifact_root)
+    root = redact_text(str(workspace.settings.artifact_root))
     try:
         count = sum(1 for _ in workspace.artifacts.list())
     except LooplineError as exc:

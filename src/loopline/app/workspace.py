@@ -15,10 +15,11 @@ from typing import Any
 from loopline.app.artifact_service import ArtifactService
 from loopline.app.settings import (
     CONFIG_FILENAME,
-    CONFIG_TEMPLATE,
     WORKSPACE_DIRNAME,
     Settings,
+    absolute,
     actor_of,
+    config_text,
     load_settings,
     resolve_paths,
 )
@@ -126,19 +127,20 @@ class Workspace:
         root = Path(path if path is not None else Path.cwd()).resolve()
         if root.exists() and not root.is_dir():
             raise ConfigurationError(f"cannot create a workspace in {root}: not a folder")
+        given = {key: absolute(key, value, Path.cwd())
+                 for key, value in (overrides or {}).items() if value is not None}
+        text = config_text(given)  # refuses what must not be written, before anything is
         config_dir = root / WORKSPACE_DIRNAME
         config_dir.mkdir(parents=True, exist_ok=True)
         config_file = config_dir / CONFIG_FILENAME
         created = not config_file.exists()
         if created:
-            _write_atomically(config_file, CONFIG_TEMPLATE)
+            _write_atomically(config_file, text)
         workspace = cls._build(root, overrides, clock, check_schema=False)
         try:
-            before = workspace.store.health().schema
             after = workspace.store.upgrade()
-            if created or (before is not None and before.current != after.current):
-                workspace._record_init(created, before.current if before else None,
-                                       after.current)
+            if created or after.changed:
+                workspace._record_init(created, after.upgraded_from, after.current)
         except BaseException:
             workspace.close()
             raise
@@ -156,10 +158,9 @@ class Workspace:
 
     def upgrade(self) -> None:
         """Migrate the database to this code's revision, auditing the change."""
-        before = self.store.health().schema
         after = self.store.upgrade()
-        if before is None or before.current != after.current:
-            self._record_init(False, before.current if before else None, after.current)
+        if after.changed:
+            self._record_init(False, after.upgraded_from, after.current)
 
     def validate_dataset(self, ref: str, suite: Suite) -> ValidationReport:
         """Check a dataset version against ``suite`` and store the result.

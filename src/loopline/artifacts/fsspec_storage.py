@@ -22,6 +22,7 @@ from loopline.artifacts.layout import TEMP, is_debris, new_temp_key
 from loopline.artifacts.resolver import join_remote
 from loopline.artifacts.storage import TempFile
 from loopline.core.errors import BackendError, ConfigurationError, NotFoundError
+from loopline.core.redaction import redact_text
 
 
 @contextmanager
@@ -59,7 +60,8 @@ class FsspecStorage:
             fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
             raise ConfigurationError(
-                f"cannot open artifact store {url!r}: {exc}; install the fsspec driver for "
+                f"cannot open artifact store {redact_text(url)!r}: {redact_text(str(exc))}; "
+                "install the fsspec driver for "
                 "its scheme (for example s3fs for s3://)"
             ) from exc
         self._fs: Any = fs

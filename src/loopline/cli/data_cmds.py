@@ -83,7 +83,7 @@ def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME, NAME
                    "profile": version.profile, "parents": version.parents,
                    "source_hash": version.source_hash, "blob_digest": version.blob_digest})
         return
-    console.print(f"[bold]{version.ref}[/]  {version.rows:,} rows  content {version.content_hash}")
+    console.print(f"{version.ref}  {version.rows:,} rows  content {version.content_hash}")
     console.print(f"source {version.source_uri or '(in memory)'}  sha256 {version.source_hash}")
     profile = version.profile.get("columns", {})
     table("columns", ["column", "type", "kind", "null rate", "min", "max"], [
@@ -113,11 +113,11 @@ def diff(ctx: typer.Context, before: str, after: str, as_json: JsonFlag = False)
     console.print(f"{changes.before} → {changes.after}: rows {changes.rows_before:,} → "
                   f"{changes.rows_after:,}")
     for name in changes.added:
-        console.print(f"  [green]+ column {name}[/]")
+        console.print(f"  + column {name}", style="green")
     for name in changes.removed:
-        console.print(f"  [red]- column {name}[/]")
+        console.print(f"  - column {name}", style="red")
     for name, old, new in changes.retyped:
-        console.print(f"  [yellow]~ column {name}: {old} → {new}[/]")
+        console.print(f"  ~ column {name}: {old} → {new}", style="yellow")
     if changes.changes:
         table("statistics that moved", ["column", "statistic", "before", "after", "change"], [
             (c.column, c.statistic, _short(c.before), _short(c.after),

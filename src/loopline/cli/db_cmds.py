@@ -26,7 +26,7 @@ def upgrade(ctx: typer.Context) -> None:
 def current(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the database's revision and the one this loopline expects."""
     with open_workspace(ctx, check_schema=False) as workspace:
-        found = schema.status(workspace.store.engine)
+        found = workspace.store.schema_status()
     if as_json:
         emit_json(found)
         return

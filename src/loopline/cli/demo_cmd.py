@@ -12,6 +12,7 @@ import io
 import random
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,7 @@ import typer
 from rich.panel import Panel
 
 from loopline.app import Workspace, workspace_status
-from loopline.cli.output import console, table
+from loopline.cli.output import console, ok_or_fail, table
 from loopline.core.events import Event, EventType
 
 
@@ -36,7 +37,7 @@ def _sample_csv(rows: int, seed: int) -> bytes:
 
 
 def _step(number: int, text: str) -> None:
-    console.print(f"\n[bold cyan]{number}.[/] [bold]{text}[/]")
+    console.print(f"\n{number}. {text}", style="bold cyan")
 
 
 def _store_artifacts(workspace: Workspace) -> list[str]:
@@ -65,9 +66,10 @@ def _dispatch(workspace: Workspace) -> list[Event]:
 def _tamper_copy(workspace: Workspace, db_file: Path) -> str:
     copy = db_file.with_name("tampered-copy.db")
     # The backup API copies committed pages still in the WAL, which a file copy would miss.
-    with sqlite3.connect(db_file) as source, sqlite3.connect(copy) as target:
+    with closing(sqlite3.connect(db_file)) as source, closing(sqlite3.connect(copy)) as target:
         source.backup(target)
         target.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
+        target.commit()
     with Workspace.open(workspace.root, overrides={"db_url": f"sqlite:///{copy}"}) as forged:
         report = forged.store.audit.verify()
     copy.unlink()
@@ -98,11 +100,11 @@ def demo(directory: Annotated[Path | None, typer.Option(
         console.print(f"   chain verified: {report.entries} entries intact")
         if workspace.store.backend == "sqlite":
             db_file = Path(workspace.store.engine.url.database or "")
-            console.print(f"   on an edited copy: [red]{_tamper_copy(workspace, db_file)}[/]")
+            console.print(f"   on an edited copy: {_tamper_copy(workspace, db_file)}", style="red")
         _step(5, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
-              [(c.name, c.location, "ok" if c.healthy else "FAIL", c.detail) for c in checks])
+              [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
     console.print(Panel.fit(
         f"Done. Look around (the CLI is .venv/bin/loopline; `source .venv/bin/activate`):\n"
         f"  cd {root}\n  loopline status\n  loopline audit log\n"

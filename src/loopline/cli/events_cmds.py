@@ -16,7 +16,8 @@ app = typer.Typer(help="The event log: list, cursors.", no_args_is_help=True)
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    after: Annotated[int, typer.Option(min=0, help="Only events after this sequence number.")] = 0,
+    after: Annotated[int, typer.Option(min=0, max=2**63 - 1,
+                                       help="Only events after this sequence number.")] = 0,
     type_: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: JsonFlag = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from rich.tree import Tree
 
 from loopline.app import Workspace
@@ -48,8 +49,8 @@ def show(  # noqa: PLR0913 - one parameter per flag is how typer declares them
         return
     console.print(render(view))
     if view.truncated:
-        console.print(f"[yellow]truncated[/]: more lies beyond depth {depth} or {limit} nodes; "
-                      "raise --depth or --limit")
+        console.print(f"truncated: more lies beyond depth {depth} or {limit} nodes; "
+                      "raise --depth or --limit", style="yellow")
 
 
 def view_json(view: LineageGraphView) -> dict[str, Any]:
@@ -67,9 +68,12 @@ def view_json(view: LineageGraphView) -> dict[str, Any]:
     }
 
 
-def _title(node: LineageNode) -> str:
-    label = f" [dim]{node.label}[/]" if node.label else ""
-    return f"[bold]{node.ref.kind}[/]:{node.ref.ref}{label}"
+def _title(node: LineageNode) -> Text:
+    # Text, not markup: refs and labels come from users and may hold "[" and "]".
+    title = Text.assemble((node.ref.kind, "bold"), f":{node.ref.ref}")
+    if node.label:
+        title.append(f" {node.label}", style="dim")
+    return title
 
 
 def _grow(branch: Tree, root: str, view: LineageGraphView, upstream: bool) -> None:
@@ -91,22 +95,23 @@ def _grow(branch: Tree, root: str, view: LineageGraphView, upstream: bool) -> No
         for node_id, tree in frontier:
             for far, kind in sorted(links.get(node_id, [])):
                 if far in shown:
-                    tree.add(f"[dim]{kind} → see {far}[/]")
+                    tree.add(Text(f"{kind} → see {far}", style="dim"))
                     continue
                 shown.add(far)
-                following.append((far, tree.add(f"[cyan]{kind}[/] {_title(nodes[far])}")))
+                label = Text.assemble((kind, "cyan"), " ", _title(nodes[far]))
+                following.append((far, tree.add(label)))
         frontier = following
 
 
 def render(view: LineageGraphView) -> Tree:
     """Return a rich tree of the view: the root, then its upstream and/or downstream."""
     root = view.node(view.root.id)
-    tree = Tree(_title(root) if root else view.root.id)
+    tree = Tree(_title(root) if root else Text(view.root.id))
     ways = ([view.direction == Direction.UPSTREAM] if view.direction != Direction.BOTH
             else [True, False])
     for upstream in ways:
-        branch = tree.add("[magenta]upstream[/]" if upstream else "[magenta]downstream[/]")
+        branch = tree.add(Text("upstream" if upstream else "downstream", style="magenta"))
         _grow(branch, view.root.id, view, upstream)
         if not branch.children:
-            branch.add("[dim](nothing recorded)[/]")
+            branch.add(Text("(nothing recorded)", style="dim"))
     return tree

@@ -1,4 +1,9 @@
-"""Rendering for the CLI: rich tables for people, ``--json`` for programs, one-line errors."""
+"""Rendering for the CLI: rich tables for people, ``--json`` for programs, one-line errors.
+
+Console markup is off: names, paths and messages come from users and the database, and a
+``[/x]`` in an actor name must print as text, never be parsed (or crash the printer).
+Styling is applied with ``style=`` and ``Text`` instead.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def _plain(value: Any) -> Any:
@@ -39,17 +45,24 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     """Print a rich table."""
     view = Table(title=title, title_justify="left")
     for column in columns:
-        view.add_column(column)
+        # Fold rather than crop: a digest or path must stay whole enough to copy.
+        view.add_column(column, overflow="fold")
     for row in rows:
-        view.add_row(*("" if cell is None else str(cell) for cell in row))
+        view.add_row(*(cell if isinstance(cell, Text) else Text("" if cell is None else str(cell))
+                       for cell in row))
     console.print(view)
+
+
+def ok_or_fail(healthy: bool) -> Text:
+    """Return a green ``ok`` or a red ``FAIL`` table cell."""
+    return Text("ok", style="green") if healthy else Text("FAIL", style="bold red")
 
 
 def error(message: str) -> None:
     """Print one error line on standard error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 
 
 def success(message: str) -> None:
     """Print one success line."""
-    console.print(f"[green]✓[/] {message}", highlight=False)
+    console.print(Text.assemble(("✓ ", "green"), message))

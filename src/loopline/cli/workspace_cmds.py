@@ -9,7 +9,7 @@ import typer
 
 from loopline.app import Workspace, workspace_status
 from loopline.cli.context import open_workspace, options
-from loopline.cli.output import console, emit_json, success, table
+from loopline.cli.output import console, emit_json, ok_or_fail, success, table
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -21,7 +21,7 @@ def init(
 ) -> None:
     """Create .loopline/ (settings, SQLite database, artifact folder) and migrate the database."""
     opts = options(ctx)
-    with Workspace.init(directory, overrides=opts.overrides()) as workspace:
+    with Workspace.init(directory or opts.workspace, overrides=opts.overrides()) as workspace:
         success(f"workspace ready in {workspace.config_dir}")
         console.print(f"  metadata  {workspace.store.display_url}")
         console.print(f"  artifacts {workspace.settings.artifact_root}")
@@ -36,7 +36,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         emit_json(checks)
     else:
         table("loopline status", ["part", "location", "health", "detail"], [
-            (c.name, c.location, "[green]ok[/]" if c.healthy else "[red]FAIL[/]", c.detail)
+            (c.name, c.location, ok_or_fail(c.healthy), c.detail)
             for c in checks
         ])
     if not all(c.healthy for c in checks):

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from loopline.core.datasets import DatasetVersion
 from loopline.core.lineage import MAX_REF as MAX_NODE_REF
 from loopline.core.lineage import EdgeKind, LineageEdge, LineageNode, NodeKind, NodeRef
+from loopline.core.redaction import redact_text
 
 
 def snapshot_node(version: DatasetVersion) -> NodeRef:
     """Return the lineage node of a dataset version: ``dataset_snapshot:<name>@<version>``."""
     return NodeRef(NodeKind.DATASET_SNAPSHOT, version.ref)
+
+
+def source_ref(uri: str) -> str:
+    """Return a node ref for a source URI: printable, unpadded, at most 512 characters.
+
+    A longer URI keeps its start and ends in a hash of the whole, so distinct sources stay
+    distinct nodes.
+    """
+    clean = "".join(c if c.isprintable() else "?" for c in redact_text(uri)).strip() or "?"
+    if len(clean) <= MAX_NODE_REF:
+        return clean
+    digest = hashlib.sha256(clean.encode()).hexdigest()[:16]
+    return f"{clean[:MAX_NODE_REF - 18].rstrip()}…{digest}"
 
 
 def snapshot_lineage(version: DatasetVersion, parents: Sequence[DatasetVersion],
@@ -22,9 +37,10 @@ def snapshot_lineage(version: DatasetVersion, parents: Sequence[DatasetVersion],
                                              "content_hash": version.content_hash})]
     edges: list[LineageEdge] = []
     if version.source_uri:
-        source = NodeRef(NodeKind.SOURCE, version.source_uri[:MAX_NODE_REF])
-        nodes.append(LineageNode(source, version.source_uri[:MAX_NODE_REF],
-                                 {"sha256": version.source_hash}))
+        ref = source_ref(version.source_uri)
+        source = NodeRef(NodeKind.SOURCE, ref)
+        nodes.append(LineageNode(source, ref, {"sha256": version.source_hash,
+                                               "uri": version.source_uri}))
         edges.append(LineageEdge(source, node, EdgeKind.DERIVED_FROM))
     for parent in parents:
         parent_node = snapshot_node(parent)

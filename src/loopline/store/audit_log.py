@@ -16,11 +16,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from loopline.core.audit import AuditEntry, AuditRecord, ChainReport, entry_hash, verify_chain
+from loopline.core.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditRecord,
+    ChainBreak,
+    ChainReport,
+    entry_hash,
+    verify_chain,
+)
 from loopline.core.canonical import canonical_json
 from loopline.core.clock import Clock
 from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.core.ids import new_id
+from loopline.store.errors import translated
 from loopline.store.models import AUDIT_ENTRIES, AUDIT_HEAD, AuditEntryRow, AuditHeadRow
 
 VERIFY_BATCH = 5_000
@@ -110,13 +119,26 @@ def append_entry(session: Session, head: ChainHead, record: AuditRecord,
     return replace(entry, hash=digest)
 
 
+UNDECODABLE = "__undecodable__"
+
+
+def _summary_value(text: str | None) -> dict[str, Any] | None:
+    # A summary edited into something that is not a JSON object is kept as text under a key
+    # no real summary has: listings still show it, and its hash no longer matches.
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {UNDECODABLE: text}
+    return value if isinstance(value, dict) else {UNDECODABLE: text}
+
+
 def _to_entry(row: AuditEntryRow) -> AuditEntry:
     return AuditEntry(
         seq=row.seq, id=row.id, at=row.at, actor=row.actor, action=row.action,
-        subject=row.subject,
-        before=json.loads(row.before) if row.before is not None else None,
-        after=json.loads(row.after) if row.after is not None else None,
-        prev_hash=row.prev_hash, hash=row.hash,
+        subject=row.subject, before=_summary_value(row.before),
+        after=_summary_value(row.after), prev_hash=row.prev_hash, hash=row.hash,
     )
 
 
@@ -126,6 +148,7 @@ class AuditLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
+    @translated
     def entries(self, where: AuditFilter | None = None) -> list[AuditEntry]:
         """List entries matching ``where`` (newest first by default).
 
@@ -150,6 +173,7 @@ class AuditLog:
         with Session(self._engine) as session:
             return [_to_entry(row) for row in session.scalars(query)]
 
+    @translated
     def head(self) -> tuple[int, str]:
         """Return the recorded last sequence number and hash of the chain."""
         with Session(self._engine) as session:
@@ -158,6 +182,7 @@ class AuditLog:
                 raise BackendError("the audit head row is missing; the database was altered")
             return head.seq, head.hash
 
+    @translated
     def verify(self) -> ChainReport:
         """Check the whole chain and the head in one snapshot; report the first break."""
         engine = self._engine
@@ -167,7 +192,8 @@ class AuditLog:
         with Session(engine) as session:
             head = session.get(AuditHeadRow, 1)
             if head is None:
-                raise BackendError("the audit head row is missing; the database was altered")
+                return ChainReport(0, 0, GENESIS_HASH, ChainBreak(
+                    1, None, "the chain's head record is missing: the audit tables were altered"))
             return verify_chain(_iter_all(session), head.seq, head.hash)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from loopline.core.errors import ConfigurationError
+from loopline.core.redaction import redact_text
 
 WRITE_OPTION = "loopline_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -30,8 +31,9 @@ def parse_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"invalid db_url {url!r}: {exc}") from exc
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"invalid db_url {redact_text(url)!r}: "
+                                 f"{redact_text(str(exc))}") from exc
     if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigurationError(
             f"invalid db_url: backend {parsed.get_backend_name()!r} is not supported;"

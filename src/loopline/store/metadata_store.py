@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from loopline.core.audit import AuditEntry, AuditRecord
 from loopline.core.clock import Clock, SystemClock
-from loopline.core.errors import BackendError
 from loopline.core.events import Event, NewEvent
 from loopline.store import schema
 from loopline.store.audit_log import AuditLog, ChainHead, append_entry, lock_head
 from loopline.store.engine import WRITE_OPTION, create_engine, parse_url, redacted
+from loopline.store.errors import database_errors, first_line, translated
 from loopline.store.locks import serialise_appenders
 from loopline.store.notify import (
     EventWaiter,
@@ -120,26 +120,31 @@ class MetadataStore:
         """The URL with any password hidden."""
         return redacted(self.url)
 
+    @translated
     def ensure_schema(self) -> schema.SchemaStatus:
         """Refuse unless the database is at the code's head revision."""
-        try:
-            return schema.ensure_current(self.engine)
-        except sa.exc.OperationalError as exc:
-            raise BackendError(f"cannot reach the metadata database {self.display_url}: "
-                               f"{exc.orig}") from exc
+        return schema.ensure_current(self.engine)
 
+    @translated
+    def schema_status(self) -> schema.SchemaStatus:
+        """Compare the database's revision with the code's."""
+        return schema.status(self.engine)
+
+    @translated
     def upgrade(self) -> schema.SchemaStatus:
         """Migrate the database to the code's head revision (a no-op when already there)."""
-        try:
-            return schema.upgrade(self.engine)
-        except sa.exc.OperationalError as exc:
-            raise BackendError(f"cannot upgrade {self.display_url}: {exc.orig}") from exc
+        return schema.upgrade(self.engine)
 
     @contextmanager
     def write(self, actor: str) -> Iterator[UnitOfWork]:
-        """Open one write transaction; commit on success, roll back on any exception."""
-        with Session(self.engine.execution_options(**{WRITE_OPTION: True}),
-                     expire_on_commit=False) as session, session.begin():
+        """Open one write transaction; commit on success, roll back on any exception.
+
+        Raises:
+            BackendError, ConflictError, ConfigurationError: for database failures (the
+                caller's own exceptions pass through unchanged).
+        """
+        with database_errors(), Session(self.engine.execution_options(**{WRITE_OPTION: True}),
+                                        expire_on_commit=False) as session, session.begin():
             yield UnitOfWork(session, actor, self.clock)
 
     @contextmanager
@@ -165,8 +170,7 @@ class MetadataStore:
                 connection.execute(sa.text("SELECT 1"))
             return StoreHealth(self.display_url, self.backend, True, schema.status(self.engine))
         except sa.exc.SQLAlchemyError as exc:
-            first_line = str(exc).splitlines()[0]
-            return StoreHealth(self.display_url, self.backend, False, None, first_line)
+            return StoreHealth(self.display_url, self.backend, False, None, first_line(exc))
 
     def close(self) -> None:
         """Release pooled connections."""

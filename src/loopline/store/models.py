@@ -96,6 +96,21 @@ class AuditHeadRow(Base):
 
 
 
+class ArtifactRow(Base):
+    """The catalogue of artifacts the workspace has recorded (the bytes live in the blob store).
+
+    Whether a put is new is decided here, in the same transaction as its audit entry and
+    event, so a put whose metadata write failed is recorded when it is retried.
+    """
+
+    __tablename__ = "artifacts"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
 class DatasetVersionRow(Base):
     """One immutable version of a named dataset: a snapshot or an appended partition set.
 

@@ -21,6 +21,7 @@ from loopline.core.events import CursorPosition, Event, NewEvent
 from loopline.core.ids import new_id
 from loopline.core.names import validate_name
 from loopline.store.engine import WRITE_OPTION
+from loopline.store.errors import translated
 from loopline.store.models import EVENTS, EventCursorRow, EventRow
 
 NOTIFY_CHANNEL = "loopline_events"
@@ -73,6 +74,7 @@ class EventLog:
         self._engine = engine
         self._clock = clock
 
+    @translated
     def read_after(self, position: int, limit: int = 1000,
                    types: Iterable[str] | None = None) -> list[Event]:
         """Return up to ``limit`` events with ``seq > position``, oldest first.
@@ -92,17 +94,20 @@ class EventLog:
         with Session(self._engine) as session:
             return [_to_event(row) for row in session.scalars(query)]
 
+    @translated
     def last_seq(self) -> int:
         """Return the sequence number of the newest event (0 when the log is empty)."""
         with Session(self._engine) as session:
             return int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(EventRow.seq), 0)))
                        or 0)
 
+    @translated
     def count(self) -> int:
         """Return how many events the log holds."""
         with Session(self._engine) as session:
             return int(session.scalar(sa.select(sa.func.count()).select_from(EventRow)) or 0)
 
+    @translated
     def cursor(self, subscriber: str) -> int:
         """Return a subscriber's position, 0 when it has never consumed."""
         validate_name(subscriber, "subscriber")
@@ -110,6 +115,7 @@ class EventLog:
             row = session.get(EventCursorRow, subscriber)
             return row.position if row else 0
 
+    @translated
     def cursors(self) -> list[CursorPosition]:
         """List every subscriber's position."""
         with Session(self._engine) as session:

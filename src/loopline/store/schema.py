@@ -9,9 +9,10 @@ PostgreSQL and SQLite).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -23,6 +24,7 @@ from loopline.core.errors import SchemaVersionError
 from loopline.store.engine import WRITE_OPTION
 
 VERSION_TABLE = "loopline_schema_version"
+SCHEMA_LOCK_KEY = 0x6C6F6F70736368  # "loopsch": serialises schema upgrades on PostgreSQL
 SCRIPT_LOCATION = "loopline.store:migrations"
 
 
@@ -42,6 +44,8 @@ class SchemaStatus:
     current: str | None
     head: str
     state: SchemaState
+    upgraded_from: str | None = None  # set by ``upgrade``: the revision before it ran
+    changed: bool = False  # set by ``upgrade``: whether this call moved the revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +142,22 @@ def upgrade(engine: Engine, target: str = "head",
     Raises:
         SchemaVersionError: when the database is newer than the code.
     """
-    before = status(engine)
-    if before.state is SchemaState.AHEAD:
+    if status(engine).state is SchemaState.AHEAD:
         ensure_current(engine)
     with engine.connect() as connection:
         connection = connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
+            if connection.dialect.name == "postgresql":
+                # Concurrent `init`s on one database: the first migrates, the rest find it done.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": SCHEMA_LOCK_KEY})
+            before = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
             config = _config(connection)
             config.attributes["on_version_apply"] = on_version_apply
             command.upgrade(config, target)
-    return status(engine)
+    after = status(engine)
+    return replace(after, upgraded_from=before, changed=before != after.current)
 
 
 def history() -> list[RevisionInfo]:

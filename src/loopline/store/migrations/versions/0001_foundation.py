@@ -1,4 +1,4 @@
-"""Foundation: the event outbox, subscriber cursors and the audit hash chain.
+"""Foundation: the event outbox, subscriber cursors, the audit hash chain, the artifact catalogue.
 
 Revision ID: 0001_foundation
 Revises:
@@ -58,6 +58,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_entries_subject", "audit_entries", ["subject"])
     op.create_index("ix_audit_entries_actor", "audit_entries", ["actor"])
+    op.create_table(
+        "artifacts",
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(256), nullable=False),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_artifacts")),
+    )
     head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -71,6 +79,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_head")
+    op.drop_table("artifacts")
     op.drop_index("ix_audit_entries_actor", table_name="audit_entries")
     op.drop_index("ix_audit_entries_subject", table_name="audit_entries")
     op.drop_table("audit_entries")
