@@ -61,6 +61,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL schema (tests using it are marked to skip without PostgreSQL)."""
+    yield from _postgres_schema_url()
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[MetadataStore]:
     """A metadata store migrated to head."""
     opened = MetadataStore.open(db_url, check_schema=False)

@@ -40,9 +40,20 @@ def test_no_module_is_a_god_module() -> None:
 
 def test_importing_loopline_opens_nothing_and_reads_no_settings(tmp_path: Path) -> None:
     probe = (
-        "import os, sys\n"
-        "os.environ['LOOPLINE_DB_URL'] = 'mysql://refused-if-read'\n"
-        "import loopline\n"
+        "import os, sys, sqlalchemy\n"
+        "reads = []\n"
+        "class Spy(dict):\n"
+        "    def get(self, key, default=None):\n"
+        "        if key.startswith('LOOPLINE'): reads.append(key)\n"
+        "        return super().get(key, default)\n"
+        "    def __getitem__(self, key):\n"
+        "        if key.startswith('LOOPLINE'): reads.append(key)\n"
+        "        return super().__getitem__(key)\n"
+        "os.environ = Spy(os.environ)\n"
+        "def refuse(*a, **k): raise AssertionError('an engine was created at import time')\n"
+        "sqlalchemy.create_engine = refuse\n"
+        "import loopline, loopline.cli.main\n"
+        "assert reads == [], reads\n"
         "assert 'psycopg' not in sys.modules, 'the PostgreSQL driver loads only when used'\n"
         "assert not any(p.name.startswith('.loopline') for p in __import__('pathlib')"
         ".Path('.').iterdir())\n"

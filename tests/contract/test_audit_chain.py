@@ -26,6 +26,7 @@ WORKER = textwrap.dedent("""
     from loopline.store import MetadataStore
     url, name, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     store = MetadataStore.open(url)
+    (go.parent / f"ready-{name}").touch()
     while not go.exists():
         time.sleep(0.005)
     for i in range(count):
@@ -36,6 +37,16 @@ WORKER = textwrap.dedent("""
 """)
 
 
+def _start_together(folder: Path, go: Path, workers: list[subprocess.Popen[bytes]]) -> None:
+    """Release the writers only once every one has connected, so they really overlap."""
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("ready-*"))) < len(workers):
+        assert time.monotonic() < deadline, "writers did not get ready"
+        assert all(w.poll() is None for w in workers), "a writer died before starting"
+        time.sleep(0.01)
+    go.touch()
+
+
 def test_two_processes_appending_at_once_lose_nothing_and_keep_the_chain(
         store: MetadataStore, tmp_path: Path) -> None:
     go = tmp_path / "go"
@@ -44,8 +55,7 @@ def test_two_processes_appending_at_once_lose_nothing_and_keep_the_chain(
                           str(APPENDS_PER_PROCESS), str(go)])
         for name in ("writer-a", "writer-b")
     ]
-    time.sleep(0.5)
-    go.touch()
+    _start_together(tmp_path, go, workers)
     for worker in workers:
         assert worker.wait(timeout=120) == 0
     events = store.events.read_after(0, limit=10_000)
@@ -181,8 +191,7 @@ def test_a_cursor_tailing_concurrent_writers_sees_every_event_once_in_order(
     ]
     with Dispatcher(store.event_source(), batch_size=7) as dispatcher:
         dispatcher.subscribe("tail", lambda event: seen.append(event.seq))
-        time.sleep(0.5)
-        go.touch()
+        _start_together(tmp_path, go, workers)
         while any(worker.poll() is None for worker in workers):
             dispatcher.run_once()
         assert all(worker.wait(timeout=120) == 0 for worker in workers)
@@ -190,3 +199,24 @@ def test_a_cursor_tailing_concurrent_writers_sees_every_event_once_in_order(
     committed = [e.seq for e in store.events.read_after(0, limit=10_000)]
     assert len(committed) == 2 * APPENDS_PER_PROCESS
     assert seen == committed
+
+
+def test_a_summary_edited_into_non_json_is_named_not_a_crash(
+        audited: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    _sql(audited, "UPDATE audit_entries SET after = '{not json' WHERE seq = 3")
+    code, output = _verify_cli(audited, capsys)
+    assert code == 6
+    assert "entry #3" in output and "edited" in output
+    listed = audited.store.audit.entries()
+    assert any(e.after == {"__undecodable__": "{not json"} for e in listed)
+
+
+def test_a_missing_head_is_a_break_and_status_reports_it(
+        audited: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    _sql(audited, "DELETE FROM audit_head")
+    code, output = _verify_cli(audited, capsys)
+    assert code == 6 and "head record is missing" in output
+    from loopline.app import workspace_status
+
+    checks = {c.name: c for c in workspace_status(audited)}
+    assert not checks["audit log"].healthy

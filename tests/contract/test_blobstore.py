@@ -474,14 +474,18 @@ def test_rotate_key_reencrypts_old_and_plain_objects_so_the_new_key_alone_reads_
     assert (again.rewritten, again.already_current) == (0, 2)
 
 
-def test_rotate_key_refuses_a_corrupt_object_and_leaves_it_in_place(
+def test_rotate_key_skips_a_corrupt_object_leaves_it_in_place_and_rotates_the_rest(
     backend: Backend, old_keyring: Keyring
 ) -> None:
     digest = backend.store().put_bytes(DATA["multi-chunk"]).digest
+    healthy = backend.store().put_bytes(b"healthy bytes").digest
     flip_byte(backend, stored_key(digest), 10)
-    with pytest.raises(IntegrityError, match=digest):
-        backend.store(old_keyring).rotate_key()
-    assert backend.files("objects") == [stored_key(digest)]
+    report = backend.store(old_keyring).rotate_key()
+    assert report.rewritten == 1
+    assert [p.digest for p in report.failed] == [digest]
+    assert "does not match" in report.failed[0].reason or digest in report.failed[0].reason
+    assert stored_key(digest) in backend.files("objects")
+    assert stored_key(healthy, True) in backend.files("objects")
     assert backend.files("tmp") == []
 
 

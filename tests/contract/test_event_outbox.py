@@ -3,8 +3,10 @@ and durable cursors move forward only."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +112,31 @@ def test_waiter_wakes_on_commit_or_times_out(store: MetadataStore) -> None:
 def _emit_one(store: MetadataStore) -> None:
     with store.write("timer") as uow:
         uow.emit("custom.tick", "clock")
+
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif("LOOPLINE_TEST_POSTGRES_URL" not in os.environ,
+                    reason="LOOPLINE_TEST_POSTGRES_URL is not set (CI sets it)")
+def test_postgres_sessions_insist_on_synchronous_commit(postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    off = f"{postgres_url}%20-csynchronous_commit%3Doff"  # the user's options try to turn it off
+    store = MetadataStore.open(off, check_schema=False)
+    try:
+        with store.engine.connect() as connection:
+            assert connection.execute(sa.text("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        store.close()
+
+
+def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(tmp_path: Path) -> None:
+    store = MetadataStore.open(f"sqlite:///{tmp_path / 'pragmas.db'}", check_schema=False)
+    try:
+        with store.engine.connect() as connection:
+            pragma = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                      for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+        assert pragma == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1,
+                          "busy_timeout": 30_000}
+    finally:
+        store.close()

@@ -127,3 +127,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "chain verified" in result.stdout and "edited" in result.stdout
     assert (tmp_path / "demo" / ".loopline" / "loopline.db").is_file()
+
+
+def test_brackets_in_names_and_paths_print_as_text(tmp_path: Path) -> None:
+    _run(tmp_path, "init")
+    (tmp_path / "w.bin").write_bytes(b"w")
+    put = _run(tmp_path, "--user", "[/x]", "artifacts", "put", "w.bin", "--json")
+    assert put.returncode == 0, put.stderr
+    log = _run(tmp_path, "audit", "log")
+    assert log.returncode == 0 and "[/x]" in log.stdout, log.stderr
+    digest = json.loads(put.stdout)["digest"]
+    bad = _run(tmp_path, "artifacts", "get", digest, "[/x]/y")
+    assert bad.returncode != 0 and "[/x]/y" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_init_honours_the_workspace_flag(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    assert _run(tmp_path, "--workspace", str(target), "init").returncode == 0
+    assert (target / ".loopline" / "loopline.toml").is_file()
+    assert not (tmp_path / ".loopline").exists()

@@ -64,9 +64,15 @@ def test_env_key_is_active_and_file_keys_still_decrypt_when_both_are_given(tmp_p
     assert key_id(raw(file_key)) in ring
 
 
-@pytest.mark.parametrize("env_value", [None, "", "   "])
+@pytest.mark.parametrize("env_value", [None, ""])
 def test_no_key_sources_give_no_keyring(env_value: str | None) -> None:
     assert Keyring.from_sources(env_value, None) is None
+
+
+@pytest.mark.parametrize("env_value", ["   ", ",", " , "])
+def test_a_key_variable_holding_no_key_fails_closed(env_value: str) -> None:
+    with pytest.raises(ConfigurationError, match="holds no key"):
+        Keyring.from_sources(env_value, None)
 
 
 @pytest.mark.parametrize(

@@ -87,9 +87,13 @@ class ArtifactService:
     def rotate_key(self) -> RotationReport:
         """Re-encrypt every object under the active key, and audit the rotation."""
         report = self.blobs.rotate_key()
+        self._record_rotation(report)
+        return report
+
+    def _record_rotation(self, report: RotationReport) -> None:
         with self._store.write(self._actor) as uow:
             details = {"rewritten": report.rewritten, "already_current": report.already_current,
-                       "active_key_id": report.active_key_id}
+                       "active_key_id": report.active_key_id,
+                       "failed": [f"{p.digest}: {p.reason}" for p in report.failed][:20]}
             uow.emit(EventType.ARTIFACT_KEY_ROTATED, "artifacts", details)
             uow.audit("artifact.rotate_key", "artifacts", None, details)
-        return report

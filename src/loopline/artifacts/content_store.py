@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -133,6 +134,9 @@ class ContentAddressedStore:
             BackendError: the file or the storage cannot be read or written.
         """
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                # A FIFO would block forever and a folder cannot be one object.
+                raise InvalidArgumentError("path", f"{str(path)!r} is not a regular file")
             source = open(path, "rb")  # noqa: SIM115 - closed below; errors are mapped first
         except FileNotFoundError as exc:
             raise NotFoundError("file", str(path)) from exc
@@ -394,9 +398,11 @@ class ContentAddressedStore:
         Each object is decrypted and re-hashed while it is re-encrypted into a temp, committed
         atomically, and only then is a plain copy removed. Safe to re-run after a crash.
 
+        An object that cannot be re-encrypted (corrupt, or under a key the keyring lacks) is
+        left as it was and listed in ``failed``; the others are still rotated.
+
         Raises:
-            ConfigurationError: no keyring, or an object's key is not in the keyring.
-            IntegrityError: an object is corrupt (it is left as it was).
+            ConfigurationError: no keyring.
         """
         if self._keyring is None:
             raise ConfigurationError(
@@ -404,16 +410,21 @@ class ContentAddressedStore:
             )
         active = self._keyring.active_id
         rewritten: set[str] = set()
+        failed: list[ObjectProblem] = []
         current = 0
         for key in list(self._stored_keys()):
             if key.digest in rewritten:
                 continue
-            if key.encrypted and self._info_at(key).key_id == active:
-                current += 1
+            try:
+                if key.encrypted and self._info_at(key).key_id == active:
+                    current += 1
+                    continue
+                self._reencrypt(key)
+            except (LooplineError, OSError) as exc:
+                failed.append(ObjectProblem(key.digest, str(exc)))
                 continue
-            self._reencrypt(key)
             rewritten.add(key.digest)
-        return RotationReport(len(rewritten), current, active)
+        return RotationReport(len(rewritten), current, active, tuple(failed))
 
     def _reencrypt(self, key: ObjectKey) -> None:
         with self._open_key(key) as reader:

@@ -112,6 +112,10 @@ class Keyring:
             ConfigurationError: a key is malformed, or the file is missing, unreadable or empty.
         """
         keys: list[bytes] = []
+        if env_value and not env_value.replace(",", "").strip():
+            # Set to separators or spaces only: fail closed rather than write plaintext.
+            raise ConfigurationError(f"{ENV_VAR} is set but holds no key; unset it to store "
+                                     "artifacts unencrypted, or give a key")
         if env_value is not None and env_value.strip():
             keys.extend(_env_keys(env_value))
         if key_file is not None:

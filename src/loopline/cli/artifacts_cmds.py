@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from loopline.artifacts import generate_key
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, error, success, table
 from loopline.cli.workspace_cmds import JsonFlag
-from loopline.core.artifacts import ObjectProblem
 
 app = typer.Typer(help="Content-addressed artifacts: put, get, list, show, verify, rotate-key.",
                   no_args_is_help=True)
@@ -65,37 +63,34 @@ def show(ctx: typer.Context, digest: str, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Recheck every object against its digest; exit 6 naming each bad object."""
-    with open_workspace(ctx) as workspace:
-        digests = [o.digest for o in workspace.artifacts.list()]
-        with Progress(TextColumn("verifying"), BarColumn(), TaskProgressColumn(),
-                      console=console, transient=True, disable=as_json) as progress:
-            task = progress.add_task("verify", total=len(digests))
-            problems: list[ObjectProblem] = []
-            checked = 0
-            for digest in digests:
-                report = workspace.artifacts.verify([digest])
-                problems.extend(report.problems)
-                checked += report.checked
-                progress.advance(task)
+def verify(ctx: typer.Context,
+           digests: Annotated[list[str] | None, typer.Argument(
+               help="Only these digests (default: every stored object).")] = None,
+           as_json: JsonFlag = False) -> None:
+    """Recheck objects against their digests; exit 6 naming each bad one (all are checked)."""
+    with open_workspace(ctx) as workspace, console.status("verifying", spinner="dots"):
+        report = workspace.artifacts.verify(digests or None)
     if as_json:
-        emit_json({"checked": checked, "problems": problems})
-    for problem in problems:
+        emit_json(report)
+    for problem in report.problems:
         error(f"artifact {problem.digest}: {problem.reason}")
-    if problems:
+    if report.problems:
         raise typer.Exit(6)
     if not as_json:
-        success(f"{checked} objects verified")
+        success(f"{report.checked} objects verified ({report.bytes_checked:,} bytes)")
 
 
 @app.command("rotate-key")
 def rotate_key(ctx: typer.Context) -> None:
     """Re-encrypt every object under the active key (the first in LOOPLINE_ENCRYPTION_KEY)."""
-    with open_workspace(ctx) as workspace:
+    with open_workspace(ctx) as workspace, console.status("re-encrypting", spinner="dots"):
         report = workspace.artifacts.rotate_key()
     success(f"{report.rewritten} re-encrypted, {report.already_current} already under key "
             f"{report.active_key_id}")
+    for problem in report.failed:
+        error(f"artifact {problem.digest} left as it was: {problem.reason}")
+    if report.failed:
+        raise typer.Exit(6)
 
 
 @app.command("generate-key")

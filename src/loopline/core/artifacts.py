@@ -50,3 +50,4 @@ class RotationReport:
     rewritten: int
     already_current: int
     active_key_id: str | None
+    failed: tuple[ObjectProblem, ...] = ()

@@ -112,8 +112,10 @@ def verify_chain(entries: Iterable[AuditEntry], head_seq: int, head_hash: str) -
 
 def _check_entry(entry: AuditEntry, expected_seq: int, prev_hash: str) -> ChainBreak | None:
     if entry.seq != expected_seq:
-        what = "deleted" if entry.seq > expected_seq else "duplicated or reordered"
-        return ChainBreak(expected_seq, entry.id,
+        deleted = entry.seq > expected_seq
+        what = "deleted" if deleted else "duplicated or reordered"
+        # A deleted entry has no id left to name; the one found in its place is not it.
+        return ChainBreak(expected_seq, None if deleted else entry.id,
                           f"found entry #{entry.seq} where #{expected_seq} belongs: entries were"
                           f" {what}")
     if entry.prev_hash != prev_hash:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loopline.core.errors import InvalidArgumentError
+from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.events import Event
 from loopline.core.names import validate_name
 from loopline.core.ports import EventSource
@@ -140,7 +140,15 @@ class Dispatcher:
 
     def run(self, stop: threading.Event, idle_wait: float = 1.0) -> None:
         """Dispatch until ``stop`` is set, sleeping on the source between empty rounds."""
+        outages = 0
         while not stop.is_set():
-            report = self.run_once()
-            if report.handled == 0 and not stop.is_set():
-                self._source.wait_for_events(idle_wait)
+            try:
+                report = self.run_once()
+                if report.handled == 0 and not stop.is_set():
+                    self._source.wait_for_events(idle_wait)
+                outages = 0
+            except LooplineError as exc:  # the database went away: wait, then carry on
+                outages += 1
+                delay = min(self._max_backoff, 0.2 * 2 ** (outages - 1)) * random.uniform(0.5, 1)
+                log.warning("dispatcher: %s; retrying in %.1fs", exc, delay)
+                stop.wait(delay)

@@ -97,7 +97,7 @@ def _postgres_engine(url: URL) -> Engine:
         raise ConfigurationError(
             "PostgreSQL needs the psycopg driver: pip install 'loopline[postgres]'"
         ) from exc
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         pool_size=5,
         max_overflow=10,
@@ -105,6 +105,16 @@ def _postgres_engine(url: URL) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
     )
+    sa.event.listen(engine, "connect", _postgres_on_connect)
+    return engine
+
+
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # A server, database or role default of synchronous_commit=off would silently break the
+    # promise that an acknowledged write survives a crash; this session insists on it.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO on")
+    dbapi_connection.commit()
 
 
 def redacted(url: str) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from loopline.core.audit import AuditEntry, AuditRecord
 from loopline.core.clock import Clock, SystemClock
+from loopline.core.errors import InvalidArgumentError
 from loopline.core.events import Event, NewEvent
 from loopline.store import schema
 from loopline.store.audit_log import AuditLog, ChainHead, append_entry, lock_head
@@ -31,6 +32,8 @@ from loopline.store.notify import (
     WaitingEventSource,
 )
 from loopline.store.outbox import EventLog, append_event, notify
+
+MAX_ACTOR = 256
 
 
 class UnitOfWork:
@@ -143,6 +146,8 @@ class MetadataStore:
             BackendError, ConflictError, ConfigurationError: for database failures (the
                 caller's own exceptions pass through unchanged).
         """
+        if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR:
+            raise InvalidArgumentError("actor", f"must be 1-{MAX_ACTOR} characters")
         with database_errors(), Session(self.engine.execution_options(**{WRITE_OPTION: True}),
                                         expire_on_commit=False) as session, session.begin():
             yield UnitOfWork(session, actor, self.clock)
