@@ -20,6 +20,7 @@ import typer
 from rich.panel import Panel
 
 from loopline.app import Workspace, workspace_status
+from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_validate
 from loopline.cli.output import console, ok_or_fail, table
 from loopline.core.events import Event, EventType
 
@@ -81,7 +82,7 @@ def demo(directory: Annotated[Path | None, typer.Option(
         )] = None) -> None:
     """Run loopline end to end in a fresh workspace and print what happened and where to look."""
     root = directory or Path(tempfile.mkdtemp(prefix="loopline-demo-"))
-    console.print(Panel.fit("loopline demo: the floor under the loop", style="bold"))
+    console.print(Panel.fit("loopline demo: the stores, the logs and the data layer", style="bold"))
     _step(1, f"Initialise a workspace in {root}")
     with Workspace.init(root) as workspace:
         console.print(f"   metadata  {workspace.store.display_url}")
@@ -101,14 +102,21 @@ def demo(directory: Annotated[Path | None, typer.Option(
         if workspace.store.backend == "sqlite":
             db_file = Path(workspace.store.engine.url.database or "")
             console.print(f"   on an edited copy: {_tamper_copy(workspace, db_file)}", style="red")
-        _step(5, "Status")
+        _step(5, "Datasets: snapshot, profile and validate two weeks of orders")
+        snapshot_and_validate(workspace, root)
+        _step(6, "Lineage: where orders@2 came from")
+        show_lineage(workspace)
+        _step(7, "Prediction log: batched Parquet segments, feedback joined by request id")
+        log_predictions(workspace)
+        _step(8, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
     console.print(Panel.fit(
         f"Done. Look around (the CLI is .venv/bin/loopline; `source .venv/bin/activate`):\n"
         f"  cd {root}\n  loopline status\n  loopline audit log\n"
-        "  loopline audit verify\n  loopline artifacts list\n  loopline events list",
+        "  loopline audit verify\n  loopline data list\n  loopline data diff orders@1 orders@2\n"
+        "  loopline lineage show dataset_snapshot:orders@2\n  loopline events list",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)

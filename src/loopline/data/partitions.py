@@ -22,7 +22,13 @@ from loopline.core.ids import new_id
 from loopline.core.names import validate_name
 from loopline.core.ports import BlobStore
 from loopline.data.normalise import RowHasher, normalise_schema
-from loopline.data.parquet_io import ParquetSink, conform, fixed_groups, read_stored
+from loopline.data.parquet_io import (
+    ParquetSink,
+    conform,
+    fixed_groups,
+    open_stored,
+    read_stored,
+)
 from loopline.data.sources import open_source
 from loopline.store import MetadataStore
 from loopline.store.datasets import DatasetQueries, add_partition, next_partition_seq
@@ -103,7 +109,8 @@ class PartitionService:
         existing = self._queries.partitions(name)
         if not existing:
             return
-        first = read_stored(self._blobs, existing[0].blob_digest).schema
+        with open_stored(self._blobs, existing[0].blob_digest) as parquet:
+            first = parquet.schema_arrow  # the footer only, not the rows
         if not normalise_schema(first).equals(schema, check_metadata=False):
             raise InvalidArgumentError(
                 "source", f"its columns differ from the earlier partitions of {name!r}: "
