@@ -38,6 +38,8 @@ lint: $(STAMP_DEV)
 
 bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/lineage.py
+	$(BIN)/python benchmarks/data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

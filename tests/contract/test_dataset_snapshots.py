@@ -178,3 +178,74 @@ def test_partitions_append_and_windowed_reads(ws: Workspace) -> None:
         ws.partitions.read("clicks", Window(start=dt.datetime(2026, 3, 1)))  # noqa: DTZ001
     with pytest.raises(NotFoundError):
         ws.partitions.read("nothing-here")
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ({"x": [0.0, 1.0]}, {"x": [-0.0, 1.0]}),
+    ({"x": pa.array([None], pa.int64())}, {"x": pa.array([7741216867112901387], pa.int64())}),
+    ({"a": [1], "b": [2]}, {"a": [12345], "b": [694887826095424208]}),
+    ({"s": ["ab", "c"]}, {"s": ["a", "bc"]}),
+    ({"s": ["", None]}, {"s": [None, ""]}),
+])
+def test_values_that_differ_never_share_an_identity(
+        ws: Workspace, before: dict[str, object], after: dict[str, object]) -> None:
+    first = ws.datasets.snapshot(pa.table(before), "edge").version
+    second = ws.datasets.snapshot(pa.table(after), "edge")
+    assert second.created and second.version.content_hash != first.content_hash
+
+
+def test_going_back_to_older_rows_is_a_new_latest_version(ws: Workspace) -> None:
+    a, b = frame(50, seed=1), frame(50, seed=2)
+    ws.datasets.snapshot(a, "rev")
+    ws.datasets.snapshot(b, "rev")
+    back = ws.datasets.snapshot(a, "rev")
+    assert back.created and back.version.version == 3
+    assert ws.datasets.get("rev").content_hash == ws.datasets.get("rev@1").content_hash
+    derived = ws.datasets.snapshot(a, "rev", parents=["rev@2"])
+    assert derived.created and derived.version.parents == (ws.datasets.get("rev@2").id,)
+
+
+def test_csv_timestamps_append_again_and_round_trip_to_the_same_identity(
+        ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "p1.csv").write_text("t,v\n2026-01-01T00:00:00Z,1\n2026-01-01T01:00:00Z,2\n")
+    (tmp_path / "p2.csv").write_text("t,v\n2026-01-01T02:00:00Z,3\n")
+    ws.partitions.append("ev", tmp_path / "p1.csv", time_column="t")
+    ws.partitions.append("ev", tmp_path / "p2.csv", time_column="t")
+    ws.partitions.append("ev", tmp_path / "p1.csv", time_column="t")
+    from loopline.data.partitions import Window
+
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    window = Window(start=dt.datetime(2026, 1, 1, 3, tzinfo=plus_two),
+                    end=dt.datetime(2026, 1, 1, 4, tzinfo=plus_two))
+    # [01:00Z, 02:00Z): the end is exclusive, so the 02:00Z row of p2 is outside
+    assert sorted(ws.partitions.read("ev", window)["v"].to_pylist()) == [2, 2]
+    empty = ws.partitions.read("ev", Window(start=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)))
+    assert empty.num_rows == 0 and empty.column_names == ["t", "v"]
+    first = ws.datasets.snapshot(tmp_path / "p1.csv", "ts").version
+    pq.write_table(ws.datasets.read("ts"), tmp_path / "exported.parquet")
+    again = ws.datasets.snapshot(tmp_path / "exported.parquet", "ts")
+    assert not again.created and again.version.id == first.id
+    assert dict((c.name, c.type) for c in first.columns)["t"] == "timestamp[us, tz=UTC]"
+
+
+def test_infinite_values_are_kept_and_stored_on_every_backend(ws: Workspace) -> None:
+    version = ws.datasets.snapshot(pa.table({"f": [1.0, float("inf"), -2.0]}), "inf").version
+    assert version.profile["columns"]["f"]["max"] == "inf"
+    assert ws.datasets.read("inf")["f"].to_pylist() == [1.0, float("inf"), -2.0]
+
+
+def test_a_corrupt_gzip_and_credentials_in_a_url_are_handled(ws: Workspace,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "bad.csv.gz").write_bytes(b"this is not gzip at all")
+    with pytest.raises(InvalidArgumentError, match="source"):
+        ws.datasets.snapshot(tmp_path / "bad.csv.gz", "gz")
+    import fsspec
+
+    with fsspec.open("memory://user:secret@bucket/creds.csv", "w") as handle:
+        handle.write("a,b\n1,2\n")
+    version = ws.datasets.snapshot("memory://user:secret@bucket/creds.csv", "creds").version
+    assert "secret" not in (version.source_uri or "")
+    assert all("secret" not in str(e.payload) for e in ws.store.events.read_after(0))
+    with pytest.raises(InvalidArgumentError) as missing:
+        ws.datasets.snapshot("memory://user:secret@bucket/none.csv", "creds")
+    assert "secret" not in str(missing.value)

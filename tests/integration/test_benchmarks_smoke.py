@@ -1,4 +1,4 @@
-"""The store benchmark runs end to end in --quick mode and prints one well-formed report.
+"""The benchmarks run end to end in --quick mode and each prints one well-formed report.
 
 Only the shape and sanity of the figures are checked, never a timing threshold.
 """
@@ -73,3 +73,97 @@ def test_quick_benchmark_prints_one_json_report(tmp_path: Path) -> None:
     else:
         assert "skipped" in postgres
     assert list(tmp_path.iterdir()) == [], "the benchmark left temporary files behind"
+
+
+# -- benchmarks/lineage.py and benchmarks/data.py --------------------------------------------
+
+BENCHMARKS = SCRIPT.parent
+WALKS = ("upstream_random", "downstream_random", "upstream_from_predictions",
+         "downstream_from_sources")
+
+
+def _run_script(name: str, tmp_path: Path) -> dict[str, Any]:
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("LOOPLINE_") or k == POSTGRES_ENV}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), "--quick", "--tmpdir", str(tmp_path)],
+        env=environment, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert list(tmp_path.iterdir()) == [], "the benchmark left temporary files behind"
+    return report
+
+
+def _check_postgres(section: dict[str, Any], check: Any) -> None:
+    if os.environ.get(POSTGRES_ENV):
+        assert section["schema"].startswith("lb_")
+        check(section)
+    else:
+        assert "skipped" in section
+
+
+def _check_lineage_backend(figures: dict[str, Any]) -> None:
+    _assert_positive(figures, "build_s", "build_nodes_per_s")
+    for walk in WALKS:
+        assert figures[walk]["walks"] > 0
+        timing = figures[walk]["loopline"]
+        _assert_positive(timing, "median_ms", "p95_ms", "max_ms")
+        assert timing["median_ms"] <= timing["p95_ms"] <= timing["max_ms"]
+
+
+def test_quick_lineage_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("lineage.py", tmp_path)
+    assert report["graph"]["nodes"] == report["settings"]["nodes"] > 0
+    _check_lineage_backend(report["sqlite"])
+    _check_postgres(report["postgresql"], _check_lineage_backend)
+
+
+def _check_snapshots(snapshots: dict[str, Any]) -> None:
+    for kind in ("parquet", "csv"):
+        figures = snapshots[kind]
+        _assert_positive(figures, "source_mib", "rows", "snapshot_mb_s", "snapshot_rows_per_s")
+        _assert_positive(figures["baseline"], "pandas_read_describe_mb_s",
+                         "arrow_read_write_zstd_mb_s")
+        _assert_positive(figures["ratios"], "snapshot_vs_pandas_read_describe",
+                         "snapshot_vs_arrow_read_write")
+
+
+def _check_memory(memory: dict[str, Any]) -> None:
+    assert memory["rows"] >= 10 * memory["batch_rows"]
+    for run in ("streaming", "streaming_pre_buffer_off", "whole_file_baseline"):
+        _assert_positive(memory[run], "peak_rss_mib", "rss_after_imports_mib", "rows_per_s")
+        assert memory[run]["peak_rss_mib"] >= memory[run]["rss_after_imports_mib"]
+    _assert_positive(memory["ratios"], "streaming_peak_vs_whole_file_peak")
+
+
+def _check_predictions(figures: dict[str, Any]) -> None:
+    _assert_positive(figures, "arrow_rows_per_s", "records_rows_per_s", "writer_rows_per_s",
+                     "writer_submit_rows_per_s", "writer_segments")
+    _assert_positive(figures["ratios"], "arrow_vs_write_table", "records_vs_write_table",
+                     "writer_vs_write_table")
+
+
+def _check_data_lineage(figures: dict[str, Any]) -> None:
+    _assert_positive(figures, "upstream_median_ms", "upstream_p95_ms")
+    _check_lineage_backend(figures)
+
+
+def test_quick_data_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("data.py", tmp_path)
+    assert report["machine"]["cpu_count"]
+    _check_snapshots(report["snapshots"])
+    profiles = report["profiles"]
+    _assert_positive(profiles, "profile_rows_per_s", "profile_numeric_columns_rows_per_s")
+    _assert_positive(profiles["baseline"], "describe_all_rows_per_s",
+                     "describe_numeric_rows_per_s")
+    _assert_positive(profiles["ratios"], "profile_vs_describe_all",
+                     "profile_vs_describe_numeric")
+    _check_memory(report["memory"])
+    predictions = report["predictions"]
+    _assert_positive(predictions["baseline"], "write_table_zstd_rows_per_s")
+    _check_predictions(predictions["sqlite"])
+    _check_postgres(predictions["postgresql"], _check_predictions)
+    lineage = report["lineage"]
+    assert lineage["nodes"] == report["settings"]["lineage_nodes"]
+    _check_data_lineage(lineage["sqlite"])
+    _check_postgres(lineage["postgresql"], _check_data_lineage)

@@ -168,6 +168,7 @@ class Workspace:
         The previous version's profile feeds the shift checks (see ``ValidationService``).
         """
         version = self.datasets.get(ref)
+        suite.check_columns([c.name for c in version.columns])  # a typo is bad input, exit 5
         previous = self.datasets.previous(version)
         return self.validation.validate(
             version.id, self.datasets.read(version.id), suite,

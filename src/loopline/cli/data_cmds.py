@@ -175,18 +175,24 @@ def read(ctx: typer.Context, name: str,
 def export(ctx: typer.Context, ref: str,
            dest: Annotated[Path, typer.Argument(dir_okay=False, help="Parquet file to write.")],
            ) -> None:
-    """Write a snapshot version's rows to a Parquet file."""
+    """Write a snapshot version's rows to a Parquet file (a verified copy of the stored one)."""
+    _check_dest(dest)
     with open_workspace(ctx) as workspace:
-        rows = workspace.datasets.read(ref)
-    _write_parquet(rows, dest)
+        version = workspace.datasets.get(ref)
+        workspace.artifacts.get_to_file(version.blob_digest, dest)
+    success(f"wrote {version.rows:,} rows of {version.ref} to {dest}")
 
 
-def _write_parquet(rows: Any, dest: Path) -> None:
+def _check_dest(dest: Path) -> None:
     if dest.exists():
         error(f"{dest} exists; choose another path")
         raise typer.Exit(4)
     if not dest.parent.is_dir():
         raise InvalidArgumentError("dest", f"folder {dest.parent} does not exist")
+
+
+def _write_parquet(rows: Any, dest: Path) -> None:
+    _check_dest(dest)
     temp = dest.with_name(f".{dest.name}.tmp")
     pq.write_table(rows, temp, compression="zstd")
     temp.replace(dest)

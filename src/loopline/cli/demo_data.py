@@ -69,8 +69,9 @@ def snapshot_and_validate(workspace: Workspace, folder: Path) -> None:
     table("profile of orders@1", ["column", "kind", "null rate", "min", "max"], [
         (name, col["kind"], f"{col['null_rate']:.1%}", _short(col.get("min")),
          _short(col.get("max"))) for name, col in profile.items()])
-    again = workspace.datasets.snapshot(orders(1), "orders").version
-    console.print(f"   the same rows from a DataFrame → {again.ref} (identity is content)")
+    again = workspace.datasets.snapshot(orders(2), "orders")
+    console.print(f"   week 2 again, from a DataFrame → {again.version.ref}, new: {again.created}"
+                  " (identity is content)")
 
 
 def _short(value: object) -> str:

@@ -33,7 +33,7 @@ def show(  # noqa: PLR0913 - one parameter per flag is how typer declares them
         "--upstream", help="Only what the node came from.")] = False,
     downstream: Annotated[bool, typer.Option(
         "--downstream", help="Only what the node influenced.")] = False,
-    depth: Annotated[int, typer.Option(min=0, max=1000, help="Hops to follow.")] = 10,
+    depth: Annotated[int, typer.Option(min=0, max=100, help="Hops to follow.")] = 10,
     limit: Annotated[int, typer.Option(min=1, max=100_000,
                                        help="Most nodes to show each way.")] = DEFAULT_LIMIT,
     as_json: JsonFlag = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -38,3 +39,18 @@ def hash_canonical(value: Any) -> str:
 def is_digest(value: str) -> bool:
     """Tell whether ``value`` is a lowercase hexadecimal SHA-256 digest."""
     return bool(DIGEST_PATTERN.fullmatch(value))
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with every non-finite float replaced by its name as a string.
+
+    Strict JSON (and PostgreSQL's json type) has no NaN or infinity; a statistic that is
+    infinite is stored as ``"inf"``, ``"-inf"`` or ``"nan"`` so it is kept, not lost.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value

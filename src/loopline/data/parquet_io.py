@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loopline.core.errors import InvalidArgumentError
@@ -33,11 +34,19 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, field: str = "source") -> 
         return batch
     try:
         return pa.RecordBatch.from_arrays(
-            [column.cast(target.type) for column, target in zip(batch.columns, schema,
-                                                                strict=True)],
+            [_cast(column, target.type) for column, target in zip(batch.columns, schema,
+                                                                  strict=True)],
             schema=schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
         raise InvalidArgumentError(field, f"a column does not fit its type: {exc}") from exc
+
+
+def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
+    if column.type == target:
+        return column
+    # Times are normalised to microseconds; finer parts are truncated, documented.
+    safe = not pa.types.is_temporal(target)
+    return pc.cast(column, target, safe=safe)
 
 
 def fixed_groups(batches: Iterable[pa.RecordBatch], rows: int = ROW_GROUP_ROWS,
@@ -96,7 +105,7 @@ def open_stored(blobs: BlobStore, digest: str) -> Iterator[Any]:
     path = Path(name)
     try:
         blobs.get_to_file(digest, path)
-        yield pq.ParquetFile(str(path))
+        yield pq.ParquetFile(str(path), pre_buffer=False)  # bounded streaming reads
     finally:
         path.unlink(missing_ok=True)
 

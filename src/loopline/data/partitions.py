@@ -8,7 +8,7 @@ partitions it needs, never the whole dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -132,12 +132,16 @@ class PartitionService:
         validate_name(name, "name")
         window = window or Window()
         window.check()
-        parts = list(self._queries.partitions(name, window.start, window.end))
-        if not parts and not self._queries.partitions(name):
+        every = list(self._queries.partitions(name))
+        if not every:
             raise NotFoundError("incremental dataset", name,
                                 "append to it first with `loopline data append`")
-        if (window.start or window.end) and any(p.time_column is None for p in parts):
+        if (window.start or window.end) and any(p.time_column is None for p in every):
             raise InvalidArgumentError("window", f"{name!r} has partitions without a time column")
+        parts = list(self._queries.partitions(name, window.start, window.end))
+        if not parts:  # nothing in the window: no rows, but the dataset's columns
+            with open_stored(self._blobs, every[0].blob_digest) as parquet:
+                return parquet.schema_arrow.empty_table()
         return _read_window(self._blobs, parts, window)
 
 
@@ -153,8 +157,6 @@ def _read_window(blobs: BlobStore, parts: list[DatasetPartition], window: Window
             break
     if window.last is not None:
         tables.reverse()
-    if not tables:
-        return pa.table({})
     result = pa.concat_tables(tables)
     if window.last is not None and result.num_rows > window.last:
         result = result.slice(result.num_rows - window.last)
@@ -165,11 +167,17 @@ def _filter_time(table: pa.Table, column: str | None, window: Window) -> pa.Tabl
     if column is None or (window.start is None and window.end is None):
         return table
     mask = pc.is_valid(table[column])
+    kind = table.schema.field(column).type
     if window.start is not None:
-        mask = pc.and_(mask, pc.greater_equal(table[column], pa.scalar(window.start)))
+        mask = pc.and_(mask, pc.greater_equal(table[column], _instant(window.start, kind)))
     if window.end is not None:
-        mask = pc.and_(mask, pc.less(table[column], pa.scalar(window.end)))
+        mask = pc.and_(mask, pc.less(table[column], _instant(window.end, kind)))
     return table.filter(mask)
+
+
+def _instant(moment: datetime, kind: pa.DataType) -> pa.Scalar:
+    # The caller's offset (+02:00, say) is converted: Arrow compares only equal zones.
+    return pa.scalar(moment.astimezone(UTC), type=kind)
 
 
 class _Bounds:

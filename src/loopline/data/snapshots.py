@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from loopline.core.canonical import json_safe
 from loopline.core.clock import Clock
 from loopline.core.datasets import DatasetRef, DatasetVersion
 from loopline.core.errors import InvalidArgumentError, NotFoundError
@@ -31,7 +32,7 @@ from loopline.store import MetadataStore, UnitOfWork
 from loopline.store.datasets import (
     DatasetQueries,
     add_version,
-    find_by_content,
+    latest_version,
     next_version_number,
 )
 
@@ -79,9 +80,10 @@ class DatasetService:
         """
         validate_name(name, "name")
         parent_versions = [self.get(parent, field="parents") for parent in parents]
+        parent_ids = tuple(p.id for p in parent_versions)
         written = self._write(source, progress)
         try:
-            found = self.queries.by_content(name, written.content_hash)
+            found = _unchanged(self.queries.version(name, None), written, parent_ids)
             if found is not None:
                 return SnapshotResult(found, False)
             blob = self._blobs.put_file(written.path)
@@ -89,7 +91,7 @@ class DatasetService:
             written.path.unlink(missing_ok=True)
         with self._store.write(self._actor) as uow:
             uow.serialise()  # version numbers are taken under the append lock
-            again = find_by_content(uow.session, name, written.content_hash)
+            again = _unchanged(latest_version(uow.session, name), written, parent_ids)
             if again is not None:
                 return SnapshotResult(again, False)
             version = self._new_version(uow, name, written, blob.digest, parent_versions)
@@ -113,8 +115,9 @@ class DatasetService:
         if hasher.rows == 0:
             path.unlink(missing_ok=True)
             raise InvalidArgumentError("source", "it has no rows; a snapshot needs at least one")
-        return _Written(path, hasher.hexdigest(), hasher.rows, profiler.result().to_dict(),
-                        schema, stream.uri, stream.source_hash)
+        return _Written(path, hasher.hexdigest(), hasher.rows,
+                        json_safe(profiler.result().to_dict()), schema, stream.uri,
+                        stream.source_hash)
 
     def _new_version(self, uow: UnitOfWork, name: str, written: _Written, digest: str,
                      parents: list[DatasetVersion]) -> DatasetVersion:
@@ -184,3 +187,14 @@ class DatasetService:
         with open_stored(self._blobs, version.blob_digest) as parquet:
             yield from parquet.iter_batches(batch_size=batch_rows)
 
+
+def _unchanged(latest: DatasetVersion | None, written: _Written,
+               parents: tuple[str, ...]) -> DatasetVersion | None:
+    """Return the latest version when a snapshot would repeat it (same rows, no new parents).
+
+    Only the latest counts: going back to older rows is a change worth a version (a rollback
+    must show as the newest version), and so is the same rows derived from other parents.
+    """
+    if latest is None or latest.content_hash != written.content_hash:
+        return None
+    return latest if not parents or set(parents) == set(latest.parents) else None

@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from loopline.core.errors import InvalidArgumentError
+from loopline.core.redaction import redact_text
 
 FIELD = "source"
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -99,11 +100,13 @@ def _expand(uri: str) -> tuple[Any, list[str]]:
     try:
         fs, _, paths = fsspec.get_fs_token_paths(uri)
     except (ValueError, ImportError, OSError) as exc:
-        raise InvalidArgumentError(FIELD, f"cannot open {uri!r}: {exc}") from exc
+        raise InvalidArgumentError(FIELD, f"cannot open {redact_text(uri)!r}: "
+                                          f"{redact_text(str(exc))}") from exc
     if len(paths) == 1 and fs.isdir(paths[0]):
         paths = sorted(p for p in fs.find(paths[0]) if _format_of(p) is not None)
     if not paths or (not GLOB_CHARS & set(uri) and not fs.exists(paths[0])):
-        raise InvalidArgumentError(FIELD, f"{uri!r}: no such file, or the glob matched nothing")
+        raise InvalidArgumentError(FIELD, f"{redact_text(uri)!r}: no such file, or the glob "
+                                          "matched nothing")
     return fs, sorted(paths)
 
 
@@ -121,12 +124,13 @@ def _from_files(uri: str, batch_rows: int) -> SourceStream:
     formats = {_format_of(p) for p in paths}
     if None in formats or len(formats) != 1:
         raise InvalidArgumentError(
-            FIELD, f"{uri!r}: every file must be CSV ({', '.join(CSV_SUFFIXES)}) or Parquet "
+            FIELD, f"{redact_text(uri)!r}: every file must be CSV "
+                   f"({', '.join(CSV_SUFFIXES)}) or Parquet "
                    f"({', '.join(PARQUET_SUFFIXES)}), not a mix")
     reader = _open_csv if formats == {"csv"} else _open_parquet
     with fs.open(paths[0], "rb") as handle:
         schema, _ = reader(handle, paths[0], batch_rows)
-    stream = SourceStream(schema, iter(()), uri)
+    stream = SourceStream(schema, iter(()), redact_text(uri))  # stored and shown: no secrets
     stream.batches = _batches(fs, paths, reader, batch_rows, stream)
     return stream
 
@@ -160,7 +164,7 @@ def _open_csv(handle: Any, path: str, batch_rows: int,
         reader = pacsv.open_csv(
             stream, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(delimiter=delimiter))
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, OSError) as exc:  # OSError: a corrupt gzip stream
         raise InvalidArgumentError(FIELD, f"{path}: {_csv_problem(str(exc))}") from exc
     return reader.schema, _csv_batches(reader, path, batch_rows)
 
@@ -170,22 +174,27 @@ def _csv_batches(reader: Any, path: str, batch_rows: int) -> Iterator[pa.RecordB
         for batch in reader:
             if batch.num_rows:
                 yield from _split(batch, batch_rows)
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidArgumentError(FIELD, f"{path}: {_csv_problem(str(exc))}") from exc
 
 
 def _csv_problem(message: str) -> str:
     if "Empty CSV file" in message:
         return "the file is empty"
+    if "inflate" in message or "gzip" in message.lower():
+        return f"not a readable gzip file ({message.strip()})"
     if "conversion error" in message:
-        return f"a column mixes types ({message.strip()})"
+        return (f"a column mixes types ({message.strip()}); its type was inferred from the "
+                "first 4 MiB, so convert the file to Parquet with explicit types, or load it "
+                "with pandas and snapshot the DataFrame")
     return f"malformed CSV ({message.strip()})"
 
 
 def _open_parquet(handle: Any, path: str, batch_rows: int,
                   ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     try:
-        parquet = pq.ParquetFile(handle)
+        # pre_buffer=False: the default keeps every column chunk read, unbounded for streams
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidArgumentError(FIELD, f"{path}: unreadable Parquet ({exc})") from exc
     if parquet.metadata.num_columns == 0:

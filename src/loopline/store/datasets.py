@@ -51,13 +51,11 @@ def next_version_number(session: Session, dataset: str) -> int:
     return int(latest or 0) + 1
 
 
-def find_by_content(session: Session, dataset: str, content_hash: str) -> DatasetVersion | None:
-    """Return the oldest version of ``dataset`` with this content, if any."""
+def latest_version(session: Session, dataset: str) -> DatasetVersion | None:
+    """Return the newest version of ``dataset`` (read in the caller's transaction), if any."""
     row = session.scalars(
-        sa.select(DatasetVersionRow)
-        .where(DatasetVersionRow.dataset == dataset,
-               DatasetVersionRow.content_hash == content_hash)
-        .order_by(DatasetVersionRow.version).limit(1)).first()
+        sa.select(DatasetVersionRow).where(DatasetVersionRow.dataset == dataset)
+        .order_by(DatasetVersionRow.version.desc()).limit(1)).first()
     return _version(row) if row else None
 
 
@@ -95,11 +93,6 @@ class DatasetQueries:
         with Session(self._engine) as session:
             row = session.scalars(query).first()
             return _version(row) if row else None
-
-    def by_content(self, dataset: str, content_hash: str) -> DatasetVersion | None:
-        """Return the oldest version of ``dataset`` with this content, if any."""
-        with Session(self._engine) as session:
-            return find_by_content(session, dataset, content_hash)
 
     def by_id(self, version_id: str) -> DatasetVersion | None:
         """Return the version with this id, or None."""

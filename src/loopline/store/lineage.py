@@ -33,7 +33,7 @@ from loopline.store.models import LineageEdgeRow, LineageNodeRow
 NODES = cast(sa.Table, LineageNodeRow.__table__)
 EDGES = cast(sa.Table, LineageEdgeRow.__table__)
 CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
-MAX_DEPTH = 1_000
+MAX_DEPTH = 100  # a UNION walk's work grows with depth on dense graphs; bounded here
 MAX_LIMIT = 100_000
 
 
