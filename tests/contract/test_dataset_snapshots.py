@@ -249,3 +249,14 @@ def test_a_corrupt_gzip_and_credentials_in_a_url_are_handled(ws: Workspace,
     with pytest.raises(InvalidArgumentError) as missing:
         ws.datasets.snapshot("memory://user:secret@bucket/none.csv", "creds")
     assert "secret" not in str(missing.value)
+
+
+def test_a_suite_naming_an_unknown_column_is_refused_before_it_runs(ws: Workspace) -> None:
+    from loopline.data.validation import Suite
+
+    ws.datasets.snapshot(frame(50), "checked")
+    suite = Suite.from_yaml("name: s\nexpectations:\n  - {type: column_exists, column: sepal}\n"
+                            "  - {type: values_between, column: petal_width, min: 0}\n")
+    with pytest.raises(InvalidArgumentError, match=r"expectations\[1\]\.column"):
+        ws.validate_dataset("checked", suite)
+    assert ws.validation.history(ws.datasets.get("checked").id) == []
