@@ -46,6 +46,8 @@ def test_init_put_list_verify_round_trip(tmp_path: Path) -> None:
     assert _run(tmp_path, "artifacts", "verify").returncode == 0
     audit = json.loads(_run(tmp_path, "audit", "log", "--json").stdout)
     assert audit[0]["action"] == "artifact.put" and audit[0]["actor"] == "cli-tester"
+    later = _run(tmp_path, "audit", "log", "--since", "2999-01-01", "--json")
+    assert later.returncode == 0 and json.loads(later.stdout) == []
     events = json.loads(_run(tmp_path, "events", "list", "--json").stdout)
     assert events[-1]["type"] == "artifact.stored"
     status = _run(tmp_path, "status", "--json")

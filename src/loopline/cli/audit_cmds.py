@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -10,18 +10,16 @@ import typer
 from loopline.cli.context import open_workspace
 from loopline.cli.output import emit_json, error, success, table
 from loopline.cli.workspace_cmds import JsonFlag
-from loopline.core.errors import InvalidArgumentError
 from loopline.store import AuditFilter
 
-TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"]
+# A time without a zone, or a bare date, is taken as UTC.
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
 
 app = typer.Typer(help="The tamper-evident audit log: log, verify.", no_args_is_help=True)
 
 
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidArgumentError(field, "give a time zone, e.g. 2026-11-28T10:00:00+00:00")
-    return value
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 @app.command("log")
@@ -31,7 +29,7 @@ def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares
     action: Annotated[str | None, typer.Option(help="Only this action, e.g. artifact.put.")] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
     since: Annotated[datetime | None, typer.Option(
-        formats=TIME_FORMATS, help="Only entries at or after this time.")] = None,
+        formats=TIME_FORMATS, help="Only entries at or after this time (UTC if no zone).")] = None,
     until: Annotated[datetime | None, typer.Option(
         formats=TIME_FORMATS, help="Only entries before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
@@ -39,7 +37,7 @@ def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares
 ) -> None:
     """List audit entries, newest first."""
     where = AuditFilter(actor=actor, action=action, subject=subject,
-                        since=_aware(since, "since"), until=_aware(until, "until"), limit=limit)
+                        since=_aware(since), until=_aware(until), limit=limit)
     with open_workspace(ctx) as workspace:
         entries = workspace.store.audit.entries(where)
     if as_json:
