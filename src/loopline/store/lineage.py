@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -35,6 +36,7 @@ EDGES = cast(sa.Table, LineageEdgeRow.__table__)
 CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 MAX_DEPTH = 100  # a UNION walk's work grows with depth on dense graphs; bounded here
 MAX_LIMIT = 100_000
+BULK_ANALYZE_ROWS = 5_000
 
 
 # -- writes --------------------------------------------------------------------------------
@@ -65,6 +67,10 @@ def record(session: Session, nodes: Iterable[LineageNode], edges: Iterable[Linea
     _fill_in(connection, [(existing[i], given[i]) for i in existing])
     _insert_ignoring_duplicates(connection, EDGES, [
         {"source": s, "target": t, "kind": k, "created_at": now} for s, t, k in unique_edges])
+    if connection.dialect.name == "postgresql" and len(fresh) >= BULK_ANALYZE_ROWS:
+        # After a bulk load, fresh statistics keep PostgreSQL's foreign-key checks and walks on
+        # index scans; plans made while the tables were small would scan them whole.
+        connection.execute(sa.text("ANALYZE lineage_nodes, lineage_edges"))
 
 
 def _merged(old: LineageNode, new: LineageNode) -> LineageNode:
@@ -84,9 +90,14 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 def _existing(connection: Connection, ids: Sequence[str]) -> dict[str, tuple[str | None, Any]]:
     found: dict[str, tuple[str | None, Any]] = {}
+    postgres = connection.dialect.name == "postgresql"
     for chunk in _chunks(ids):
-        query = sa.select(NODES.c.id, NODES.c.label, NODES.c.attributes).where(
-            NODES.c.id.in_(chunk))
+        # On PostgreSQL one array parameter (= ANY) keeps the primary-key index in use even
+        # before the table was ever analysed; a 500-item IN list made it scan the table.
+        condition = (NODES.c.id == sa.any_(sa.bindparam("ids", list(chunk),
+                                                        type_=ARRAY(sa.String)))
+                     if postgres else NODES.c.id.in_(chunk))
+        query = sa.select(NODES.c.id, NODES.c.label, NODES.c.attributes).where(condition)
         found.update((row.id, (row.label, row.attributes)) for row in connection.execute(query))
     return found
 
