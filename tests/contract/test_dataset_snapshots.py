@@ -260,3 +260,14 @@ def test_a_suite_naming_an_unknown_column_is_refused_before_it_runs(ws: Workspac
     with pytest.raises(InvalidArgumentError, match=r"expectations\[1\]\.column"):
         ws.validate_dataset("checked", suite)
     assert ws.validation.history(ws.datasets.get("checked").id) == []
+
+
+def test_validation_reads_only_the_columns_its_suite_names(ws: Workspace) -> None:
+    from loopline.data.validation import Suite
+
+    ws.datasets.snapshot(frame(80), "narrow")
+    rows_only = Suite.from_yaml("name: r\nexpectations:\n  - {type: row_count_between, min: 80,"
+                                " max: 80}\n  - {type: column_exists, column: nowhere}\n")
+    assert rows_only.columns_read() == ["nowhere"]
+    report = ws.validate_dataset("narrow", rows_only)
+    assert [r.passed for r in report.results] == [True, False]

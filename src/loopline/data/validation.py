@@ -150,6 +150,23 @@ class Suite(BaseModel):
                     f"{', '.join(sorted(names)) or 'no columns'})")
 
 
+    def columns_read(self) -> list[str] | None:
+        """Return the columns evaluating this suite reads, or None when it needs them all.
+
+        A custom check receives the whole table, so a suite with one reads every column;
+        checks against profiles read none.
+        """
+        names: list[str] = []
+        for expectation in self.expectations:
+            if expectation.kind == "custom":
+                return None
+            if isinstance(expectation, ColumnExists):
+                names.append(expectation.column)
+            elif not expectation.uses_profiles:
+                names.extend(expectation.table_columns())
+        return list(dict.fromkeys(names))
+
+
 def _named_columns(expectation: ExpectationModel) -> tuple[str, ...]:
     if isinstance(expectation, ColumnExists):
         return ()
