@@ -26,6 +26,7 @@ from loopline.core.errors import (
     SchemaVersionError,
 )
 from loopline.core.events import Event, EventType
+from loopline.pipelines import pipeline, task
 
 
 def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
@@ -54,4 +55,6 @@ __all__ = [
     "Workspace",
     "__version__",
     "connect",
+    "pipeline",
+    "task",
 ]

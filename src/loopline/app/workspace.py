@@ -35,6 +35,7 @@ from loopline.data.snapshots import DatasetService
 from loopline.data.validation import Suite
 from loopline.data.validation_service import ValidationService
 from loopline.loop import Dispatcher
+from loopline.pipelines import Runner, RunnerOptions
 from loopline.store import MetadataStore
 
 
@@ -74,6 +75,7 @@ class Workspace:
         self.partitions = PartitionService(store, blobs, self.actor, store.clock)
         self.validation = ValidationService(store, self.actor)
         self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
+        self.pipelines = Runner(store, blobs, RunnerOptions(actor=self.actor))
 
     @property
     def config_dir(self) -> Path:

@@ -21,6 +21,7 @@ from loopline.cli import (
     demo_cmd,
     events_cmds,
     lineage_cmds,
+    runs_cmds,
     workspace_cmds,
 )
 from loopline.cli.context import CliOptions
@@ -73,6 +74,7 @@ app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
+runs_cmds.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

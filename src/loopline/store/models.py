@@ -240,6 +240,65 @@ class LineageEdgeRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PipelineRunRow(Base):
+    """One execution of a pipeline: its parameters, state and the root cause of a failure."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (sa.Index("ix_pipeline_runs_pipeline_created_at", "pipeline", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(128))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class TaskRunRow(Base):
+    """One task of a pipeline run; every state change is its own committed transaction."""
+
+    __tablename__ = "task_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "task_key", name="uq_task_runs_run_id_task_key"),
+        sa.Index("ix_task_runs_cache_key", "cache_key"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("pipeline_runs.id", ondelete="CASCADE"))
+    task_key: Mapped[str] = mapped_column(sa.String(256))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    cache_key: Mapped[str | None] = mapped_column(sa.String(64))
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(256))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskAttemptRow(Base):
+    """One attempt at a task run, kept so every retry's error stays on record."""
+
+    __tablename__ = "task_attempts"
+
+    task_run_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("task_runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    retry_delay: Mapped[float | None] = mapped_column(sa.Float)
+
+
 EVENTS = cast(sa.Table, EventRow.__table__)
 AUDIT_ENTRIES = cast(sa.Table, AuditEntryRow.__table__)
 AUDIT_HEAD = cast(sa.Table, AuditHeadRow.__table__)
+PIPELINE_RUNS = cast(sa.Table, PipelineRunRow.__table__)
+TASK_RUNS = cast(sa.Table, TaskRunRow.__table__)
+TASK_ATTEMPTS = cast(sa.Table, TaskAttemptRow.__table__)

@@ -1,0 +1,101 @@
+"""Task outputs as stored records, and the content-derived cache key of a task call.
+
+An output is stored inline when it is a small JSON value, in the artifact store (by digest)
+when it is bytes or a large JSON value. Downstream tasks always receive the value read back
+from the record (tuples arrive as lists), so a fresh run and a resumed one see the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from loopline.artifacts import ContentAddressedStore
+from loopline.core.canonical import canonical_json, hash_canonical, sha256_hex
+from loopline.core.errors import IntegrityError, InvalidArgumentError
+from loopline.pipelines.graph import Node, map_structure
+
+INLINE_LIMIT = 64 * 1024
+JSON, JSON_ARTIFACT, BYTES = "json", "json_artifact", "bytes"
+
+
+def encode_output(key: str, value: Any, blobs: ContentAddressedStore,
+                  inline_limit: int = INLINE_LIMIT) -> dict[str, Any]:
+    """Return the stored record of task ``key``'s output, putting large values in ``blobs``.
+
+    Raises:
+        InvalidArgumentError: naming the task when the output is neither bytes nor JSON.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        info = blobs.put_bytes(bytes(value))
+        return {"kind": BYTES, "digest": info.digest, "size": info.size}
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"task {key!r} output", f"must be bytes or a JSON value (got "
+            f"{type(value).__name__}: {exc}); store other objects as bytes") from exc
+    data = text.encode("utf-8")
+    if len(data) <= inline_limit:
+        return {"kind": JSON, "value": json.loads(text)}
+    info = blobs.put_bytes(data)
+    return {"kind": JSON_ARTIFACT, "digest": info.digest, "size": info.size}
+
+
+def decode_output(record: Mapping[str, Any], blobs: ContentAddressedStore) -> Any:
+    """Return the value a stored output record stands for.
+
+    Raises:
+        IntegrityError: when the record is malformed or its blob fails verification.
+    """
+    kind = record.get("kind")
+    if kind == JSON:
+        return record.get("value")
+    if kind == BYTES:
+        return blobs.get_bytes(str(record["digest"]))
+    if kind == JSON_ARTIFACT:
+        return json.loads(blobs.get_bytes(str(record["digest"])).decode("utf-8"))
+    raise IntegrityError(f"unknown task output record kind {kind!r}")
+
+
+def content_hash(record: Mapping[str, Any]) -> str:
+    """Return the hash identifying an output's content (what a cache key depends on)."""
+    if record.get("kind") == BYTES:
+        return f"bytes:{record['digest']}"
+    if record.get("kind") == JSON_ARTIFACT:
+        return f"json:{record['digest']}"  # the digest of the canonical JSON text
+    return f"json:{hash_canonical(record.get('value'))}"
+
+
+def code_hash(node: Node) -> str:
+    """Return the SHA-256 of the task function's source (its bytecode when there is none)."""
+    fn = node.task.fn
+    try:
+        return sha256_hex(inspect.getsource(fn).encode("utf-8"))
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        digest = hashlib.sha256(getattr(fn, "__qualname__", repr(fn)).encode("utf-8"))
+        if code is not None:
+            digest.update(code.co_code)
+            digest.update(repr(code.co_consts).encode("utf-8"))
+        return digest.hexdigest()
+
+
+def cache_key(node: Node, inputs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Return the SHA-256 over the task's code, literal arguments and inputs' content."""
+    arguments = map_structure((list(node.args), dict(node.kwargs)),
+                              lambda future: {"$future": future.key})
+    return hash_canonical({
+        "task": node.task.name, "code": code_hash(node), "arguments": arguments,
+        "inputs": {key: content_hash(inputs[key]) for key in node.upstream},
+    })
+
+
+def resolve_arguments(node: Node, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Return the node's arguments with each future replaced by its task's output value."""
+    args = map_structure(list(node.args), lambda future: values[future.key])
+    kwargs = map_structure(dict(node.kwargs), lambda future: values[future.key])
+    return args, kwargs

@@ -1,0 +1,114 @@
+"""The validated execution plan: checked parameters, an acyclic graph, an order to run it in.
+
+Only a plan runs. Building one calls the pipeline function (which only records task calls),
+then refuses, before any task runs: bad parameters, dependencies on unknown tasks, cycles,
+and literal task arguments that are not JSON values (they go into the cache key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loopline.core.canonical import canonical_json
+from loopline.core.errors import InvalidArgumentError
+from loopline.pipelines.definitions import PipelineDefinition
+from loopline.pipelines.graph import Graph, Node, TaskFuture, build_graph, map_structure
+from loopline.pipelines.parameters import bind_parameters
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """What a run executes: the pipeline, its parameters, its tasks in dependency order."""
+
+    pipeline: PipelineDefinition
+    parameters: Mapping[str, Any]
+    nodes: Mapping[str, Node]
+    order: tuple[str, ...]
+    result: Any
+
+    def downstream(self, key: str) -> set[str]:
+        """Return every task that depends, directly or not, on task ``key``."""
+        found: set[str] = set()
+        frontier = [key]
+        while frontier:
+            current = frontier.pop()
+            for node in self.nodes.values():
+                if current in node.upstream and node.key not in found:
+                    found.add(node.key)
+                    frontier.append(node.key)
+        return found
+
+
+def topological_order(graph: Graph) -> tuple[str, ...]:
+    """Return the graph's keys with every task after the tasks it depends on.
+
+    Raises:
+        InvalidArgumentError: naming the tasks when a dependency is unknown or on a cycle.
+    """
+    for node in graph.nodes.values():
+        missing = [key for key in node.upstream if key not in graph.nodes]
+        if missing:
+            raise InvalidArgumentError(f"task {node.key!r}",
+                                       f"depends on unknown task(s) {', '.join(missing)}")
+    waiting = {key: set(node.upstream) for key, node in graph.nodes.items()}
+    order: list[str] = []
+    while waiting:
+        ready = [key for key, upstream in waiting.items() if not upstream]
+        if not ready:
+            raise InvalidArgumentError(
+                "pipeline", f"the tasks {', '.join(sorted(waiting))} form a cycle")
+        for key in ready:
+            order.append(key)
+            del waiting[key]
+        for upstream in waiting.values():
+            upstream.difference_update(ready)
+    return tuple(order)
+
+
+def _check_literals(node: Node) -> None:
+    literal = map_structure((list(node.args), dict(node.kwargs)), lambda f: f.key)
+    try:
+        canonical_json(literal)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"task {node.key!r} arguments",
+                                   f"must be JSON values or task outputs: {exc}") from exc
+
+
+def plan_graph(pipeline: PipelineDefinition, parameters: Mapping[str, Any],
+               graph: Graph) -> ExecutionPlan:
+    """Check ``graph`` and return it as a plan.
+
+    Raises:
+        InvalidArgumentError: on a cycle, an unknown dependency or a non-JSON literal argument.
+    """
+    order = topological_order(graph)
+    for node in graph.nodes.values():
+        _check_literals(node)
+    return ExecutionPlan(pipeline, dict(parameters), dict(graph.nodes), order, graph.result)
+
+
+def build_plan(pipeline: PipelineDefinition,
+               parameters: Mapping[str, Any] | None = None) -> ExecutionPlan:
+    """Check ``parameters``, build the pipeline's graph with them and return the plan.
+
+    Raises:
+        InvalidArgumentError: naming the parameter, task or argument that is wrong.
+        UserCodeError: when the pipeline function raises while building the graph.
+    """
+    if not isinstance(pipeline, PipelineDefinition):
+        raise InvalidArgumentError("pipeline", f"{pipeline!r} is not a @pipeline function")
+    bound = bind_parameters(pipeline, parameters)
+    return plan_graph(pipeline, bound, build_graph(pipeline, bound))
+
+
+def result_keys(plan: ExecutionPlan) -> list[str]:
+    """Return the keys of the tasks whose outputs the pipeline function returned."""
+    keys: list[str] = []
+    map_structure(plan.result, lambda future: keys.append(future.key))
+    return keys
+
+
+__all__ = ["ExecutionPlan", "TaskFuture", "build_plan", "plan_graph", "result_keys",
+           "topological_order"]

@@ -1,0 +1,290 @@
+"""Pipeline runs, task runs and attempts in the metadata store (the SQL side of ``pipelines``).
+
+Every function that changes state runs Core statements inside the caller's unit of work, so
+each transition is one committed transaction. Task transitions are fenced: a finish names the
+attempt it belongs to, and a write for an attempt that is no longer current is refused, so a
+late result from a reclaimed attempt cannot overwrite the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.orm import Session
+
+from loopline.core.errors import ConflictError, NotFoundError
+from loopline.core.events import EventType
+from loopline.core.ids import new_id
+from loopline.core.runs import PipelineRun, RunState, TaskAttempt, TaskRun, TaskState
+from loopline.store.errors import translated
+from loopline.store.metadata_store import UnitOfWork
+from loopline.store.models import PIPELINE_RUNS, TASK_ATTEMPTS, TASK_RUNS
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStart:
+    """An attempt about to run: which task, which attempt, who holds it and until when."""
+
+    run_id: str
+    task_key: str
+    attempt: int
+    lease_owner: str
+    lease_expires_at: datetime
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFinish:
+    """How an attempt ended; ``retry_delay`` is set when another attempt will follow."""
+
+    run_id: str
+    task_key: str
+    attempt: int
+    state: TaskState
+    at: datetime
+    outputs: Mapping[str, Any] | None = None
+    cache_key: str | None = None
+    error: str | None = None
+    retry_delay: float | None = None
+
+
+def _run(row: RowMapping) -> PipelineRun:
+    return PipelineRun(id=row["id"], pipeline=row["pipeline"], state=RunState(row["state"]),
+                       parameters=row["parameters"], created_at=row["created_at"],
+                       created_by=row["created_by"], started_at=row["started_at"],
+                       finished_at=row["finished_at"], error=row["error"])
+
+
+def _task(row: RowMapping) -> TaskRun:
+    return TaskRun(id=row["id"], run_id=row["run_id"], task_key=row["task_key"],
+                   state=TaskState(row["state"]), attempt=row["attempt"],
+                   cache_key=row["cache_key"], outputs=row["outputs"], error=row["error"],
+                   lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
+                   started_at=row["started_at"], finished_at=row["finished_at"])
+
+
+def _emit_run(uow: UnitOfWork, run_id: str, pipeline: str, state: RunState) -> None:
+    uow.emit(EventType.PIPELINE_RUN_CHANGED, f"pipeline_run:{run_id}",
+             {"run_id": run_id, "pipeline": pipeline, "state": str(state)})
+
+
+def create_run(uow: UnitOfWork, pipeline: str, parameters: Mapping[str, Any],
+               task_keys: Sequence[str], now: datetime) -> PipelineRun:
+    """Record a new pending run of ``pipeline`` with one pending task run per key."""
+    run = PipelineRun(id=new_id(), pipeline=pipeline, state=RunState.PENDING,
+                      parameters=dict(parameters), created_at=now, created_by=uow.actor)
+    connection = uow.session.connection()
+    connection.execute(sa.insert(PIPELINE_RUNS), {
+        "id": run.id, "pipeline": pipeline, "state": str(run.state),
+        "parameters": dict(parameters), "created_at": now, "created_by": uow.actor,
+        "started_at": None, "finished_at": None, "error": None})
+    if task_keys:
+        connection.execute(sa.insert(TASK_RUNS), [
+            {"id": new_id(), "run_id": run.id, "task_key": key, "state": str(TaskState.PENDING),
+             "attempt": 0, "cache_key": None, "outputs": None, "error": None,
+             "lease_owner": None, "lease_expires_at": None, "started_at": None,
+             "finished_at": None} for key in task_keys])
+    _emit_run(uow, run.id, pipeline, run.state)
+    return run
+
+
+def set_run_state(uow: UnitOfWork, run_id: str, state: RunState, now: datetime,
+                  error: str | None = None) -> None:
+    """Move a run to ``state`` (stamping start or finish time) and emit its event.
+
+    Raises:
+        NotFoundError: when there is no such run.
+    """
+    connection = uow.session.connection()
+    row = connection.execute(sa.select(PIPELINE_RUNS.c.pipeline)
+                             .where(PIPELINE_RUNS.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError("pipeline run", run_id)
+    values: dict[str, Any] = {"state": str(state), "error": error}
+    if state is RunState.RUNNING:
+        values.update(started_at=now, finished_at=None)
+    else:
+        values["finished_at"] = now
+    connection.execute(sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id)
+                       .values(**values))
+    _emit_run(uow, run_id, row.pipeline, state)
+
+
+def _task_id(connection: sa.Connection, run_id: str, task_key: str) -> str:
+    task_id = connection.execute(
+        sa.select(TASK_RUNS.c.id).where(TASK_RUNS.c.run_id == run_id,
+                                        TASK_RUNS.c.task_key == task_key)).scalar()
+    if task_id is None:
+        raise NotFoundError("task run", f"{run_id}/{task_key}")
+    return str(task_id)
+
+
+def start_attempt(uow: UnitOfWork, start: TaskStart) -> None:
+    """Mark a task running under ``start.attempt`` and record the attempt.
+
+    Raises:
+        ConflictError: when the task already finished or another attempt took it.
+        NotFoundError: when there is no such task run.
+    """
+    connection, now = uow.session.connection(), start.at
+    task_id = _task_id(connection, start.run_id, start.task_key)
+    startable = [str(TaskState.PENDING), str(TaskState.RETRYING), str(TaskState.RUNNING)]
+    updated = connection.execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
+                                   TASK_RUNS.c.attempt == start.attempt - 1,
+                                   TASK_RUNS.c.state.in_(startable))
+        .values(state=str(TaskState.RUNNING), attempt=start.attempt, error=None,
+                lease_owner=start.lease_owner, lease_expires_at=start.lease_expires_at,
+                started_at=now, finished_at=None)).rowcount
+    if updated != 1:
+        raise ConflictError(f"task {start.task_key!r} of run {start.run_id} cannot start "
+                            f"attempt {start.attempt}: it finished or another attempt took it")
+    connection.execute(sa.insert(TASK_ATTEMPTS), {
+        "task_run_id": task_id, "attempt": start.attempt, "state": str(TaskState.RUNNING),
+        "started_at": now, "finished_at": None, "error": None, "retry_delay": None})
+
+
+def finish_attempt(uow: UnitOfWork, finish: TaskFinish) -> None:
+    """Record how an attempt ended; the task moves to ``finish.state``.
+
+    Raises:
+        ConflictError: when ``finish.attempt`` is no longer the task's running attempt.
+        NotFoundError: when there is no such task run.
+    """
+    connection, now = uow.session.connection(), finish.at
+    task_id = _task_id(connection, finish.run_id, finish.task_key)
+    final = finish.state is not TaskState.RETRYING
+    updated = connection.execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
+                                   TASK_RUNS.c.attempt == finish.attempt,
+                                   TASK_RUNS.c.state == str(TaskState.RUNNING))
+        .values(state=str(finish.state), outputs=finish.outputs, cache_key=finish.cache_key,
+                error=finish.error, lease_owner=None, lease_expires_at=None,
+                finished_at=now if final else None)).rowcount
+    if updated != 1:
+        raise ConflictError(f"task {finish.task_key!r} of run {finish.run_id}: attempt "
+                            f"{finish.attempt} is no longer current; its result is refused")
+    attempt_state = TaskState.FAILED if finish.state is TaskState.RETRYING else finish.state
+    connection.execute(
+        sa.update(TASK_ATTEMPTS).where(TASK_ATTEMPTS.c.task_run_id == task_id,
+                                       TASK_ATTEMPTS.c.attempt == finish.attempt)
+        .values(state=str(attempt_state), finished_at=now, error=finish.error,
+                retry_delay=finish.retry_delay))
+
+
+def settle_task(uow: UnitOfWork, finish: TaskFinish) -> None:
+    """Finish a task that runs no attempt: ``cached`` (reused outputs) or ``upstream_failed``.
+
+    Raises:
+        ConflictError: when the task is no longer pending.
+    """
+    connection, now = uow.session.connection(), finish.at
+    task_id = _task_id(connection, finish.run_id, finish.task_key)
+    updated = connection.execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
+                                   TASK_RUNS.c.state == str(TaskState.PENDING))
+        .values(state=str(finish.state), outputs=finish.outputs, cache_key=finish.cache_key,
+                error=finish.error, started_at=now, finished_at=now)).rowcount
+    if updated != 1:
+        raise ConflictError(f"task {finish.task_key!r} of run {finish.run_id} is not pending")
+
+
+def reclaim_task(uow: UnitOfWork, task: TaskRun, now: datetime) -> None:
+    """Put an unfinished task (as read: running, retrying or failed) back to pending.
+
+    Raises:
+        ConflictError: when the task moved on since it was read.
+    """
+    connection, task_id, attempt = uow.session.connection(), task.id, task.attempt
+    reclaimable = [str(s) for s in (TaskState.RUNNING, TaskState.RETRYING, TaskState.FAILED,
+                                    TaskState.UPSTREAM_FAILED)]
+    updated = connection.execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id, TASK_RUNS.c.attempt == attempt,
+                                   TASK_RUNS.c.state.in_(reclaimable))
+        .values(state=str(TaskState.PENDING), lease_owner=None, lease_expires_at=None,
+                finished_at=None)).rowcount
+    if updated != 1:
+        raise ConflictError(f"task {task.task_key!r} of run {task.run_id} changed while "
+                            "being reclaimed")
+    connection.execute(
+        sa.update(TASK_ATTEMPTS).where(TASK_ATTEMPTS.c.task_run_id == task_id,
+                                       TASK_ATTEMPTS.c.attempt == attempt,
+                                       TASK_ATTEMPTS.c.state == str(TaskState.RUNNING))
+        .values(state=str(TaskState.FAILED), finished_at=now,
+                error="interrupted: the runner stopped during this attempt"))
+
+
+def cached_outputs(session: Session, cache_key: str) -> Mapping[str, Any] | None:
+    """Return the outputs recorded by the newest finished task run with ``cache_key``."""
+    row = session.connection().execute(
+        sa.select(TASK_RUNS.c.outputs)
+        .where(TASK_RUNS.c.cache_key == cache_key,
+               TASK_RUNS.c.state.in_([str(s) for s in (TaskState.SUCCEEDED, TaskState.CACHED)]),
+               TASK_RUNS.c.outputs.is_not(None))
+        .order_by(TASK_RUNS.c.finished_at.desc()).limit(1)).first()
+    return row.outputs if row is not None else None
+
+
+class RunQueries:
+    """Reads of pipeline runs, their task runs and attempts."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @translated
+    def run(self, run_id: str) -> PipelineRun:
+        """Return the run with this id.
+
+        Raises:
+            NotFoundError: when there is none.
+        """
+        with self._engine.connect() as connection:
+            row = connection.execute(sa.select(PIPELINE_RUNS)
+                                     .where(PIPELINE_RUNS.c.id == run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError("pipeline run", run_id, "list runs with `loopline runs list`")
+        return _run(row)
+
+    @translated
+    def runs(self, pipeline: str | None = None, limit: int = 100) -> list[PipelineRun]:
+        """List runs (of one pipeline, or all), newest first."""
+        query = sa.select(PIPELINE_RUNS)
+        if pipeline is not None:
+            query = query.where(PIPELINE_RUNS.c.pipeline == pipeline)
+        query = query.order_by(PIPELINE_RUNS.c.created_at.desc(),
+                               PIPELINE_RUNS.c.id.desc()).limit(limit)
+        with self._engine.connect() as connection:
+            return [_run(row) for row in connection.execute(query).mappings()]
+
+    @translated
+    def tasks(self, run_id: str) -> list[TaskRun]:
+        """List the task runs of a run, by task key."""
+        query = (sa.select(TASK_RUNS).where(TASK_RUNS.c.run_id == run_id)
+                 .order_by(TASK_RUNS.c.task_key))
+        with self._engine.connect() as connection:
+            return [_task(row) for row in connection.execute(query).mappings()]
+
+    @translated
+    def attempts(self, run_id: str, task_key: str) -> list[TaskAttempt]:
+        """List every attempt at one task of a run, oldest first."""
+        query = (sa.select(TASK_ATTEMPTS).join(TASK_RUNS,
+                                               TASK_RUNS.c.id == TASK_ATTEMPTS.c.task_run_id)
+                 .where(TASK_RUNS.c.run_id == run_id, TASK_RUNS.c.task_key == task_key)
+                 .order_by(TASK_ATTEMPTS.c.attempt))
+        with self._engine.connect() as connection:
+            return [TaskAttempt(task_run_id=r["task_run_id"], attempt=r["attempt"],
+                                state=TaskState(r["state"]), started_at=r["started_at"],
+                                finished_at=r["finished_at"], error=r["error"],
+                                retry_delay=r["retry_delay"])
+                    for r in connection.execute(query).mappings()]
+
+    @translated
+    def cached_outputs(self, cache_key: str) -> Mapping[str, Any] | None:
+        """Return the outputs recorded under ``cache_key`` by any finished task run."""
+        with Session(self._engine) as session:
+            return cached_outputs(session, cache_key)
