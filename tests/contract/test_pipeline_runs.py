@@ -426,3 +426,79 @@ def test_resume_of_a_finished_run_runs_nothing(runner: Runner) -> None:
     CALLS.clear()
     again = runner.resume(done.run.id, arithmetic)
     assert again.succeeded and again.result == done.result and not CALLS
+
+
+@task
+def quits() -> int:
+    CALLS["quits"] += 1
+    raise SystemExit(3)
+
+
+@pipeline
+def exits() -> Any:
+    return quits()
+
+
+def test_a_task_calling_sys_exit_fails_the_run_instead_of_leaving_it_running(
+        runner: Runner) -> None:
+    result = runner.run(exits)
+    assert result.run.state is RunState.FAILED
+    assert "SystemExit" in (result.run.error or "")
+    assert [t.state for t in runner.runs.tasks(result.run.id)] == [TaskState.FAILED]
+
+
+def test_a_cache_hit_whose_artifact_is_gone_runs_the_task_again(
+        runner: Runner, blobs: ContentAddressedStore) -> None:
+    first = runner.run(large, {"size": 20_000})
+    digest = {t.task_key: t.outputs for t in runner.runs.tasks(first.run.id)}["payload"]
+    assert digest is not None
+    blobs.delete(digest["digest"])
+    again = runner.run(large, {"size": 20_000})
+    states = {t.task_key: t.state for t in runner.runs.tasks(again.run.id)}
+    assert again.succeeded and states["payload"] is TaskState.SUCCEEDED
+    assert again.result == [20_000, 20_000]
+
+
+SCALE = 2
+
+
+@task
+def scaled(n: int) -> int:
+    CALLS["scaled"] += 1
+    return n * SCALE
+
+
+@pipeline
+def scaling(n: int) -> Any:
+    return scaled(n)
+
+
+def test_a_changed_constant_the_task_reads_misses_the_cache(
+        runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runner.run(scaling, {"n": 3}).result == 6
+    assert runner.run(scaling, {"n": 3}).result == 6
+    assert CALLS["scaled"] == 1
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 10)
+    assert runner.run(scaling, {"n": 3}).result == 30
+    assert CALLS["scaled"] == 2
+
+
+@task(timeout=0.05, retries=3, retry_on=(TimeoutError,))
+def slow_even_with_retries() -> int:
+    CALLS["slow"] += 1
+    RELEASE.wait(10)
+    return 1
+
+
+@pipeline
+def timing_out() -> Any:
+    return slow_even_with_retries()
+
+
+def test_a_timed_out_attempt_is_never_retried_beside_itself(runner: Runner) -> None:
+    try:
+        result = runner.run(timing_out)
+    finally:
+        RELEASE.set()
+    assert result.run.state is RunState.FAILED
+    assert CALLS["slow"] == 1

@@ -177,7 +177,10 @@ def test_retry_delays_grow_exponentially_with_bounded_jitter_and_a_cap() -> None
     assert policy.delay(2, 0.0) == pytest.approx(1.8)
     assert policy.delay(2, 0.999999) == pytest.approx(2.2, abs=1e-5)
     assert policy.delay(5, 0.999999) == 5.0
-    assert policy.retries_after(ValueError(), 5)
-    assert not policy.retries_after(ValueError(), 6)
+    assert policy.retries_after(ConnectionError(), 5)
+    assert not policy.retries_after(ConnectionError(), 6)
+    assert not policy.retries_after(ValueError(), 1), "a bug is not retried by default"
     narrow = RetryPolicy(retries=3, retry_on=(KeyError,))
     assert not narrow.retries_after(ValueError(), 1)
+    huge = RetryPolicy(retries=10_000, retry_delay=1.0, backoff=1e6, max_delay=30.0)
+    assert huge.delay(5_000, 0.5) == 30.0, "no overflow, just the cap"

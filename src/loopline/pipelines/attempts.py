@@ -17,13 +17,14 @@ from typing import Any
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.errors import InvalidArgumentError, LooplineError, UserCodeError
 from loopline.core.runs import TaskState
-from loopline.pipelines.executors import call_with_timeout
+from loopline.pipelines.executors import AttemptTimeoutError, call_with_timeout
 from loopline.pipelines.graph import Node
 from loopline.pipelines.outputs import (
     INLINE_LIMIT,
     cache_key,
     decode_output,
     encode_output,
+    outputs_available,
     resolve_arguments,
 )
 from loopline.store import MetadataStore
@@ -90,7 +91,7 @@ def run_task(ctx: WorkerContext, job: TaskJob) -> TaskOutcome:
     key = cache_key(node, job.inputs)
     if node.task.options.cache:
         hit = RunQueries(ctx.store.engine).cached_outputs(key)
-        if hit is not None:
+        if hit is not None and outputs_available(hit, ctx.blobs):
             finish = TaskFinish(ctx.run_id, node.key, job.last_attempt, TaskState.CACHED,
                                 ctx.store.clock.now(), dict(hit), key)
             with ctx.store.write(ctx.options.actor) as uow:
@@ -123,12 +124,15 @@ def _attempts(ctx: WorkerContext, job: TaskJob, key: str,
         _start(ctx, node.key, attempt)
         try:
             value = call_with_timeout(call, node.task.options.timeout)
-        except Exception as exc:  # noqa: BLE001 - the user-code boundary: recorded, wrapped
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user-code boundary
             now = ctx.store.clock.now()
-            if policy.retries_after(exc, tries):
+            # A timed-out thread cannot be stopped: retrying would run two copies at once.
+            if policy.retries_after(exc, tries) and not isinstance(exc, AttemptTimeoutError):
                 delay = policy.delay(tries, ctx.options.random())
+                held = now + timedelta(seconds=delay + ctx.options.lease_seconds)
                 _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.RETRYING, now,
-                                        cache_key=key, error=_describe(exc), retry_delay=delay))
+                                        cache_key=key, error=_describe(exc), retry_delay=delay,
+                                        lease_expires_at=held))
                 ctx.options.sleep(delay)
                 continue
             _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.FAILED, now,

@@ -32,6 +32,10 @@ class CallRecorder(Protocol):
 RECORDER: ContextVar[CallRecorder | None] = ContextVar("loopline_task_recorder", default=None)
 
 
+# Retried unless a task names others: errors that say "try again", not "this is a bug".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When and how long to wait before another attempt of a failed task."""
@@ -41,7 +45,7 @@ class RetryPolicy:
     backoff: float = 2.0
     jitter: float = 0.1
     max_delay: float = 60.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
 
     def delay(self, attempt: int, random_value: float) -> float:
         """Return the wait after failed ``attempt`` (1-based), given a uniform value in [0, 1).
@@ -49,7 +53,10 @@ class RetryPolicy:
         ``retry_delay * backoff^(attempt-1)``, spread by ± ``jitter`` of itself, capped at
         ``max_delay``.
         """
-        base = min(self.retry_delay * self.backoff ** (attempt - 1), self.max_delay)
+        # Grow in log space so a large backoff or attempt count cannot overflow.
+        growth = (attempt - 1) * math.log(self.backoff) if self.backoff > 0 else -math.inf
+        ceiling = math.log(self.max_delay / self.retry_delay) if self.retry_delay > 0 else 0.0
+        base = self.max_delay if growth >= ceiling else self.retry_delay * math.exp(growth)
         spread = base * self.jitter * (2.0 * random_value - 1.0)
         return max(0.0, min(base + spread, self.max_delay))
 
@@ -144,7 +151,7 @@ def task(fn: Callable[..., Any], /) -> TaskDefinition: ...
 @overload
 def task(*, retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0,
          jitter: float = 0.1, max_delay: float = 60.0,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
          timeout: float | None = None, cache: bool = True,
          name: str | None = None) -> Callable[[Callable[..., Any]], TaskDefinition]: ...
 
@@ -152,7 +159,7 @@ def task(*, retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0,
 def task(fn: Callable[..., Any] | None = None, /, *, retries: int = 0,  # noqa: PLR0913
          retry_delay: float = 1.0, backoff: float = 2.0, jitter: float = 0.1,
          max_delay: float = 60.0,
-         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+         retry_on: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
          timeout: float | None = None, cache: bool = True, name: str | None = None,
          ) -> TaskDefinition | Callable[[Callable[..., Any]], TaskDefinition]:
     """Make a function a pipeline task, as ``@task`` or ``@task(retries=3, ...)``.

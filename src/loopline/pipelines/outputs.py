@@ -70,9 +70,14 @@ def content_hash(record: Mapping[str, Any]) -> str:
     return f"json:{hash_canonical(record.get('value'))}"
 
 
-def code_hash(node: Node) -> str:
-    """Return the SHA-256 of the task function's source (its bytecode when there is none)."""
-    fn = node.task.fn
+def outputs_available(record: Mapping[str, Any], blobs: ContentAddressedStore) -> bool:
+    """Tell whether every artifact an output record points at is still stored."""
+    if record.get("kind") in (BYTES, JSON_ARTIFACT):
+        return bool(blobs.exists(str(record["digest"])))
+    return True
+
+
+def _source_hash(fn: Any) -> str:
     try:
         return sha256_hex(inspect.getsource(fn).encode("utf-8"))
     except (OSError, TypeError):
@@ -82,6 +87,51 @@ def code_hash(node: Node) -> str:
             digest.update(code.co_code)
             digest.update(repr(code.co_consts).encode("utf-8"))
         return digest.hexdigest()
+
+
+IMMUTABLE = (str, int, float, bool, bytes, tuple, frozenset, type(None))
+
+
+def _value_hash(value: Any) -> str:
+    """Hash what a task reads from a global or a closure: constants by value, code by source.
+
+    Mutable containers (lists, dicts) count by type only: tasks often collect into them, and
+    their contents at call time are not what the task's result depends on.
+    """
+    if isinstance(value, IMMUTABLE):
+        try:
+            plain = sorted(value, key=repr) if isinstance(value, frozenset) else value
+            return "value:" + hash_canonical(list(plain) if isinstance(plain, tuple | list)
+                                             else plain)
+        except (TypeError, ValueError):
+            return "value:" + sha256_hex(repr(value).encode("utf-8"))
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        return "code:" + _source_hash(value)
+    inner = getattr(value, "fn", None)  # another task definition
+    if callable(inner):
+        return "code:" + _source_hash(inner)
+    return "type:" + type(value).__qualname__  # modules, classes, clients: by kind only
+
+
+def code_hash(node: Node) -> str:
+    """Return the SHA-256 of the task's source and of the globals and closure values it reads.
+
+    A constant or helper the task uses changes its cache key when it changes; objects that
+    are neither data nor functions (modules, clients) count by type only.
+    """
+    fn = node.task.fn
+    parts = {"source": _source_hash(fn)}
+    code = getattr(fn, "__code__", None)
+    namespace = getattr(fn, "__globals__", {})
+    for name in sorted(set(getattr(code, "co_names", ())) & set(namespace)):
+        parts[f"global:{name}"] = _value_hash(namespace[name])
+    cells = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(getattr(code, "co_freevars", ()), cells, strict=False):
+        try:
+            parts[f"closure:{name}"] = _value_hash(cell.cell_contents)
+        except ValueError:  # an empty cell
+            parts[f"closure:{name}"] = "empty"
+    return hash_canonical(parts)
 
 
 def cache_key(node: Node, inputs: Mapping[str, Mapping[str, Any]]) -> str:

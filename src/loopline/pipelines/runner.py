@@ -8,6 +8,7 @@ a task recorded ``succeeded`` or ``cached`` is never run again.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.store import MetadataStore
 from loopline.store.runs import RunQueries, TaskFinish, create_run, reclaim_task, settle_task
 from loopline.store.runs import set_run_state as record_run_state
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,8 @@ class Runner:
             return
         now = self.store.clock.now()
         expired = task.lease_expires_at is not None and task.lease_expires_at <= now
-        if task.state is TaskState.RUNNING and not (expired or _owner_is_gone(task.lease_owner)):
+        held = task.state in (TaskState.RUNNING, TaskState.RETRYING)
+        if held and not (expired or _owner_is_gone(task.lease_owner)):
             raise ConflictError(f"task {task.task_key!r} of run {task.run_id} is held by "
                                 f"{task.lease_owner} until {task.lease_expires_at}; wait for "
                                 "that runner to finish or for the lease to expire")
@@ -170,9 +174,22 @@ class Runner:
         executor = ThreadExecutor(self.options.max_workers)
         try:
             self._schedule(plan, ctx, executor, progress)
+        except BaseException as exc:
+            # The runner itself broke (database gone, interrupted): never leave the run
+            # `running` with no word of why; `resume` can pick it up from here.
+            self._abort(run_id, exc)
+            raise
         finally:
             executor.shutdown()
         return self._finish(plan, run_id, progress)
+
+    def _abort(self, run_id: str, exc: BaseException) -> None:
+        try:
+            with self.store.write(self.options.actor) as uow:
+                record_run_state(uow, run_id, RunState.FAILED, self.store.clock.now(),
+                                 f"interrupted: {type(exc).__name__}: {exc}")
+        except LooplineError:
+            log.warning("could not record that run %s was interrupted", run_id)
 
     def _schedule(self, plan: ExecutionPlan, ctx: WorkerContext, executor: ThreadExecutor,
                   progress: _Progress) -> None:
@@ -190,8 +207,8 @@ class Runner:
                 return
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                del running[future]
-                self._settle(plan, ctx.run_id, future.result(), progress)
+                key = running.pop(future)
+                self._settle(plan, ctx.run_id, _outcome_of(future, key), progress)
 
     def _settle(self, plan: ExecutionPlan, run_id: str, outcome: TaskOutcome,
                 progress: _Progress) -> None:
@@ -210,15 +227,32 @@ class Runner:
                 progress.states[key] = TaskState.UPSTREAM_FAILED
 
     def _finish(self, plan: ExecutionPlan, run_id: str, progress: _Progress) -> RunResult:
+        try:  # read outputs back before calling the run a success: a lost blob is a failure
+            outputs = {key: decode_output(record, self.blobs)
+                       for key, record in progress.records.items()}
+        except LooplineError as exc:
+            self._abort(run_id, exc)
+            raise
         summary = _summary(progress) if progress.failures else None
         state = RunState.FAILED if summary else RunState.SUCCEEDED
         with self.store.write(self.options.actor) as uow:
             record_run_state(uow, run_id, state, self.store.clock.now(), summary)
-        outputs = {key: decode_output(record, self.blobs)
-                   for key, record in progress.records.items()}
         result = None if summary else map_structure(plan.result, lambda f: outputs[f.key])
         error = progress.failures[0].error if progress.failures else None
         return RunResult(self.runs.run(run_id), outputs, result, error)
+
+
+def _outcome_of(future: Future[TaskOutcome], key: str) -> TaskOutcome:
+    """Return the task's outcome; a worker broken outside user code fails the task."""
+    try:
+        return future.result()
+    except LooplineError as exc:
+        return TaskOutcome(key, TaskState.FAILED, error=exc)
+    except Exception as exc:  # noqa: BLE001 - an engine fault in one task must not hang the run
+        error = LooplineError(f"task {key!r} broke outside its own code: "
+                              f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return TaskOutcome(key, TaskState.FAILED, error=error)
 
 
 def _summary(progress: _Progress) -> str:

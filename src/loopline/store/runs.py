@@ -51,6 +51,8 @@ class TaskFinish:
     cache_key: str | None = None
     error: str | None = None
     retry_delay: float | None = None
+    # For RETRYING: the lease is kept (until here) so no resume takes a task in backoff.
+    lease_expires_at: datetime | None = None
 
 
 def _run(row: RowMapping) -> PipelineRun:
@@ -164,8 +166,9 @@ def finish_attempt(uow: UnitOfWork, finish: TaskFinish) -> None:
                                    TASK_RUNS.c.attempt == finish.attempt,
                                    TASK_RUNS.c.state == str(TaskState.RUNNING))
         .values(state=str(finish.state), outputs=finish.outputs, cache_key=finish.cache_key,
-                error=finish.error, lease_owner=None, lease_expires_at=None,
-                finished_at=now if final else None)).rowcount
+                error=finish.error, lease_expires_at=None if final else finish.lease_expires_at,
+                finished_at=now if final else None,
+                **({"lease_owner": None} if final else {}))).rowcount
     if updated != 1:
         raise ConflictError(f"task {finish.task_key!r} of run {finish.run_id}: attempt "
                             f"{finish.attempt} is no longer current; its result is refused")
