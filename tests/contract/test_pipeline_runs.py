@@ -502,3 +502,44 @@ def test_a_timed_out_attempt_is_never_retried_beside_itself(runner: Runner) -> N
         RELEASE.set()
     assert result.run.state is RunState.FAILED
     assert CALLS["slow"] == 1
+
+
+@task
+def lingering() -> int:
+    CALLS["lingering"] += 1
+    RELEASE.wait(10)
+    return 7
+
+
+@pipeline
+def long_running() -> Any:
+    return lingering()
+
+
+def test_a_running_task_s_lease_is_renewed_every_heartbeat(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    runner = Runner(store, blobs, RunnerOptions(actor="tester", heartbeat_seconds=0.05,
+                                                lease_seconds=0.3))
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(runner.run(long_running)))
+    worker.start()
+    try:
+        seen: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(set(seen)) < 3 and time.monotonic() < deadline:
+            running = [t for r in runner.runs.runs() for t in runner.runs.tasks(r.id)
+                       if t.state is TaskState.RUNNING and t.lease_expires_at is not None]
+            seen.extend(t.lease_expires_at for t in running)
+            time.sleep(0.05)
+        assert len(set(seen)) >= 3, "the lease must move forward while the task runs"
+        assert max(seen) > min(seen)
+    finally:
+        RELEASE.set()
+        worker.join(10)
+    assert outcome and outcome[0].result == 7
+
+
+def test_a_heartbeat_longer_than_the_lease_is_refused(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    with pytest.raises(InvalidArgumentError, match="heartbeat_seconds"):
+        Runner(store, blobs, RunnerOptions(heartbeat_seconds=30, lease_seconds=10))

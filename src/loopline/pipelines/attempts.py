@@ -44,7 +44,10 @@ class RunnerOptions:
 
     max_workers: int = 4
     actor: str = "loopline"
-    lease_seconds: float = 300.0
+    # A running task's lease is renewed every heartbeat and lasts three of them, so a dead
+    # runner's task can be reclaimed within three heartbeats (RELIABILITY.md).
+    heartbeat_seconds: float = 10.0
+    lease_seconds: float = 30.0
     inline_limit: int = INLINE_LIMIT
     sleep: Callable[[float], None] = field(default=time.sleep)
     random: Callable[[], float] = field(default=random.random)

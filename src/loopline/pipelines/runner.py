@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -34,7 +36,14 @@ from loopline.pipelines.graph import map_structure
 from loopline.pipelines.outputs import decode_output
 from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.store import MetadataStore
-from loopline.store.runs import RunQueries, TaskFinish, create_run, reclaim_task, settle_task
+from loopline.store.runs import (
+    RunQueries,
+    TaskFinish,
+    create_run,
+    reclaim_task,
+    renew_leases,
+    settle_task,
+)
 from loopline.store.runs import set_run_state as record_run_state
 
 log = logging.getLogger(__name__)
@@ -101,6 +110,9 @@ class Runner:
         self.store = store
         self.blobs = blobs
         self.options = options or RunnerOptions()
+        if not 0 < self.options.heartbeat_seconds < self.options.lease_seconds:
+            raise InvalidArgumentError("heartbeat_seconds", "must be positive and shorter than "
+                                       f"lease_seconds ({self.options.lease_seconds:g})")
         self.runs = RunQueries(store.engine)
 
     def run(self, pipeline: PipelineDefinition,
@@ -172,6 +184,8 @@ class Runner:
             record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now())
         ctx = WorkerContext(self.store, self.blobs, self.options, run_id, _lease_owner())
         executor = ThreadExecutor(self.options.max_workers)
+        heartbeat = _Heartbeat(ctx)
+        heartbeat.start()
         try:
             self._schedule(plan, ctx, executor, progress)
         except BaseException as exc:
@@ -180,6 +194,7 @@ class Runner:
             self._abort(run_id, exc)
             raise
         finally:
+            heartbeat.stop()
             executor.shutdown()
         return self._finish(plan, run_id, progress)
 
@@ -240,6 +255,33 @@ class Runner:
         result = None if summary else map_structure(plan.result, lambda f: outputs[f.key])
         error = progress.failures[0].error if progress.failures else None
         return RunResult(self.runs.run(run_id), outputs, result, error)
+
+
+class _Heartbeat:
+    """Renews this runner's task leases every heartbeat until the run's scheduling ends."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{ctx.run_id}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        ctx = self._ctx
+        while not self._stop.wait(ctx.options.heartbeat_seconds):
+            until = ctx.store.clock.now() + timedelta(seconds=ctx.options.lease_seconds)
+            try:
+                with ctx.store.write(ctx.options.actor) as uow:
+                    renew_leases(uow, ctx.run_id, ctx.lease_owner, until)
+            except LooplineError as exc:  # a missed beat is survivable; three are not
+                log.warning("run %s: lease heartbeat failed: %s", ctx.run_id, exc)
 
 
 def _outcome_of(future: Future[TaskOutcome], key: str) -> TaskOutcome:

@@ -197,6 +197,18 @@ def settle_task(uow: UnitOfWork, finish: TaskFinish) -> None:
         raise ConflictError(f"task {finish.task_key!r} of run {finish.run_id} is not pending")
 
 
+def renew_leases(uow: UnitOfWork, run_id: str, owner: str, until: datetime) -> int:
+    """Extend to ``until`` the leases ``owner`` holds on running tasks of ``run_id``.
+
+    Returns how many leases were renewed (a lease that was reclaimed is not: fencing).
+    """
+    return int(uow.session.connection().execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.run_id == run_id,
+                                   TASK_RUNS.c.lease_owner == owner,
+                                   TASK_RUNS.c.state == str(TaskState.RUNNING))
+        .values(lease_expires_at=until)).rowcount)
+
+
 def reclaim_task(uow: UnitOfWork, task: TaskRun, now: datetime) -> None:
     """Put an unfinished task (as read: running, retrying or failed) back to pending.
 
