@@ -543,3 +543,33 @@ def test_a_heartbeat_longer_than_the_lease_is_refused(
         store: MetadataStore, blobs: ContentAddressedStore) -> None:
     with pytest.raises(InvalidArgumentError, match="heartbeat_seconds"):
         Runner(store, blobs, RunnerOptions(heartbeat_seconds=30, lease_seconds=10))
+
+
+@task(retries=3, retry_delay=0.1)
+def leaf(index: int) -> int:
+    CALLS["leaf"] += 1
+    return index * index
+
+
+@pipeline
+def fanned(n: int) -> Any:
+    return summed([leaf(i) for i in range(n)])
+
+
+def test_injected_faults_fail_attempts_and_retries_recover_them(
+        store: MetadataStore, blobs: ContentAddressedStore, sleeps: list[float]) -> None:
+    from loopline.pipelines import FaultInjector
+
+    # One worker: the seeded fault sequence then meets the tasks in one order, every run.
+    runner = Runner(store, blobs, RunnerOptions(
+        max_workers=1, actor="tester", sleep=sleeps.append, random=lambda: 0.5,
+        faults=FaultInjector({"leaf": 0.3}, seed=7)))
+    result = runner.run(fanned, {"n": 20})
+    tasks = runner.runs.tasks(result.run.id)
+    leaves = [t for t in tasks if t.task_key.startswith("leaf")]
+    attempts = [a for t in leaves for a in runner.runs.attempts(result.run.id, t.task_key)]
+    injected = [a for a in attempts if "injected fault" in (a.error or "")]
+    assert injected, "with p=0.3 over 20 tasks some attempts must fail"
+    assert len(attempts) == 20 + len(injected)
+    assert result.succeeded and result.result == sum(i * i for i in range(20))
+    assert CALLS["leaf"] == 20, "a faulted attempt never reaches the task's code"

@@ -133,3 +133,14 @@ def test_init_writes_the_given_locations_into_the_settings_file(
 def test_an_unusable_user_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="user"):
         Workspace.init(tmp_path, overrides={"user": "x" * 300})
+
+
+def test_fault_injection_is_read_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPLINE_FAULTS", "train=2")
+    with pytest.raises(ConfigurationError, match="faults"):
+        Workspace.init(tmp_path)
+    assert not (tmp_path / ".loopline").exists(), "bad settings must create nothing"
+    monkeypatch.setenv("LOOPLINE_FAULTS", "train=0.25")
+    with Workspace.init(tmp_path) as workspace:
+        assert workspace.pipelines.options.faults is not None

@@ -19,7 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from loopline.core.errors import ConfigurationError
+from loopline.core.errors import ConfigurationError, InvalidArgumentError
+from loopline.pipelines.faults import parse_faults
 
 WORKSPACE_DIRNAME = ".loopline"
 CONFIG_FILENAME = "loopline.toml"
@@ -39,6 +40,17 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
     ray_address: str | None = None
+    faults: str | None = None  # "task=p,...": fault injection for tests and evaluation
+
+    @field_validator("faults")
+    @classmethod
+    def _faults_parse(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                parse_faults(value)
+            except InvalidArgumentError as exc:
+                raise ValueError(exc.problem) from exc
+        return value
 
     @field_validator("user")
     @classmethod

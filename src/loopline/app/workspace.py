@@ -36,6 +36,7 @@ from loopline.data.validation import Suite
 from loopline.data.validation_service import ValidationService
 from loopline.loop import Dispatcher
 from loopline.pipelines import Runner, RunnerOptions
+from loopline.pipelines.faults import FaultInjector, parse_faults
 from loopline.store import MetadataStore
 
 
@@ -75,7 +76,9 @@ class Workspace:
         self.partitions = PartitionService(store, blobs, self.actor, store.clock)
         self.validation = ValidationService(store, self.actor)
         self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
-        self.pipelines = Runner(store, blobs, RunnerOptions(actor=self.actor))
+        faults = FaultInjector(parse_faults(settings.faults, "faults")) if settings.faults \
+            else None
+        self.pipelines = Runner(store, blobs, RunnerOptions(actor=self.actor, faults=faults))
 
     @property
     def config_dir(self) -> Path:
@@ -133,6 +136,8 @@ class Workspace:
                  for key, value in (overrides or {}).items() if value is not None}
         text = config_text(given)  # refuses what must not be written, before anything is
         config_dir = root / WORKSPACE_DIRNAME
+        existing = config_dir / CONFIG_FILENAME
+        load_settings(existing if existing.is_file() else None, overrides)  # bad → nothing made
         config_dir.mkdir(parents=True, exist_ok=True)
         config_file = config_dir / CONFIG_FILENAME
         created = not config_file.exists()

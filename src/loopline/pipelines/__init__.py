@@ -10,6 +10,7 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     executors.py    the local thread executor and attempt timeouts
     attempts.py     one task on a worker: cache, attempts, retries, recorded outputs
     runner.py       Runner: run and resume, durably, on the metadata store
+    faults.py       fault injection: named tasks fail with probability p
 """
 
 from loopline.pipelines.attempts import RunnerOptions
@@ -21,6 +22,7 @@ from loopline.pipelines.definitions import (
     task,
 )
 from loopline.pipelines.executors import AttemptTimeoutError, ThreadExecutor
+from loopline.pipelines.faults import FaultInjector, InjectedFault, parse_faults
 from loopline.pipelines.graph import TaskFuture
 from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.pipelines.runner import Runner, RunResult
@@ -28,6 +30,8 @@ from loopline.pipelines.runner import Runner, RunResult
 __all__ = [
     "AttemptTimeoutError",
     "ExecutionPlan",
+    "FaultInjector",
+    "InjectedFault",
     "PipelineDefinition",
     "RetryPolicy",
     "RunResult",
@@ -37,6 +41,7 @@ __all__ = [
     "TaskFuture",
     "ThreadExecutor",
     "build_plan",
+    "parse_faults",
     "pipeline",
     "task",
 ]

@@ -18,6 +18,7 @@ from loopline.artifacts import ContentAddressedStore
 from loopline.core.errors import InvalidArgumentError, LooplineError, UserCodeError
 from loopline.core.runs import TaskState
 from loopline.pipelines.executors import AttemptTimeoutError, call_with_timeout
+from loopline.pipelines.faults import FaultInjector
 from loopline.pipelines.graph import Node
 from loopline.pipelines.outputs import (
     INLINE_LIMIT,
@@ -48,6 +49,7 @@ class RunnerOptions:
     # runner's task can be reclaimed within three heartbeats (RELIABILITY.md).
     heartbeat_seconds: float = 10.0
     lease_seconds: float = 30.0
+    faults: FaultInjector | None = None  # fail named tasks on purpose (tests, evaluation)
     inline_limit: int = INLINE_LIMIT
     sleep: Callable[[float], None] = field(default=time.sleep)
     random: Callable[[], float] = field(default=random.random)
@@ -126,6 +128,8 @@ def _attempts(ctx: WorkerContext, job: TaskJob, key: str,
         attempt = job.last_attempt + tries
         _start(ctx, node.key, attempt)
         try:
+            if ctx.options.faults is not None:
+                ctx.options.faults.check(node.task.name, node.key)
             value = call_with_timeout(call, node.task.options.timeout)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user-code boundary
             now = ctx.store.clock.now()
