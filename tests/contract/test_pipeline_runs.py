@@ -382,8 +382,8 @@ def test_a_run_killed_mid_way_resumes_without_rerunning_finished_tasks(
     try:
         run_id = _wait_for_first(runner, child)
         flow = _load(flow_dir / "flow_module.py")
-        with pytest.raises(ConflictError, match="is held by"):
-            runner.resume(run_id, flow.flow)  # the child is alive and holds 'second'
+        with pytest.raises(ConflictError, match="being executed by"):
+            runner.resume(run_id, flow.flow)  # the child is alive and holds the run
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(10) == -signal.SIGKILL
     finally:
@@ -573,3 +573,25 @@ def test_injected_faults_fail_attempts_and_retries_recover_them(
     assert len(attempts) == 20 + len(injected)
     assert result.succeeded and result.result == sum(i * i for i in range(20))
     assert CALLS["leaf"] == 20, "a faulted attempt never reaches the task's code"
+
+
+def test_a_second_runner_cannot_resume_a_run_another_runner_is_executing(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    runner = Runner(store, blobs, RunnerOptions(actor="tester", heartbeat_seconds=0.05,
+                                                lease_seconds=5))
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(runner.run(long_running)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not runner.runs.runs() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        run_id = runner.runs.runs()[0].id
+        rival = Runner(store, blobs, RunnerOptions(actor="rival"))
+        with pytest.raises(ConflictError, match="being executed by"):
+            rival.resume(run_id, long_running)
+    finally:
+        RELEASE.set()
+        worker.join(10)
+    assert outcome and outcome[0].succeeded
+    assert Runner(store, blobs).resume(run_id, long_running).succeeded  # released at the end

@@ -39,9 +39,12 @@ from loopline.store import MetadataStore
 from loopline.store.runs import (
     RunQueries,
     TaskFinish,
+    claim_run,
     create_run,
     reclaim_task,
+    release_run,
     renew_leases,
+    renew_run,
     settle_task,
 )
 from loopline.store.runs import set_run_state as record_run_state
@@ -133,7 +136,15 @@ class Runner:
                              self.store.clock.now())
         progress = _Progress({key: TaskState.PENDING for key in plan.order}, {},
                              dict.fromkeys(plan.order, 0))
-        return self._execute(plan, run.id, progress)
+        owner = self._claim(run.id)
+        return self._execute(plan, run.id, progress, owner)
+
+    def _claim(self, run_id: str) -> str:
+        owner = _lease_owner()
+        until = self.store.clock.now() + timedelta(seconds=self.options.lease_seconds)
+        with self.store.write(self.options.actor) as uow:
+            claim_run(uow, run_id, owner, until, _owner_is_gone)
+        return owner
 
     def resume(self, run_id: str, pipeline: PipelineDefinition) -> RunResult:
         """Finish run ``run_id`` of ``pipeline``; tasks that finished are not run again.
@@ -155,10 +166,22 @@ class Runner:
         if set(tasks) != set(plan.order):
             raise ConflictError(f"pipeline {pipeline.name!r} now plans other tasks than run "
                                 f"{run_id} recorded; start a new run instead")
+        owner = self._claim(run_id)  # a second resume of a live run stops here
         progress = _Progress({}, {}, {})
-        for key in plan.order:
-            self._reclaim(tasks[key], progress)
-        return self._execute(plan, run_id, progress)
+        try:
+            for key in plan.order:
+                self._reclaim(tasks[key], progress)
+        except BaseException:
+            self._release(run_id, owner)
+            raise
+        return self._execute(plan, run_id, progress, owner)
+
+    def _release(self, run_id: str, owner: str) -> None:
+        try:
+            with self.store.write(self.options.actor) as uow:
+                release_run(uow, run_id, owner)
+        except LooplineError:
+            log.warning("could not release run %s; its lease will expire", run_id)
 
     def _reclaim(self, task: TaskRun, progress: _Progress) -> None:
         progress.attempts[task.task_key] = task.attempt
@@ -179,10 +202,18 @@ class Runner:
         with self.store.write(self.options.actor) as uow:
             reclaim_task(uow, task, now)
 
-    def _execute(self, plan: ExecutionPlan, run_id: str, progress: _Progress) -> RunResult:
-        with self.store.write(self.options.actor) as uow:
-            record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now())
-        ctx = WorkerContext(self.store, self.blobs, self.options, run_id, _lease_owner())
+    def _execute(self, plan: ExecutionPlan, run_id: str, progress: _Progress,
+                 owner: str) -> RunResult:
+        try:
+            with self.store.write(self.options.actor) as uow:
+                record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now())
+            self._run_plan(plan, WorkerContext(self.store, self.blobs, self.options, run_id,
+                                               owner), progress)
+            return self._finish(plan, run_id, progress)
+        finally:
+            self._release(run_id, owner)  # finished or broken: resumable by anyone now
+
+    def _run_plan(self, plan: ExecutionPlan, ctx: WorkerContext, progress: _Progress) -> None:
         executor = ThreadExecutor(self.options.max_workers)
         heartbeat = _Heartbeat(ctx)
         heartbeat.start()
@@ -191,12 +222,11 @@ class Runner:
         except BaseException as exc:
             # The runner itself broke (database gone, interrupted): never leave the run
             # `running` with no word of why; `resume` can pick it up from here.
-            self._abort(run_id, exc)
+            self._abort(ctx.run_id, exc)
             raise
         finally:
             heartbeat.stop()
             executor.shutdown()
-        return self._finish(plan, run_id, progress)
 
     def _abort(self, run_id: str, exc: BaseException) -> None:
         try:
@@ -279,6 +309,7 @@ class _Heartbeat:
             until = ctx.store.clock.now() + timedelta(seconds=ctx.options.lease_seconds)
             try:
                 with ctx.store.write(ctx.options.actor) as uow:
+                    renew_run(uow, ctx.run_id, ctx.lease_owner, until)
                     renew_leases(uow, ctx.run_id, ctx.lease_owner, until)
             except LooplineError as exc:  # a missed beat is survivable; three are not
                 log.warning("run %s: lease heartbeat failed: %s", ctx.run_id, exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +47,10 @@ class UnitOfWork:
         self._serialised = False
         self._notified = False
         self._head: ChainHead | None = None
+
+    def now(self) -> datetime:
+        """Return the store clock's current time (injectable in tests)."""
+        return self._clock.now()
 
     def serialise(self) -> None:
         """Take the append lock now (on PostgreSQL), before reading what the write depends on."""

@@ -255,6 +255,9 @@ class PipelineRunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[str] = mapped_column(sa.String(256))
+    # The runner executing the run, so a second runner (a concurrent resume) is refused.
+    owner: Mapped[str | None] = mapped_column(sa.String(256))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskRunRow(Base):

@@ -8,7 +8,7 @@ late result from a reclaimed attempt cannot overwrite the state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,7 +84,8 @@ def create_run(uow: UnitOfWork, pipeline: str, parameters: Mapping[str, Any],
     connection.execute(sa.insert(PIPELINE_RUNS), {
         "id": run.id, "pipeline": pipeline, "state": str(run.state),
         "parameters": dict(parameters), "created_at": now, "created_by": uow.actor,
-        "started_at": None, "finished_at": None, "error": None})
+        "started_at": None, "finished_at": None, "error": None, "owner": None,
+        "lease_expires_at": None})
     if task_keys:
         connection.execute(sa.insert(TASK_RUNS), [
             {"id": new_id(), "run_id": run.id, "task_key": key, "state": str(TaskState.PENDING),
@@ -115,6 +116,48 @@ def set_run_state(uow: UnitOfWork, run_id: str, state: RunState, now: datetime,
     connection.execute(sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id)
                        .values(**values))
     _emit_run(uow, run_id, row.pipeline, state)
+
+
+def claim_run(uow: UnitOfWork, run_id: str, owner: str, until: datetime,
+              owner_is_gone: Callable[[str], bool]) -> None:
+    """Make ``owner`` the run's only executor until ``until``.
+
+    Raises:
+        NotFoundError: when there is no such run.
+        ConflictError: when another runner holds a live lease on the run.
+    """
+    connection = uow.session.connection()
+    row = connection.execute(sa.select(PIPELINE_RUNS.c.owner, PIPELINE_RUNS.c.lease_expires_at)
+                             .where(PIPELINE_RUNS.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError("pipeline run", run_id)
+    held, expires = row.owner, row.lease_expires_at
+    if held is not None and held != owner and expires is not None and \
+            expires > uow.now() and not owner_is_gone(held):
+        raise ConflictError(f"run {run_id} is being executed by {held} (lease until {expires});"
+                            " wait for it to finish or for its lease to expire")
+    same = PIPELINE_RUNS.c.owner.is_(None) if held is None else PIPELINE_RUNS.c.owner == held
+    claimed = connection.execute(sa.update(PIPELINE_RUNS)
+                                 .where(PIPELINE_RUNS.c.id == run_id, same)
+                                 .values(owner=owner, lease_expires_at=until)).rowcount
+    if claimed != 1:
+        raise ConflictError(f"run {run_id} was claimed by another runner just now")
+
+
+def renew_run(uow: UnitOfWork, run_id: str, owner: str, until: datetime) -> None:
+    """Extend ``owner``'s lease on the run (nothing when it lost the run)."""
+    uow.session.connection().execute(
+        sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id,
+                                       PIPELINE_RUNS.c.owner == owner)
+        .values(lease_expires_at=until))
+
+
+def release_run(uow: UnitOfWork, run_id: str, owner: str) -> None:
+    """Give the run up: it is finished or interrupted, and may be resumed."""
+    uow.session.connection().execute(
+        sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id,
+                                       PIPELINE_RUNS.c.owner == owner)
+        .values(owner=None, lease_expires_at=None))
 
 
 def _task_id(connection: sa.Connection, run_id: str, task_key: str) -> str:

@@ -28,6 +28,8 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_by", sa.String(length=256), nullable=False),
+        sa.Column("owner", sa.String(length=256), nullable=True),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_runs")),
     )
     with op.batch_alter_table("pipeline_runs", schema=None) as batch_op:
