@@ -37,15 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,15 +52,21 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 import loopline
+from bench_common import (
+    POSTGRES_ENV,
+    elapsed,
+    measure,
+    per_second,
+    postgres_schema,
+    progress,
+    ratio,
+)
 from loopline.app import Workspace
 from loopline.core.errors import LooplineError
 from loopline.core.predictions import PredictionRecord
 from loopline.data.prediction_writer import PredictionWriter, WriterOptions
 from loopline.data.profiling import profile_table
 
-T = TypeVar("T")
-
-POSTGRES_ENV = "LOOPLINE_TEST_POSTGRES_URL"
 MIB = 1 << 20
 PROFILE_BATCH = 65_536  # the batch size snapshots and ``iter_batches`` read
 LINEAGE_SCRIPT = Path(__file__).resolve().parent / "lineage.py"
@@ -75,7 +79,6 @@ QUICK: dict[str, Any] = {"rows": 50_000, "repeat": 1, "memory_batches": 10, "seg
 RATIO_NOTE = "ratios are loopline rate / baseline rate from the same run (1.0 = as fast)"
 CATEGORIES = ("basic", "plus", "pro", "team", "enterprise", "trial", "edu", "partner")
 
-_STARTED = time.perf_counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,26 +102,8 @@ class Settings:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    """Write one progress line to stderr, prefixed with the elapsed time."""
-    print(f"[{time.perf_counter() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def measure(action: Callable[[], T]) -> tuple[T, float]:
-    """Run ``action`` once; return its result and the wall-clock seconds it took."""
-    start = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - start
-
-
-def per_second(count: float, seconds: float) -> float:
-    """Return ``count / seconds`` rounded for the report (0 when nothing was timed)."""
-    return round(count / seconds, 1) if seconds > 0 else 0.0
-
-
-def ratio(value: float, baseline: float) -> float:
-    """Return ``value / baseline`` rounded to 3 decimals (0 when the baseline is 0)."""
-    return round(value / baseline, 3) if baseline > 0 else 0.0
 
 
 def mib(size: float) -> float:
@@ -148,22 +133,6 @@ def scratch(parent: Path, name: str) -> Iterator[Path]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-
-@contextmanager
-def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
-    """Create a private schema; yield (store URL, schema); drop it afterwards."""
-    import psycopg
-
-    schema = f"lb_{uuid.uuid4().hex[:16]}"
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{separator}options={quote(f'-csearch_path={schema}')}", schema
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def on_postgres(settings: Settings, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
@@ -740,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         "snapshots": snapshots, "profiles": profiles, "memory": memory,
         "predictions": predictions, "lineage": lineage,
         "process_max_rss_mib": max_rss_mib(),
-        "elapsed_s": round(time.perf_counter() - _STARTED, 1),
+        "elapsed_s": elapsed(),
     }
     print(json.dumps(report, indent=2))
     progress("done")

@@ -26,29 +26,25 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import loopline
+from bench_common import POSTGRES_ENV, elapsed, postgres_schema, progress
 from loopline.core.errors import LooplineError
 from loopline.core.lineage import Direction, LineageEdge, LineageGraphView, LineageNode, NodeRef
 from loopline.data.lineage import LineageService
 from loopline.store import MetadataStore
 from loopline.store.lineage import MAX_LIMIT
 
-POSTGRES_ENV = "LOOPLINE_TEST_POSTGRES_URL"
 DEPTH = 50
 BATCH = 20_000  # nodes per recording transaction
 # Share of the nodes per kind; prediction segments take the rest.
 SHAPE = {"source": 0.005, "code_version": 0.005, "environment": 0.001,
          "dataset_snapshot": 0.1, "pipeline_run": 0.1, "model_version": 0.1, "deployment": 0.02}
-_STARTED = time.perf_counter()
 
 Graph = tuple[list[LineageNode], list[LineageEdge]]
 Adjacency = dict[str, list[str]]
@@ -65,10 +61,6 @@ class Settings:
     tmpdir: str | None
     quick: bool
 
-
-def progress(message: str) -> None:
-    """Write one progress line to stderr, prefixed with the elapsed time."""
-    print(f"[{time.perf_counter() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def check(condition: bool, message: str) -> None:
@@ -243,22 +235,6 @@ def bench_backend(url: str, graph: Graph, settings: Settings) -> dict[str, Any]:
         store.close()
 
 
-@contextmanager
-def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
-    """Create a private schema; yield (store URL, schema); drop it afterwards."""
-    import psycopg
-
-    schema = f"lb_{uuid.uuid4().hex[:16]}"
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{separator}options={quote(f'-csearch_path={schema}')}", schema
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
 
 def bench_postgres(graph: Graph, settings: Settings) -> dict[str, Any]:
     """Measure on PostgreSQL in a private schema, or say why it was not measured."""
@@ -320,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "vs_bfs = loopline walk time / in-memory BFS time over the same graph "
                 "(lower is better); loopline times include SQL, row mapping and the edges",
         "sqlite": sqlite, "postgresql": postgres,
-        "elapsed_s": round(time.perf_counter() - _STARTED, 1),
+        "elapsed_s": elapsed(),
     }
     print(json.dumps(report, indent=2))
     progress("done")

@@ -34,25 +34,23 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import loopline
+from bench_common import POSTGRES_ENV, elapsed, measure, per_second, progress, ratio
 from loopline.artifacts import ContentAddressedStore, Keyring, generate_key
 from loopline.core.errors import LooplineError
 from loopline.core.events import Event
 from loopline.loop import Dispatcher
 from loopline.store import MetadataStore
 
-T = TypeVar("T")
-
 CHUNK = 1 << 20
-POSTGRES_ENV = "LOOPLINE_TEST_POSTGRES_URL"
 DISPATCH_BATCH = 500
 POLL_INTERVAL = 0.05
 IDLE_WAIT = 0.5
@@ -63,7 +61,6 @@ QUICK: dict[str, Any] = {"mb": 4, "repeat": 1, "events": 100, "audit": 100,
                          "batch_size": 25, "latency_events": 10}
 RATIO_NOTE = "ratios are loopline rate / baseline rate from the same run (1.0 = as fast)"
 
-_STARTED = time.perf_counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,26 +83,8 @@ class Settings:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    """Write one progress line to stderr, prefixed with the elapsed time."""
-    print(f"[{time.perf_counter() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def measure(action: Callable[[], T]) -> tuple[T, float]:
-    """Run ``action`` once; return its result and the wall-clock seconds it took."""
-    start = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - start
-
-
-def per_second(count: float, seconds: float) -> float:
-    """Return ``count / seconds`` rounded for the report (0 when nothing was timed)."""
-    return round(count / seconds, 1) if seconds > 0 else 0.0
-
-
-def ratio(value: float, baseline: float) -> float:
-    """Return ``value / baseline`` rounded to 3 decimals (0 when the baseline is 0)."""
-    return round(value / baseline, 3) if baseline > 0 else 0.0
 
 
 @contextmanager
@@ -738,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata = bench_metadata(settings, work)
     report = {"benchmark": "loopline foundation stores", "machine": machine(),
               "settings": public_settings(settings), "artifacts": artifacts,
-              "metadata": metadata, "elapsed_s": round(time.perf_counter() - _STARTED, 1)}
+              "metadata": metadata, "elapsed_s": elapsed()}
     print(json.dumps(report, indent=2))
     progress("done")
     return 1 if any("error" in figures for figures in metadata.values()) else 0
