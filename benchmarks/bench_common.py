@@ -1,13 +1,20 @@
-"""What every benchmark script shares: progress lines, timing, ratios, a private PG schema."""
+"""What every benchmark script shares: progress, timing, ratios, flags, a private PG schema."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
+import resource
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 T = TypeVar("T")
@@ -58,3 +65,39 @@ def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def scratch(parent: Path, name: str) -> Iterator[Path]:
+    """Yield a fresh folder under ``parent`` and remove it afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def max_rss_mib() -> float:
+    """Return the process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 << 20 if sys.platform == "darwin" else 1 << 10
+    return round(peak * scale / (1 << 20), 1)
+
+
+def machine(**libraries: str) -> dict[str, Any]:
+    """Describe the interpreter, the machine, and any libraries a benchmark compares with."""
+    import loopline
+
+    return {"python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "loopline": loopline.__version__, **libraries}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, tmpdir_help: str) -> None:
+    """Add the flags every benchmark takes: seed, PostgreSQL URL or none, temp folder."""
+    parser.add_argument("--seed", type=int, default=20240601, help="random seed")
+    parser.add_argument("--postgres-url", default=os.environ.get(POSTGRES_ENV),
+                        help=f"postgresql+psycopg:// URL (default ${POSTGRES_ENV})")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--tmpdir", help=tmpdir_help)

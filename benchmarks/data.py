@@ -28,11 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import random
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,15 +47,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-import loopline
 from bench_common import (
     POSTGRES_ENV,
+    add_common_arguments,
     elapsed,
+    machine,
+    max_rss_mib,
     measure,
     per_second,
     postgres_schema,
     progress,
     ratio,
+    scratch,
 )
 from loopline.app import Workspace
 from loopline.core.errors import LooplineError
@@ -78,7 +77,6 @@ QUICK: dict[str, Any] = {"rows": 50_000, "repeat": 1, "memory_batches": 10, "seg
                          "lineage_queries": 20}
 RATIO_NOTE = "ratios are loopline rate / baseline rate from the same run (1.0 = as fast)"
 CATEGORIES = ("basic", "plus", "pro", "team", "enterprise", "trial", "edu", "partner")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +100,6 @@ class Settings:
 # -- helpers -------------------------------------------------------------------------------
 
 
-
-
-
-
 def mib(size: float) -> float:
     """Return ``size`` bytes in MiB, rounded."""
     return round(size / MIB, 2)
@@ -115,24 +109,6 @@ def check(condition: bool, message: str) -> None:
     """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
     if not condition:
         raise RuntimeError(f"benchmark sanity check failed: {message}")
-
-
-def max_rss_mib() -> float:
-    """Return the process's peak resident set size so far, in MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1 << 10
-    return mib(peak * scale)
-
-
-@contextmanager
-def scratch(parent: Path, name: str) -> Iterator[Path]:
-    """Yield a fresh folder under ``parent`` and remove it afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
 
 
 def on_postgres(settings: Settings, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
@@ -654,11 +630,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         help="PredictionRecords appended, and submitted to the writer (100000)")
     parser.add_argument("--lineage-nodes", type=int, help="nodes of the lineage graph (100000)")
     parser.add_argument("--lineage-queries", type=int, help="random walk roots (100)")
-    parser.add_argument("--seed", type=int, default=20240601, help="random seed")
-    parser.add_argument("--postgres-url", default=os.environ.get(POSTGRES_ENV),
-                        help=f"postgresql+psycopg:// URL (default ${POSTGRES_ENV})")
-    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
-    parser.add_argument("--tmpdir", help="folder for temporary files (default: system temp)")
+    add_common_arguments(parser, "folder for temporary files (default: system temp)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
@@ -670,13 +642,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         parser.error("--lineage-nodes must be at least 1000 and --lineage-queries ≤ nodes/10")
     return Settings(**sizes, seed=args.seed, quick=args.quick, tmpdir=args.tmpdir,
                     postgres_url=None if args.no_postgres else args.postgres_url)
-
-
-def machine() -> dict[str, Any]:
-    """Describe the interpreter, the libraries compared with, and the machine."""
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "loopline": loopline.__version__,
-            "pandas": pd.__version__, "pyarrow": pa.__version__, "numpy": np.__version__}
 
 
 def failed(report: dict[str, Any]) -> bool:
@@ -704,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     shown["postgres_url"] = bool(settings.postgres_url)
     report = {
         "benchmark": "loopline data layer",
-        "machine": machine(),
+        "machine": machine(pandas=pd.__version__, pyarrow=pa.__version__, numpy=np.__version__),
         "settings": shown,
         "snapshots": snapshots, "profiles": profiles, "memory": memory,
         "predictions": predictions, "lineage": lineage,

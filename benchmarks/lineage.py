@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -32,8 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import loopline
-from bench_common import POSTGRES_ENV, elapsed, postgres_schema, progress
+from bench_common import (
+    POSTGRES_ENV,
+    add_common_arguments,
+    elapsed,
+    machine,
+    postgres_schema,
+    progress,
+)
 from loopline.core.errors import LooplineError
 from loopline.core.lineage import Direction, LineageEdge, LineageGraphView, LineageNode, NodeRef
 from loopline.data.lineage import LineageService
@@ -60,7 +64,6 @@ class Settings:
     postgres_url: str | None
     tmpdir: str | None
     quick: bool
-
 
 
 def check(condition: bool, message: str) -> None:
@@ -235,7 +238,6 @@ def bench_backend(url: str, graph: Graph, settings: Settings) -> dict[str, Any]:
         store.close()
 
 
-
 def bench_postgres(graph: Graph, settings: Settings) -> dict[str, Any]:
     """Measure on PostgreSQL in a private schema, or say why it was not measured."""
     if not settings.postgres_url:
@@ -259,11 +261,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--nodes", type=int, help="nodes in the graph (100000; quick 3000)")
     parser.add_argument("--queries", type=int, help="random roots per direction (200; 20)")
-    parser.add_argument("--seed", type=int, default=20240601, help="random seed")
-    parser.add_argument("--postgres-url", default=os.environ.get(POSTGRES_ENV),
-                        help=f"postgresql+psycopg:// URL (default ${POSTGRES_ENV})")
-    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
-    parser.add_argument("--tmpdir", help="folder for the SQLite file (default: system temp)")
+    add_common_arguments(parser, "folder for the SQLite file (default: system temp)")
     parser.add_argument("--quick", action="store_true", help="a small graph, for a smoke test")
     args = parser.parse_args(argv)
     nodes = args.nodes or (3_000 if args.quick else 100_000)
@@ -287,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     shown["postgres_url"] = bool(settings.postgres_url)
     report = {
         "benchmark": "loopline lineage walks",
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpu_count": os.cpu_count(), "loopline": loopline.__version__},
+        "machine": machine(),
         "settings": {**shown, "depth": DEPTH},
         "graph": {"nodes": len(graph[0]), "edges": len(graph[1]),
                   "kinds": {kind: sum(1 for n in graph[0] if n.ref.kind == kind)

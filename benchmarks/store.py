@@ -22,9 +22,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -42,8 +40,18 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import loopline
-from bench_common import POSTGRES_ENV, elapsed, measure, per_second, progress, ratio
+from bench_common import (
+    POSTGRES_ENV,
+    add_common_arguments,
+    elapsed,
+    machine,
+    max_rss_mib,
+    measure,
+    per_second,
+    progress,
+    ratio,
+    scratch,
+)
 from loopline.artifacts import ContentAddressedStore, Keyring, generate_key
 from loopline.core.errors import LooplineError
 from loopline.core.events import Event
@@ -60,7 +68,6 @@ DEFAULTS: dict[str, Any] = {"mb": 256, "repeat": 3, "events": 2000, "audit": 200
 QUICK: dict[str, Any] = {"mb": 4, "repeat": 1, "events": 100, "audit": 100,
                          "batch_size": 25, "latency_events": 10}
 RATIO_NOTE = "ratios are loopline rate / baseline rate from the same run (1.0 = as fast)"
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +90,6 @@ class Settings:
 # -- helpers -------------------------------------------------------------------------------
 
 
-
-
-
-
-@contextmanager
-def scratch(parent: Path, name: str) -> Iterator[Path]:
-    """Yield a fresh folder under ``parent`` and remove it afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def fsync_dir(folder: Path) -> None:
     """Fsync a directory so a new entry in it is durable (as the artifact store does)."""
     fd = os.open(folder, os.O_RDONLY)
@@ -110,13 +103,6 @@ def check(condition: bool, message: str) -> None:
     """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
     if not condition:
         raise RuntimeError(f"benchmark sanity check failed: {message}")
-
-
-def max_rss_mib() -> float:
-    """Return the process's peak resident set size so far, in MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 << 20 if sys.platform == "darwin" else 1 << 10
-    return round(peak * scale / (1 << 20), 1)
 
 
 # -- artifacts: baselines ------------------------------------------------------------------
@@ -674,11 +660,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--audit", type=int, help="audit entries appended (2000)")
     parser.add_argument("--batch-size", type=int, help="events per batched transaction (100)")
     parser.add_argument("--latency-events", type=int, help="events for the delivery lag (50)")
-    parser.add_argument("--seed", type=int, default=20240601, help="random seed")
-    parser.add_argument("--postgres-url", default=os.environ.get(POSTGRES_ENV),
-                        help=f"postgresql+psycopg:// URL (default ${POSTGRES_ENV})")
-    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
-    parser.add_argument("--tmpdir", help="folder for temporary files (default: system temp)")
+    add_common_arguments(parser, "folder for temporary files (default: system temp)")
     parser.add_argument("--no-prime", action="store_true",
                         help="do not warm page cache before each timed write")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -691,14 +673,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     return Settings(**sizes, seed=args.seed, quick=args.quick, tmpdir=args.tmpdir,
                     prime=not args.no_prime,
                     postgres_url=None if args.no_postgres else args.postgres_url)
-
-
-def machine() -> dict[str, Any]:
-    """Describe the interpreter and the machine."""
-    return {"python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "loopline": loopline.__version__}
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:
