@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from loopline.app import Workspace
 from loopline.store import MetadataStore
 
 POSTGRES_URL = os.environ.get("LOOPLINE_TEST_POSTGRES_URL")
@@ -64,6 +65,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """An empty PostgreSQL schema (tests using it are marked to skip without PostgreSQL)."""
     yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+    """A workspace initialised on each backend."""
+    workspace = Workspace.init(tmp_path / "ws", overrides={"db_url": db_url})
+    try:
+        yield workspace
+    finally:
+        workspace.close()
 
 
 @pytest.fixture

@@ -4,22 +4,12 @@ entry, so bytes stored by a put whose metadata write failed are recorded on the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loopline.app import ArtifactService, Workspace
 from loopline.core.errors import InvalidArgumentError
-
-
-@pytest.fixture
-def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace.init(tmp_path / "ws", overrides={"db_url": db_url})
-    try:
-        yield workspace
-    finally:
-        workspace.close()
 
 
 def test_a_put_whose_metadata_write_failed_is_recorded_on_the_retry(ws: Workspace) -> None:

@@ -4,7 +4,6 @@ sources are refused with the field named and nothing written."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,6 @@ import pytest
 from loopline.app import Workspace
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.data.diff import diff_versions
-
-
-@pytest.fixture
-def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace.init(tmp_path / "ws", overrides={"db_url": db_url})
-    try:
-        yield workspace
-    finally:
-        workspace.close()
 
 
 def frame(rows: int = 500, seed: int = 0) -> pd.DataFrame:
