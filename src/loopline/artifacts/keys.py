@@ -136,6 +136,14 @@ class Keyring:
         decoded = [decode_key(text, f"key {number}") for number, text in enumerate(keys, 1)]
         return cls(decoded[0], decoded[1:])
 
+    def encoded(self) -> tuple[str, ...]:
+        """Return the keys as base64 text, the active one first (``from_encoded`` reads it).
+
+        For handing the keyring to a worker process of the same user; never log it.
+        """
+        return tuple(base64.urlsafe_b64encode(key).decode("ascii")
+                     for key in self._keys.values())
+
     @property
     def active_id(self) -> str:
         """The id of the key new objects are encrypted with."""

@@ -1,15 +1,15 @@
 """Pipeline run and task run records, and the states they move through.
 
 Pure: no I/O. A run is ``pending`` → ``running`` → ``succeeded`` | ``failed`` (a failed or
-interrupted run may be resumed back to ``running``). A task run is ``pending`` → ``running``
-→ ``succeeded`` | ``failed``, may pass through ``retrying`` between attempts, is ``cached``
+interrupted run may be resumed back to ``running``). A run asked to stop ends ``cancelled``. A task run is ``pending``
+→ ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, may pass through ``retrying`` between attempts, is ``cached``
 when an earlier run's outputs were reused, and ``upstream_failed`` when it could not run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -22,6 +22,7 @@ class RunState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class TaskState(StrEnum):
@@ -34,10 +35,23 @@ class TaskState(StrEnum):
     CACHED = "cached"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
 
 
 DONE_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CACHED})
-FINAL_TASK_STATES = DONE_TASK_STATES | {TaskState.FAILED, TaskState.UPSTREAM_FAILED}
+FINAL_TASK_STATES = DONE_TASK_STATES | {TaskState.FAILED, TaskState.UPSTREAM_FAILED,
+                                         TaskState.CANCELLED}
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrigger:
+    """What started a run: a schedule slot or an event; ``key`` starts at most one run."""
+
+    key: str
+    name: str  # the schedule or trigger: "PIPELINE/NAME"
+    kind: str  # "schedule" | "event"
+    scheduled_for: datetime | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,10 @@ class PipelineRun:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    trigger: RunTrigger | None = None
+    code_version: Mapping[str, Any] | None = None
+    environment: Mapping[str, Any] | None = None
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +102,5 @@ class TaskAttempt:
     finished_at: datetime | None = None
     error: str | None = None
     retry_delay: float | None = None
+    logs: Mapping[str, Any] | None = None  # stream -> {"digest", "size", "tail"}
+    traceback: str | None = None

@@ -7,13 +7,19 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     parameters.py   parameters bound to the signature and checked by annotation
     plan.py         the validated execution plan: parameters, cycles, order
     outputs.py      output records (inline JSON or artifact digests) and cache keys
-    executors.py    the local thread executor and attempt timeouts
-    attempts.py     one task on a worker: cache, attempts, retries, recorded outputs
-    runner.py       Runner: run and resume, durably, on the metadata store
+    options.py      RunnerOptions: executor, workers, leases, caching; TaskUpdate
+    remote.py       one attempt as a self-contained call any worker runs; remote errors
+    context.py      current_task(): the running attempt's run, key and artifact store
+    executors.py    the local thread pool, and the thread invoker with stoppable timeouts
+    process_pool.py the process invoker: worker processes, killed on timeout
+    ray_invoker.py  the Ray invoker: attempts as Ray tasks
+    attempts.py     one task on a worker: attempts, retries through the invoker
+    execution.py    the loop: ready tasks started, outcomes recorded, one commit per pass
+    heartbeat.py    lease renewal and cancel requests, every heartbeat
+    runner.py       Runner: create, run, resume and cancel runs, durably
     faults.py       fault injection: named tasks fail with probability p
 """
 
-from loopline.pipelines.attempts import RunnerOptions
 from loopline.pipelines.definitions import (
     PipelineDefinition,
     RetryPolicy,
@@ -21,10 +27,12 @@ from loopline.pipelines.definitions import (
     pipeline,
     task,
 )
-from loopline.pipelines.executors import AttemptTimeoutError, ThreadExecutor
+from loopline.pipelines.executors import ThreadExecutor
 from loopline.pipelines.faults import FaultInjector, InjectedFault, parse_faults
 from loopline.pipelines.graph import TaskFuture
+from loopline.pipelines.options import RunnerOptions, TaskUpdate
 from loopline.pipelines.plan import ExecutionPlan, build_plan
+from loopline.pipelines.remote import AttemptTimeoutError, RemoteTaskFailure, WorkerLostError
 from loopline.pipelines.runner import Runner, RunResult
 
 __all__ = [
@@ -39,7 +47,10 @@ __all__ = [
     "RunnerOptions",
     "TaskDefinition",
     "TaskFuture",
+    "TaskUpdate",
     "ThreadExecutor",
+    "RemoteTaskFailure",
+    "WorkerLostError",
     "build_plan",
     "parse_faults",
     "pipeline",

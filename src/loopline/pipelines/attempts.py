@@ -1,58 +1,38 @@
-"""One task of a run, on a worker: cache lookup, attempts with retries, outputs recorded.
+"""One task of a run, on a worker: its attempts with retries, through the run's invoker.
 
-Each attempt's start and end is its own committed transaction. A user exception becomes a
-``UserCodeError`` keeping the original as ``__cause__``; only the task's ``retry_on``
-exceptions are retried, after a backoff delay slept through the runner's injectable sleep.
+The runner records each task's first start and its final outcome (batched with other
+transitions into one commit); this module records only what happens in between, a retry:
+the failed attempt and the next one's start, each its own committed transaction. A user
+exception becomes a ``UserCodeError`` keeping the original as ``__cause__``; only the task's
+``retry_on`` exceptions are retried (matched by class name when raised in another process),
+after a backoff delay slept through the runner's injectable sleep.
 """
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
-from loopline.core.errors import InvalidArgumentError, LooplineError, UserCodeError
+from loopline.core.errors import LooplineError, UserCodeError
 from loopline.core.runs import TaskState
-from loopline.pipelines.executors import AttemptTimeoutError, call_with_timeout
-from loopline.pipelines.faults import FaultInjector
-from loopline.pipelines.graph import Node
-from loopline.pipelines.outputs import (
-    INLINE_LIMIT,
-    cache_key,
-    decode_output,
-    encode_output,
-    outputs_available,
-    resolve_arguments,
+from loopline.pipelines.executors import TimedOutAttempt
+from loopline.pipelines.graph import Node, map_structure
+from loopline.pipelines.options import RunnerOptions
+from loopline.pipelines.remote import (
+    BlobSpec,
+    CallResult,
+    InputRef,
+    Invoker,
+    TaskCall,
+    describe_error,
+    error_matches,
+    traceback_of,
 )
 from loopline.store import MetadataStore
-from loopline.store.runs import (
-    RunQueries,
-    TaskFinish,
-    TaskStart,
-    finish_attempt,
-    settle_task,
-    start_attempt,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerOptions:
-    """How a runner runs: workers, who it writes as, leases, and the seams tests replace."""
-
-    max_workers: int = 4
-    actor: str = "loopline"
-    # A running task's lease is renewed every heartbeat and lasts three of them, so a dead
-    # runner's task can be reclaimed within three heartbeats (RELIABILITY.md).
-    heartbeat_seconds: float = 10.0
-    lease_seconds: float = 30.0
-    faults: FaultInjector | None = None  # fail named tasks on purpose (tests, evaluation)
-    inline_limit: int = INLINE_LIMIT
-    sleep: Callable[[float], None] = field(default=time.sleep)
-    random: Callable[[], float] = field(default=random.random)
+from loopline.store.runs import TaskFinish, TaskStart, finish_attempt, start_attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,105 +41,115 @@ class WorkerContext:
 
     store: MetadataStore
     blobs: ContentAddressedStore
+    blob_spec: BlobSpec
     options: RunnerOptions
     run_id: str
     lease_owner: str
+    invoker: Invoker
+    task_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class TaskJob:
-    """One task to run: the node, its inputs' output records and its last attempt number."""
+    """One task to run: the node, its inputs' output records, its started attempt, its key."""
 
     node: Node
     inputs: Mapping[str, Mapping[str, Any]]
-    last_attempt: int
+    attempt: int
+    cache_key: str
 
 
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
-    """How a task ended on its worker."""
+    """How a task ended on its worker (not yet recorded: the runner records it)."""
 
     key: str
     state: TaskState
     record: Mapping[str, Any] | None = None
     error: LooplineError | None = None
-    attempts: int = 0
+    attempt: int = 0
+    tries: int = 0
+    cache_key: str | None = None
+    error_text: str | None = None
+    logs: Mapping[str, Any] | None = None
+    traceback: str | None = None
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def run_task(ctx: WorkerContext, job: TaskJob) -> TaskOutcome:
-    """Run one task to its end (cached, succeeded or failed), recording every step."""
+def task_call(ctx: WorkerContext, job: TaskJob, attempt: int) -> TaskCall:
+    """Return the self-contained call of ``job``'s ``attempt``."""
     node = job.node
-    key = cache_key(node, job.inputs)
-    if node.task.options.cache:
-        hit = RunQueries(ctx.store.engine).cached_outputs(key)
-        if hit is not None and outputs_available(hit, ctx.blobs):
-            finish = TaskFinish(ctx.run_id, node.key, job.last_attempt, TaskState.CACHED,
-                                ctx.store.clock.now(), dict(hit), key)
-            with ctx.store.write(ctx.options.actor) as uow:
-                settle_task(uow, finish)
-            return TaskOutcome(node.key, TaskState.CACHED, hit)
-    values = {name: decode_output(record, ctx.blobs) for name, record in job.inputs.items()}
-    args, kwargs = resolve_arguments(node, values)
-    return _attempts(ctx, job, key, lambda: node.task.fn(*args, **kwargs))
+
+    def ref(future: Any) -> InputRef:
+        return InputRef(job.inputs[future.key])
+
+    return TaskCall(ctx.run_id, node.key, node.task.name, attempt,
+                    tuple(map_structure(list(node.args), ref)),
+                    map_structure(dict(node.kwargs), ref), ctx.blob_spec,
+                    ctx.options.inline_limit, fn=node.task.fn)
 
 
-def _start(ctx: WorkerContext, key: str, attempt: int) -> None:
+def _retries(job: TaskJob, error: BaseException, tries: int) -> bool:
+    if isinstance(error, TimedOutAttempt) and not error.stopped:
+        return False  # its thread still runs: another attempt would run beside it
+    policy = job.node.task.options.retry
+    return tries <= policy.retries and error_matches(error, policy.retry_on)
+
+
+def _invoke(ctx: WorkerContext, job: TaskJob, attempt: int) -> CallResult:
+    if ctx.options.faults is not None:
+        try:
+            ctx.options.faults.check(job.node.task.name, job.node.key)
+        except ConnectionError as exc:
+            return CallResult(None, exc)
+    return ctx.invoker.invoke(task_call(ctx, job, attempt), job.node.task.options.timeout)
+
+
+def _retry(ctx: WorkerContext, job: TaskJob, attempt: int, tries: int,
+           error: BaseException, logs: Mapping[str, Any]) -> None:
+    """Record the failed attempt and the next one's start, sleeping the backoff between."""
+    node, now = job.node, ctx.store.clock.now()
+    delay = node.task.options.retry.delay(tries, ctx.options.random())
+    held = now + timedelta(seconds=delay + ctx.options.lease_seconds)
+    task_id = ctx.task_ids.get(node.key)
+    with ctx.store.write(ctx.options.actor) as uow:
+        finish_attempt(uow, TaskFinish(
+            ctx.run_id, node.key, attempt, TaskState.RETRYING, now, cache_key=job.cache_key,
+            error=describe_error(error), retry_delay=delay, lease_expires_at=held,
+            task_id=task_id, logs=logs or None, traceback=traceback_of(error)))
+    ctx.options.sleep(delay)
     now = ctx.store.clock.now()
-    expires = now + timedelta(seconds=ctx.options.lease_seconds)
     with ctx.store.write(ctx.options.actor) as uow:
-        start_attempt(uow, TaskStart(ctx.run_id, key, attempt, ctx.lease_owner, expires, now))
+        start_attempt(uow, TaskStart(ctx.run_id, node.key, attempt + 1, ctx.lease_owner,
+                                     now + timedelta(seconds=ctx.options.lease_seconds), now,
+                                     task_id))
 
 
-def _finish(ctx: WorkerContext, finish: TaskFinish) -> None:
-    with ctx.store.write(ctx.options.actor) as uow:
-        finish_attempt(uow, finish)
+def _failure(job: TaskJob, attempt: int, tries: int, exc: BaseException,
+             logs: Mapping[str, Any]) -> TaskOutcome:
+    text = describe_error(exc)
+    if isinstance(exc, LooplineError):
+        error: LooplineError = exc  # the engine's own refusal, e.g. an output that is not JSON
+    else:
+        error = UserCodeError(f"task {job.node.key!r} failed after {tries} attempt"
+                              f"{'s' if tries > 1 else ''}: {text}")
+        error.__cause__ = exc
+    return TaskOutcome(job.node.key, TaskState.FAILED, None, error, attempt, tries,
+                       job.cache_key, text, logs or None, traceback_of(exc))
 
 
-def _attempts(ctx: WorkerContext, job: TaskJob, key: str,
-              call: Callable[[], Any]) -> TaskOutcome:
-    node, policy = job.node, job.node.task.options.retry
-    tries = 0
+def run_attempts(ctx: WorkerContext, job: TaskJob) -> TaskOutcome:
+    """Run ``job`` (its first attempt already recorded as started) until it ends."""
+    attempt, tries = job.attempt, 0
     while True:
         tries += 1
-        attempt = job.last_attempt + tries
-        _start(ctx, node.key, attempt)
-        try:
-            if ctx.options.faults is not None:
-                ctx.options.faults.check(node.task.name, node.key)
-            value = call_with_timeout(call, node.task.options.timeout)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user-code boundary
-            now = ctx.store.clock.now()
-            # A timed-out thread cannot be stopped: retrying would run two copies at once.
-            if policy.retries_after(exc, tries) and not isinstance(exc, AttemptTimeoutError):
-                delay = policy.delay(tries, ctx.options.random())
-                held = now + timedelta(seconds=delay + ctx.options.lease_seconds)
-                _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.RETRYING, now,
-                                        cache_key=key, error=_describe(exc), retry_delay=delay,
-                                        lease_expires_at=held))
-                ctx.options.sleep(delay)
-                continue
-            _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.FAILED, now,
-                                    cache_key=key, error=_describe(exc)))
-            error = UserCodeError(f"task {node.key!r} failed after {tries} attempt"
-                                  f"{'s' if tries > 1 else ''}: {_describe(exc)}")
-            error.__cause__ = exc
-            return TaskOutcome(node.key, TaskState.FAILED, error=error, attempts=tries)
-        return _succeed(ctx, node, (attempt, tries), key, value)
-
-
-def _succeed(ctx: WorkerContext, node: Node, attempt_tries: tuple[int, int], key: str,
-             value: Any) -> TaskOutcome:
-    attempt, tries = attempt_tries
-    try:
-        record = encode_output(node.key, value, ctx.blobs, ctx.options.inline_limit)
-    except InvalidArgumentError as exc:
-        _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.FAILED,
-                                ctx.store.clock.now(), cache_key=key, error=exc.message))
-        return TaskOutcome(node.key, TaskState.FAILED, error=exc, attempts=tries)
-    _finish(ctx, TaskFinish(ctx.run_id, node.key, attempt, TaskState.SUCCEEDED,
-                            ctx.store.clock.now(), record, key))
-    return TaskOutcome(node.key, TaskState.SUCCEEDED, record, attempts=tries)
+        result = _invoke(ctx, job, attempt)
+        error = result.error
+        if error is None and result.record is not None:
+            return TaskOutcome(job.node.key, TaskState.SUCCEEDED, result.record, None, attempt,
+                               tries, job.cache_key, logs=result.logs or None)
+        if error is None:  # pragma: no cover - execute_call returns one or the other
+            error = LooplineError("the task returned no output record")
+        if not _retries(job, error, tries):
+            return _failure(job, attempt, tries, error, result.logs)
+        _retry(ctx, job, attempt, tries, error, result.logs)
+        attempt += 1

@@ -1,19 +1,40 @@
-"""Executors that run task attempts: a local thread pool, with a bounded number of workers.
+"""Local execution: the bounded worker pool, and the invoker that runs attempts in threads.
 
 An executor only runs callables; the runner decides what is ready and records every state.
+A thread attempt with a timeout runs in a helper thread; when time runs out the engine raises
+``AttemptTimeoutError`` inside that thread (``PyThreadState_SetAsyncExc``), which stops Python
+code at its next instruction. Code blocked inside C (a long ``sleep``, a socket read) stops
+only when the call returns: such an attempt is reported as not stopped and is not retried
+beside itself. ``executor="process"`` kills the worker process instead, always.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from loopline.artifacts import ContentAddressedStore
 from loopline.core.errors import InvalidArgumentError
+from loopline.pipelines.remote import AttemptTimeoutError, CallResult, TaskCall, execute_call
 
 T = TypeVar("T")
 MAX_WORKERS = 256
+STOP_GRACE_SECONDS = 2.0
+
+
+def check_workers(max_workers: object) -> int:
+    """Return ``max_workers`` when it is an integer from 1 to 256.
+
+    Raises:
+        InvalidArgumentError: otherwise.
+    """
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not (
+            1 <= max_workers <= MAX_WORKERS):
+        raise InvalidArgumentError("max_workers", f"must be an integer from 1 to {MAX_WORKERS}")
+    return max_workers
 
 
 class TaskExecutor(Protocol):
@@ -37,11 +58,7 @@ class ThreadExecutor:
         Raises:
             InvalidArgumentError: when ``max_workers`` is not 1..256.
         """
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not (
-                1 <= max_workers <= MAX_WORKERS):
-            raise InvalidArgumentError("max_workers", f"must be an integer from 1 to "
-                                                      f"{MAX_WORKERS}")
-        self.max_workers = max_workers
+        self.max_workers = check_workers(max_workers)
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="loopline-task")
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
@@ -53,36 +70,51 @@ class ThreadExecutor:
         self._pool.shutdown(wait=True)
 
 
-class AttemptTimeoutError(TimeoutError):
-    """A task attempt ran longer than its timeout."""
+class TimedOutAttempt(AttemptTimeoutError):
+    """A timed-out thread attempt; ``stopped`` says whether its thread really ended."""
+
+    def __init__(self, message: str, stopped: bool) -> None:
+        self.stopped = stopped
+        super().__init__(message)
 
 
-def call_with_timeout(fn: Callable[[], T], timeout: float | None) -> T:
-    """Call ``fn``; with a timeout, in a helper thread that is abandoned when time runs out.
+def _raise_in_thread(thread: threading.Thread) -> None:
+    ident = thread.ident
+    if ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                   ctypes.py_object(AttemptTimeoutError))
 
-    Python cannot stop a thread: an abandoned attempt keeps running, and its result is
-    discarded (the runner has moved on to the next attempt or failed the task).
 
-    Raises:
-        AttemptTimeoutError: when ``fn`` did not return within ``timeout`` seconds.
-        Exception: whatever ``fn`` raised.
-    """
-    if timeout is None:
-        return fn()
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="loopline-attempt", daemon=True)
+def call_with_timeout(fn: Callable[[], CallResult], timeout: float) -> CallResult:
+    """Call ``fn`` in a helper thread; stop the thread when ``timeout`` seconds pass."""
+    box: list[CallResult] = []
+    thread = threading.Thread(target=lambda: box.append(fn()), name="loopline-attempt",
+                              daemon=True)
     thread.start()
     thread.join(timeout)
-    if thread.is_alive():
-        raise AttemptTimeoutError(f"the attempt ran longer than its timeout of {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
+    if not thread.is_alive():
+        return box[0]
+    _raise_in_thread(thread)
+    thread.join(STOP_GRACE_SECONDS)
+    stopped = not thread.is_alive()
+    how = "it was stopped" if stopped else "it could not be stopped (blocked outside Python)"
+    return CallResult(None, TimedOutAttempt(
+        f"the attempt ran longer than its timeout of {timeout:g} s; {how}", stopped))
+
+
+class ThreadInvoker:
+    """Runs attempts in this process, on the calling worker thread."""
+
+    name = "thread"
+
+    def __init__(self, blobs: ContentAddressedStore) -> None:
+        self._blobs = blobs
+
+    def invoke(self, call: TaskCall, timeout: float | None) -> CallResult:
+        """Run ``call`` here; with a timeout, in a helper thread that is stopped on expiry."""
+        if timeout is None:
+            return execute_call(call, self._blobs)
+        return call_with_timeout(lambda: execute_call(call, self._blobs), timeout)
+
+    def close(self) -> None:
+        """Release nothing: threads end with their attempts."""

@@ -134,12 +134,22 @@ def code_hash(node: Node) -> str:
     return hash_canonical(parts)
 
 
-def cache_key(node: Node, inputs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Return the SHA-256 over the task's code, literal arguments and inputs' content."""
+def cache_key(node: Node, inputs: Mapping[str, Mapping[str, Any]],
+              code_hashes: dict[str, str] | None = None) -> str:
+    """Return the SHA-256 over the task's code, literal arguments and inputs' content.
+
+    ``code_hashes`` memoises the code hash per task name for the length of one run (reading
+    a function's source is the slow part, and a run's code does not change under it).
+    """
     arguments = map_structure((list(node.args), dict(node.kwargs)),
                               lambda future: {"$future": future.key})
+    if code_hashes is None:
+        code = code_hash(node)
+    else:
+        memo = f"{node.task.name}:{id(node.task)}"
+        code = code_hashes.get(memo) or code_hashes.setdefault(memo, code_hash(node))
     return hash_canonical({
-        "task": node.task.name, "code": code_hash(node), "arguments": arguments,
+        "task": node.task.name, "code": code, "arguments": arguments,
         "inputs": {key: content_hash(inputs[key]) for key in node.upstream},
     })
 

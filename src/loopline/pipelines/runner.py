@@ -1,9 +1,9 @@
-"""The runner: executes a plan durably on the metadata store, and resumes interrupted runs.
+"""The runner: records runs, executes their plans durably, resumes and cancels them.
 
-Ready tasks go to the executor as soon as their inputs exist. A failed task fails its
-dependants (recorded ``upstream_failed``), never its independent siblings; the run then ends
-``failed`` with a summary naming the root cause. ``resume`` runs only what did not finish:
-a task recorded ``succeeded`` or ``cached`` is never run again.
+Ready tasks go to the executor as soon as their inputs exist (see ``execution.py``). A failed
+task fails its dependants (recorded ``upstream_failed``), never its independent siblings;
+the run then ends ``failed`` with a summary naming the root cause. ``resume`` runs only what
+did not finish: a task recorded ``succeeded`` or ``cached`` is never run again.
 """
 
 from __future__ import annotations
@@ -13,40 +13,36 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.errors import ConflictError, InvalidArgumentError, LooplineError
 from loopline.core.ids import new_id
-from loopline.core.runs import DONE_TASK_STATES, PipelineRun, RunState, TaskRun, TaskState
-from loopline.pipelines.attempts import (
-    RunnerOptions,
-    TaskJob,
-    TaskOutcome,
-    WorkerContext,
-    run_task,
+from loopline.core.runs import (
+    DONE_TASK_STATES,
+    PipelineRun,
+    RunState,
+    RunTrigger,
+    TaskRun,
+    TaskState,
 )
+from loopline.pipelines.attempts import WorkerContext
 from loopline.pipelines.definitions import PipelineDefinition
-from loopline.pipelines.executors import ThreadExecutor
+from loopline.pipelines.execution import PlanExecution, Progress
+from loopline.pipelines.executors import ThreadInvoker, check_workers
 from loopline.pipelines.graph import map_structure
+from loopline.pipelines.heartbeat import Heartbeat
+from loopline.pipelines.options import EXECUTORS, RunnerOptions
 from loopline.pipelines.outputs import decode_output
 from loopline.pipelines.plan import ExecutionPlan, build_plan
+from loopline.pipelines.remote import BlobSpec, Invoker
+from loopline.pipelines.run_lineage import record_run_lineage
+from loopline.pipelines.run_records import Provenance, capture_provenance, run_lineage
 from loopline.store import MetadataStore
-from loopline.store.runs import (
-    RunQueries,
-    TaskFinish,
-    claim_run,
-    create_run,
-    reclaim_task,
-    release_run,
-    renew_leases,
-    renew_run,
-    settle_task,
-)
+from loopline.store.run_control import RunControl, record_provenance, request_cancel
+from loopline.store.runs import RunQueries, claim_run, create_run, reclaim_task, release_run
 from loopline.store.runs import set_run_state as record_run_state
 
 log = logging.getLogger(__name__)
@@ -76,16 +72,6 @@ class RunResult:
             raise self.error
 
 
-@dataclass(slots=True)
-class _Progress:
-    """The scheduler's view of one run while it executes."""
-
-    states: dict[str, TaskState]
-    records: dict[str, Mapping[str, Any]]
-    attempts: dict[str, int]
-    failures: list[TaskOutcome] = field(default_factory=list)
-
-
 def _lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
 
@@ -105,18 +91,49 @@ def _owner_is_gone(owner: str | None) -> bool:
     return False
 
 
+def _check_options(options: RunnerOptions) -> None:
+    check_workers(options.max_workers)
+    if options.executor not in EXECUTORS:
+        raise InvalidArgumentError("executor", f"must be one of {', '.join(EXECUTORS)}, not "
+                                               f"{options.executor!r}")
+    if not 0 < options.heartbeat_seconds < options.lease_seconds:
+        raise InvalidArgumentError("heartbeat_seconds", "must be positive and shorter than "
+                                   f"lease_seconds ({options.lease_seconds:g})")
+
+
 class Runner:
     """Runs pipelines on a metadata store and an artifact store, durably."""
 
     def __init__(self, store: MetadataStore, blobs: ContentAddressedStore,
                  options: RunnerOptions | None = None) -> None:
+        """Check ``options``; workers start with the first run that needs them.
+
+        Raises:
+            InvalidArgumentError: naming the option that is out of range.
+        """
         self.store = store
         self.blobs = blobs
         self.options = options or RunnerOptions()
-        if not 0 < self.options.heartbeat_seconds < self.options.lease_seconds:
-            raise InvalidArgumentError("heartbeat_seconds", "must be positive and shorter than "
-                                       f"lease_seconds ({self.options.lease_seconds:g})")
+        _check_options(self.options)
         self.runs = RunQueries(store.engine)
+        self._invoker: Invoker | None = None
+        self._lock = threading.Lock()
+
+    # -- the public surface -----------------------------------------------------------------
+
+    def create(self, pipeline: PipelineDefinition, parameters: Mapping[str, Any] | None = None,
+               trigger: RunTrigger | None = None) -> PipelineRun:
+        """Plan ``pipeline`` with ``parameters`` and record a pending run; run nothing yet.
+
+        Raises:
+            InvalidArgumentError: for bad parameters or graphs, before anything is recorded.
+            UserCodeError: when the pipeline function itself raises while planning.
+            AlreadyExistsError: when ``trigger.key`` already started a run.
+        """
+        plan = build_plan(pipeline, parameters)
+        with self.store.write(self.options.actor) as uow:
+            return create_run(uow, pipeline.name, plan.parameters, plan.order,
+                              self.store.clock.now(), trigger)
 
     def run(self, pipeline: PipelineDefinition,
             parameters: Mapping[str, Any] | None = None) -> RunResult:
@@ -134,23 +151,17 @@ class Runner:
         with self.store.write(self.options.actor) as uow:
             run = create_run(uow, pipeline.name, plan.parameters, plan.order,
                              self.store.clock.now())
-        progress = _Progress({key: TaskState.PENDING for key in plan.order}, {},
-                             dict.fromkeys(plan.order, 0))
+        progress = Progress({key: TaskState.PENDING for key in plan.order}, {},
+                            dict.fromkeys(plan.order, 0))
         owner = self._claim(run.id)
         return self._execute(plan, run.id, progress, owner)
 
-    def _claim(self, run_id: str) -> str:
-        owner = _lease_owner()
-        until = self.store.clock.now() + timedelta(seconds=self.options.lease_seconds)
-        with self.store.write(self.options.actor) as uow:
-            claim_run(uow, run_id, owner, until, _owner_is_gone)
-        return owner
-
     def resume(self, run_id: str, pipeline: PipelineDefinition) -> RunResult:
-        """Finish run ``run_id`` of ``pipeline``; tasks that finished are not run again.
+        """Execute run ``run_id`` of ``pipeline`` to its end; finished tasks do not run again.
 
-        Tasks interrupted mid-attempt (their runner died: a lease past its expiry, or held by
-        a process of this host that is gone) and failed tasks run again.
+        Runs a pending run (created by ``create``) or finishes an interrupted one: tasks
+        interrupted mid-attempt (their runner died: a lease past its expiry, or held by a
+        process of this host that is gone) and failed tasks run again.
 
         Raises:
             NotFoundError: when there is no such run.
@@ -167,7 +178,7 @@ class Runner:
             raise ConflictError(f"pipeline {pipeline.name!r} now plans other tasks than run "
                                 f"{run_id} recorded; start a new run instead")
         owner = self._claim(run_id)  # a second resume of a live run stops here
-        progress = _Progress({}, {}, {})
+        progress = Progress({}, {}, {})
         try:
             for key in plan.order:
                 self._reclaim(tasks[key], progress)
@@ -176,6 +187,35 @@ class Runner:
             raise
         return self._execute(plan, run_id, progress, owner)
 
+    def cancel(self, run_id: str) -> bool:
+        """Ask run ``run_id`` to stop; its runner notices within one heartbeat.
+
+        No task starts after that; running attempts finish (or time out) and the run ends
+        ``cancelled``. Returns False when a cancel was already requested.
+
+        Raises:
+            NotFoundError: when there is no such run.
+            InvalidTransitionError: when the run already succeeded or was cancelled.
+        """
+        with self.store.write(self.options.actor) as uow:
+            return request_cancel(uow, run_id, self.store.clock.now())
+
+    def close(self) -> None:
+        """Stop the worker processes (or the Ray runtime) this runner started."""
+        with self._lock:
+            invoker, self._invoker = self._invoker, None
+        if invoker is not None:
+            invoker.close()
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _claim(self, run_id: str) -> str:
+        owner = _lease_owner()
+        until = self.store.clock.now() + timedelta(seconds=self.options.lease_seconds)
+        with self.store.write(self.options.actor) as uow:
+            claim_run(uow, run_id, owner, until, _owner_is_gone)
+        return owner
+
     def _release(self, run_id: str, owner: str) -> None:
         try:
             with self.store.write(self.options.actor) as uow:
@@ -183,7 +223,7 @@ class Runner:
         except LooplineError:
             log.warning("could not release run %s; its lease will expire", run_id)
 
-    def _reclaim(self, task: TaskRun, progress: _Progress) -> None:
+    def _reclaim(self, task: TaskRun, progress: Progress) -> None:
         progress.attempts[task.task_key] = task.attempt
         if task.state in DONE_TASK_STATES and task.outputs is not None:
             progress.states[task.task_key] = task.state
@@ -202,23 +242,46 @@ class Runner:
         with self.store.write(self.options.actor) as uow:
             reclaim_task(uow, task, now)
 
-    def _execute(self, plan: ExecutionPlan, run_id: str, progress: _Progress,
+    # -- executing ------------------------------------------------------------------------
+
+    def _invoker_for_run(self) -> Invoker:
+        with self._lock:
+            if self._invoker is None:
+                self._invoker = self._make_invoker()
+            return self._invoker
+
+    def _make_invoker(self) -> Invoker:
+        if self.options.executor == "process":
+            from loopline.pipelines.process_pool import ProcessInvoker
+            return ProcessInvoker(self.options.max_workers)
+        if self.options.executor == "ray":
+            from loopline.pipelines.ray_invoker import RayInvoker
+            return RayInvoker(self.options.ray_address)
+        return ThreadInvoker(self.blobs)
+
+    def _execute(self, plan: ExecutionPlan, run_id: str, progress: Progress,
                  owner: str) -> RunResult:
         try:
+            provenance = capture_provenance(self.blobs) if self.options.record_provenance \
+                else None
             with self.store.write(self.options.actor) as uow:
                 record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now())
-            self._run_plan(plan, WorkerContext(self.store, self.blobs, self.options, run_id,
-                                               owner), progress)
-            return self._finish(plan, run_id, progress)
+                if provenance is not None:
+                    record_provenance(uow, run_id, provenance.code.as_dict(),
+                                      provenance.environment)
+            ctx = WorkerContext(self.store, self.blobs, BlobSpec.of(self.blobs), self.options,
+                                run_id, owner, self._invoker_for_run(),
+                                RunControl(self.store.engine).task_ids(run_id))
+            self._run_plan(plan, ctx, progress)
+            return self._finish(plan, run_id, progress, provenance)
         finally:
             self._release(run_id, owner)  # finished or broken: resumable by anyone now
 
-    def _run_plan(self, plan: ExecutionPlan, ctx: WorkerContext, progress: _Progress) -> None:
-        executor = ThreadExecutor(self.options.max_workers)
-        heartbeat = _Heartbeat(ctx)
+    def _run_plan(self, plan: ExecutionPlan, ctx: WorkerContext, progress: Progress) -> None:
+        heartbeat = Heartbeat(ctx)
         heartbeat.start()
         try:
-            self._schedule(plan, ctx, executor, progress)
+            PlanExecution(plan, ctx, progress, heartbeat.cancelled.is_set).run()
         except BaseException as exc:
             # The runner itself broke (database gone, interrupted): never leave the run
             # `running` with no word of why; `resume` can pick it up from here.
@@ -226,7 +289,6 @@ class Runner:
             raise
         finally:
             heartbeat.stop()
-            executor.shutdown()
 
     def _abort(self, run_id: str, exc: BaseException) -> None:
         try:
@@ -236,42 +298,8 @@ class Runner:
         except LooplineError:
             log.warning("could not record that run %s was interrupted", run_id)
 
-    def _schedule(self, plan: ExecutionPlan, ctx: WorkerContext, executor: ThreadExecutor,
-                  progress: _Progress) -> None:
-        running: dict[Future[TaskOutcome], str] = {}
-        while True:
-            for key in plan.order:
-                node = plan.nodes[key]
-                if progress.states[key] is TaskState.PENDING and all(
-                        up in progress.records for up in node.upstream):
-                    job = TaskJob(node, {up: progress.records[up] for up in node.upstream},
-                                  progress.attempts[key])
-                    running[executor.submit(partial(run_task, ctx, job))] = key
-                    progress.states[key] = TaskState.RUNNING
-            if not running:
-                return
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                key = running.pop(future)
-                self._settle(plan, ctx.run_id, _outcome_of(future, key), progress)
-
-    def _settle(self, plan: ExecutionPlan, run_id: str, outcome: TaskOutcome,
-                progress: _Progress) -> None:
-        progress.states[outcome.key] = outcome.state
-        if outcome.record is not None:
-            progress.records[outcome.key] = outcome.record
-            return
-        progress.failures.append(outcome)
-        for key in sorted(plan.downstream(outcome.key)):
-            if progress.states[key] is TaskState.PENDING:
-                finish = TaskFinish(run_id, key, progress.attempts[key],
-                                    TaskState.UPSTREAM_FAILED, self.store.clock.now(),
-                                    error=f"upstream task {outcome.key!r} failed")
-                with self.store.write(self.options.actor) as uow:
-                    settle_task(uow, finish)
-                progress.states[key] = TaskState.UPSTREAM_FAILED
-
-    def _finish(self, plan: ExecutionPlan, run_id: str, progress: _Progress) -> RunResult:
+    def _finish(self, plan: ExecutionPlan, run_id: str, progress: Progress,
+                provenance: Provenance | None) -> RunResult:
         try:  # read outputs back before calling the run a success: a lost blob is a failure
             outputs = {key: decode_output(record, self.blobs)
                        for key, record in progress.records.items()}
@@ -280,55 +308,20 @@ class Runner:
             raise
         summary = _summary(progress) if progress.failures else None
         state = RunState.FAILED if summary else RunState.SUCCEEDED
+        if progress.cancelled:
+            state, summary = RunState.CANCELLED, summary or "cancelled on request"
         with self.store.write(self.options.actor) as uow:
             record_run_state(uow, run_id, state, self.store.clock.now(), summary)
-        result = None if summary else map_structure(plan.result, lambda f: outputs[f.key])
+            if provenance is not None:
+                record_run_lineage(uow, run_lineage(plan, run_id, progress.states,
+                                                    progress.records, provenance))
+        done = state is RunState.SUCCEEDED
+        result = map_structure(plan.result, lambda f: outputs[f.key]) if done else None
         error = progress.failures[0].error if progress.failures else None
         return RunResult(self.runs.run(run_id), outputs, result, error)
 
 
-class _Heartbeat:
-    """Renews this runner's task leases every heartbeat until the run's scheduling ends."""
-
-    def __init__(self, ctx: WorkerContext) -> None:
-        self._ctx = ctx
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{ctx.run_id}",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        ctx = self._ctx
-        while not self._stop.wait(ctx.options.heartbeat_seconds):
-            until = ctx.store.clock.now() + timedelta(seconds=ctx.options.lease_seconds)
-            try:
-                with ctx.store.write(ctx.options.actor) as uow:
-                    renew_run(uow, ctx.run_id, ctx.lease_owner, until)
-                    renew_leases(uow, ctx.run_id, ctx.lease_owner, until)
-            except LooplineError as exc:  # a missed beat is survivable; three are not
-                log.warning("run %s: lease heartbeat failed: %s", ctx.run_id, exc)
-
-
-def _outcome_of(future: Future[TaskOutcome], key: str) -> TaskOutcome:
-    """Return the task's outcome; a worker broken outside user code fails the task."""
-    try:
-        return future.result()
-    except LooplineError as exc:
-        return TaskOutcome(key, TaskState.FAILED, error=exc)
-    except Exception as exc:  # noqa: BLE001 - an engine fault in one task must not hang the run
-        error = LooplineError(f"task {key!r} broke outside its own code: "
-                              f"{type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        return TaskOutcome(key, TaskState.FAILED, error=error)
-
-
-def _summary(progress: _Progress) -> str:
+def _summary(progress: Progress) -> str:
     first = progress.failures[0]
     text = first.error.message if first.error is not None else f"task {first.key!r} failed"
     others = [outcome.key for outcome in progress.failures[1:]]

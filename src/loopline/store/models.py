@@ -244,7 +244,11 @@ class PipelineRunRow(Base):
     """One execution of a pipeline: its parameters, state and the root cause of a failure."""
 
     __tablename__ = "pipeline_runs"
-    __table_args__ = (sa.Index("ix_pipeline_runs_pipeline_created_at", "pipeline", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_pipeline_runs_pipeline_created_at", "pipeline", "created_at"),
+        sa.Index("ix_pipeline_runs_trigger_name_scheduled_for", "trigger_name", "scheduled_for"),
+        sa.UniqueConstraint("trigger_key", name="uq_pipeline_runs_trigger_key"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     pipeline: Mapped[str] = mapped_column(sa.String(128))
@@ -258,6 +262,14 @@ class PipelineRunRow(Base):
     # The runner executing the run, so a second runner (a concurrent resume) is refused.
     owner: Mapped[str | None] = mapped_column(sa.String(256))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What started the run (a schedule slot, an event): unique, so each fires at most once.
+    trigger_key: Mapped[str | None] = mapped_column(sa.String(512))
+    trigger_name: Mapped[str | None] = mapped_column(sa.String(256))
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_version: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskRunRow(Base):
@@ -297,6 +309,8 @@ class TaskAttemptRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(sa.Text)
     retry_delay: Mapped[float | None] = mapped_column(sa.Float)
+    logs: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)  # stream -> digest, tail
+    traceback: Mapped[str | None] = mapped_column(sa.Text)
 
 
 EVENTS = cast(sa.Table, EventRow.__table__)

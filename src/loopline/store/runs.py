@@ -17,10 +17,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.orm import Session
 
-from loopline.core.errors import ConflictError, NotFoundError
+from loopline.core.errors import AlreadyExistsError, ConflictError, NotFoundError
 from loopline.core.events import EventType
 from loopline.core.ids import new_id
-from loopline.core.runs import PipelineRun, RunState, TaskAttempt, TaskRun, TaskState
+from loopline.core.runs import (
+    PipelineRun,
+    RunState,
+    RunTrigger,
+    TaskAttempt,
+    TaskRun,
+    TaskState,
+)
 from loopline.store.errors import translated
 from loopline.store.metadata_store import UnitOfWork
 from loopline.store.models import PIPELINE_RUNS, TASK_ATTEMPTS, TASK_RUNS
@@ -36,6 +43,7 @@ class TaskStart:
     lease_owner: str
     lease_expires_at: datetime
     at: datetime
+    task_id: str | None = None  # known to the runner: saves a lookup per transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +61,28 @@ class TaskFinish:
     retry_delay: float | None = None
     # For RETRYING: the lease is kept (until here) so no resume takes a task in backoff.
     lease_expires_at: datetime | None = None
+    task_id: str | None = None
+    logs: Mapping[str, Any] | None = None
+    traceback: str | None = None
+
+
+def _trigger(row: RowMapping) -> RunTrigger | None:
+    if row["trigger_key"] is None:
+        return None
+    details = dict(row["trigger"] or {})
+    kind = str(details.pop("kind", "event"))
+    return RunTrigger(row["trigger_key"], row["trigger_name"] or "", kind,
+                      row["scheduled_for"], details)
 
 
 def _run(row: RowMapping) -> PipelineRun:
     return PipelineRun(id=row["id"], pipeline=row["pipeline"], state=RunState(row["state"]),
                        parameters=row["parameters"], created_at=row["created_at"],
                        created_by=row["created_by"], started_at=row["started_at"],
-                       finished_at=row["finished_at"], error=row["error"])
+                       finished_at=row["finished_at"], error=row["error"],
+                       trigger=_trigger(row), code_version=row["code_version"],
+                       environment=row["environment"],
+                       cancel_requested_at=row["cancel_requested_at"])
 
 
 def _task(row: RowMapping) -> TaskRun:
@@ -76,16 +99,30 @@ def _emit_run(uow: UnitOfWork, run_id: str, pipeline: str, state: RunState) -> N
 
 
 def create_run(uow: UnitOfWork, pipeline: str, parameters: Mapping[str, Any],
-               task_keys: Sequence[str], now: datetime) -> PipelineRun:
-    """Record a new pending run of ``pipeline`` with one pending task run per key."""
+               task_keys: Sequence[str], now: datetime,
+               trigger: RunTrigger | None = None) -> PipelineRun:
+    """Record a new pending run of ``pipeline`` with one pending task run per key.
+
+    Raises:
+        AlreadyExistsError: when ``trigger.key`` already started a run (it fires once).
+    """
     run = PipelineRun(id=new_id(), pipeline=pipeline, state=RunState.PENDING,
-                      parameters=dict(parameters), created_at=now, created_by=uow.actor)
+                      parameters=dict(parameters), created_at=now, created_by=uow.actor,
+                      trigger=trigger)
     connection = uow.session.connection()
+    if trigger is not None and connection.execute(
+            sa.select(PIPELINE_RUNS.c.id).where(PIPELINE_RUNS.c.trigger_key == trigger.key)
+    ).first() is not None:  # the unique constraint settles a race between two schedulers
+        raise AlreadyExistsError("run trigger", trigger.key)
     connection.execute(sa.insert(PIPELINE_RUNS), {
         "id": run.id, "pipeline": pipeline, "state": str(run.state),
         "parameters": dict(parameters), "created_at": now, "created_by": uow.actor,
         "started_at": None, "finished_at": None, "error": None, "owner": None,
-        "lease_expires_at": None})
+        "lease_expires_at": None, "trigger_key": trigger.key if trigger else None,
+        "trigger_name": trigger.name if trigger else None,
+        "trigger": {"kind": trigger.kind, **trigger.details} if trigger else None,
+        "scheduled_for": trigger.scheduled_for if trigger else None,
+        "code_version": None, "environment": None, "cancel_requested_at": None})
     if task_keys:
         connection.execute(sa.insert(TASK_RUNS), [
             {"id": new_id(), "run_id": run.id, "task_key": key, "state": str(TaskState.PENDING),
@@ -169,6 +206,35 @@ def _task_id(connection: sa.Connection, run_id: str, task_key: str) -> str:
     return str(task_id)
 
 
+# The two hottest statements of the engine, built once: a trivial task's overhead is mostly
+# these (statement construction alone cost more than the statements' execution).
+_STARTABLE = (str(TaskState.PENDING), str(TaskState.RETRYING), str(TaskState.RUNNING))
+_START_TASK = (
+    sa.update(TASK_RUNS)
+    .where(TASK_RUNS.c.id == sa.bindparam("b_id"), TASK_RUNS.c.attempt == sa.bindparam("b_prev"),
+           TASK_RUNS.c.state.in_(_STARTABLE))
+    .values(state=str(TaskState.RUNNING), attempt=sa.bindparam("b_attempt"), error=None,
+            lease_owner=sa.bindparam("b_owner"), lease_expires_at=sa.bindparam("b_expires"),
+            started_at=sa.bindparam("b_now"), finished_at=None))
+_INSERT_ATTEMPT = sa.insert(TASK_ATTEMPTS)
+_FINISH_TASK = (
+    sa.update(TASK_RUNS)
+    .where(TASK_RUNS.c.id == sa.bindparam("b_id"),
+           TASK_RUNS.c.attempt == sa.bindparam("b_attempt"),
+           TASK_RUNS.c.state == str(TaskState.RUNNING))
+    .values(state=sa.bindparam("b_state"), outputs=sa.bindparam("b_outputs"),
+            cache_key=sa.bindparam("b_cache_key"), error=sa.bindparam("b_error"),
+            lease_owner=sa.bindparam("b_owner"), lease_expires_at=sa.bindparam("b_expires"),
+            finished_at=sa.bindparam("b_finished")))
+_FINISH_ATTEMPT = (
+    sa.update(TASK_ATTEMPTS)
+    .where(TASK_ATTEMPTS.c.task_run_id == sa.bindparam("b_id"),
+           TASK_ATTEMPTS.c.attempt == sa.bindparam("b_attempt"))
+    .values(state=sa.bindparam("b_state"), finished_at=sa.bindparam("b_now"),
+            error=sa.bindparam("b_error"), retry_delay=sa.bindparam("b_delay"),
+            logs=sa.bindparam("b_logs"), traceback=sa.bindparam("b_traceback")))
+
+
 def start_attempt(uow: UnitOfWork, start: TaskStart) -> None:
     """Mark a task running under ``start.attempt`` and record the attempt.
 
@@ -177,50 +243,49 @@ def start_attempt(uow: UnitOfWork, start: TaskStart) -> None:
         NotFoundError: when there is no such task run.
     """
     connection, now = uow.session.connection(), start.at
-    task_id = _task_id(connection, start.run_id, start.task_key)
-    startable = [str(TaskState.PENDING), str(TaskState.RETRYING), str(TaskState.RUNNING)]
-    updated = connection.execute(
-        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
-                                   TASK_RUNS.c.attempt == start.attempt - 1,
-                                   TASK_RUNS.c.state.in_(startable))
-        .values(state=str(TaskState.RUNNING), attempt=start.attempt, error=None,
-                lease_owner=start.lease_owner, lease_expires_at=start.lease_expires_at,
-                started_at=now, finished_at=None)).rowcount
+    task_id = start.task_id or _task_id(connection, start.run_id, start.task_key)
+    updated = connection.execute(_START_TASK, {
+        "b_id": task_id, "b_prev": start.attempt - 1, "b_attempt": start.attempt,
+        "b_owner": start.lease_owner, "b_expires": start.lease_expires_at, "b_now": now,
+    }).rowcount
     if updated != 1:
         raise ConflictError(f"task {start.task_key!r} of run {start.run_id} cannot start "
                             f"attempt {start.attempt}: it finished or another attempt took it")
-    connection.execute(sa.insert(TASK_ATTEMPTS), {
+    connection.execute(_INSERT_ATTEMPT, {
         "task_run_id": task_id, "attempt": start.attempt, "state": str(TaskState.RUNNING),
-        "started_at": now, "finished_at": None, "error": None, "retry_delay": None})
+        "started_at": now, "finished_at": None, "error": None, "retry_delay": None,
+        "logs": None, "traceback": None})
 
 
 def finish_attempt(uow: UnitOfWork, finish: TaskFinish) -> None:
     """Record how an attempt ended; the task moves to ``finish.state``.
+
+    A ``retrying`` finish keeps the lease (its owner and ``finish.lease_expires_at``).
 
     Raises:
         ConflictError: when ``finish.attempt`` is no longer the task's running attempt.
         NotFoundError: when there is no such task run.
     """
     connection, now = uow.session.connection(), finish.at
-    task_id = _task_id(connection, finish.run_id, finish.task_key)
+    task_id = finish.task_id or _task_id(connection, finish.run_id, finish.task_key)
     final = finish.state is not TaskState.RETRYING
-    updated = connection.execute(
-        sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
-                                   TASK_RUNS.c.attempt == finish.attempt,
-                                   TASK_RUNS.c.state == str(TaskState.RUNNING))
-        .values(state=str(finish.state), outputs=finish.outputs, cache_key=finish.cache_key,
-                error=finish.error, lease_expires_at=None if final else finish.lease_expires_at,
-                finished_at=now if final else None,
-                **({"lease_owner": None} if final else {}))).rowcount
+    owner = None
+    if not final:
+        owner = connection.execute(sa.select(TASK_RUNS.c.lease_owner)
+                                   .where(TASK_RUNS.c.id == task_id)).scalar()
+    updated = connection.execute(_FINISH_TASK, {
+        "b_id": task_id, "b_attempt": finish.attempt, "b_state": str(finish.state),
+        "b_outputs": finish.outputs, "b_cache_key": finish.cache_key, "b_error": finish.error,
+        "b_owner": owner, "b_expires": None if final else finish.lease_expires_at,
+        "b_finished": now if final else None}).rowcount
     if updated != 1:
         raise ConflictError(f"task {finish.task_key!r} of run {finish.run_id}: attempt "
                             f"{finish.attempt} is no longer current; its result is refused")
     attempt_state = TaskState.FAILED if finish.state is TaskState.RETRYING else finish.state
-    connection.execute(
-        sa.update(TASK_ATTEMPTS).where(TASK_ATTEMPTS.c.task_run_id == task_id,
-                                       TASK_ATTEMPTS.c.attempt == finish.attempt)
-        .values(state=str(attempt_state), finished_at=now, error=finish.error,
-                retry_delay=finish.retry_delay))
+    connection.execute(_FINISH_ATTEMPT, {
+        "b_id": task_id, "b_attempt": finish.attempt, "b_state": str(attempt_state),
+        "b_now": now, "b_error": finish.error, "b_delay": finish.retry_delay,
+        "b_logs": dict(finish.logs) if finish.logs else None, "b_traceback": finish.traceback})
 
 
 def settle_task(uow: UnitOfWork, finish: TaskFinish) -> None:
@@ -230,7 +295,7 @@ def settle_task(uow: UnitOfWork, finish: TaskFinish) -> None:
         ConflictError: when the task is no longer pending.
     """
     connection, now = uow.session.connection(), finish.at
-    task_id = _task_id(connection, finish.run_id, finish.task_key)
+    task_id = finish.task_id or _task_id(connection, finish.run_id, finish.task_key)
     updated = connection.execute(
         sa.update(TASK_RUNS).where(TASK_RUNS.c.id == task_id,
                                    TASK_RUNS.c.state == str(TaskState.PENDING))
@@ -338,11 +403,47 @@ class RunQueries:
             return [TaskAttempt(task_run_id=r["task_run_id"], attempt=r["attempt"],
                                 state=TaskState(r["state"]), started_at=r["started_at"],
                                 finished_at=r["finished_at"], error=r["error"],
-                                retry_delay=r["retry_delay"])
+                                retry_delay=r["retry_delay"], logs=r["logs"],
+                                traceback=r["traceback"])
                     for r in connection.execute(query).mappings()]
+
+    @translated
+    def last_scheduled(self, trigger_name: str) -> datetime | None:
+        """Return the latest schedule slot that started a run of ``trigger_name``."""
+        query = sa.select(sa.func.max(PIPELINE_RUNS.c.scheduled_for)).where(
+            PIPELINE_RUNS.c.trigger_name == trigger_name)
+        with self._engine.connect() as connection:
+            value: datetime | None = connection.execute(query).scalar()
+        return value
+
+    @translated
+    def by_trigger(self, trigger_key: str) -> PipelineRun | None:
+        """Return the run ``trigger_key`` started, if it started one."""
+        query = sa.select(PIPELINE_RUNS).where(PIPELINE_RUNS.c.trigger_key == trigger_key)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _run(row) if row is not None else None
 
     @translated
     def cached_outputs(self, cache_key: str) -> Mapping[str, Any] | None:
         """Return the outputs recorded under ``cache_key`` by any finished task run."""
         with Session(self._engine) as session:
             return cached_outputs(session, cache_key)
+
+
+# -- for the scheduler (loop/scheduler.py) ---------------------------------------------------
+
+@translated
+def pending_triggered_runs(engine: Engine, pipelines: Sequence[str],
+                           limit: int = 1000) -> list[PipelineRun]:
+    """Return pending runs of ``pipelines`` that a schedule or an event trigger created.
+
+    Oldest first: the runs a scheduler recorded but never executed (it stopped in between).
+    """
+    query = (sa.select(PIPELINE_RUNS)
+             .where(PIPELINE_RUNS.c.state == str(RunState.PENDING),
+                    PIPELINE_RUNS.c.trigger_key.is_not(None),
+                    PIPELINE_RUNS.c.pipeline.in_(list(pipelines)))
+             .order_by(PIPELINE_RUNS.c.created_at, PIPELINE_RUNS.c.id).limit(limit))
+    with engine.connect() as connection:
+        return [_run(row) for row in connection.execute(query).mappings()]

@@ -1,0 +1,55 @@
+"""What a run records about itself: its code version, its environment and its lineage.
+
+The environment's full package list goes to the artifact store once per distinct
+environment (content-addressed); the run row keeps its digest and a short summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopline.artifacts import ContentAddressedStore
+from loopline.core.canonical import canonical_json
+from loopline.core.runs import TaskState
+from loopline.pipelines.outputs import BYTES, JSON_ARTIFACT
+from loopline.pipelines.plan import ExecutionPlan
+from loopline.pipelines.provenance import CodeVersion, code_version, environment
+from loopline.pipelines.run_lineage import RunLineage, TaskLineage
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """The code and environment one execution of a run used."""
+
+    code: CodeVersion
+    environment: Mapping[str, Any]  # digest, python, platform, artifact (the full record)
+
+
+def capture_provenance(blobs: ContentAddressedStore, start: Path | None = None) -> Provenance:
+    """Describe this process's code version (git) and environment; store the environment."""
+    env = environment()
+    info = blobs.put_bytes(canonical_json(env.as_dict()).encode("utf-8"))
+    summary = {"digest": env.digest, "python": env.python_version,
+               "implementation": env.python_implementation, "platform": env.platform,
+               "packages": len(env.packages), "artifact": info.digest}
+    return Provenance(code_version(start), summary)
+
+
+def _output_digest(record: Mapping[str, Any] | None) -> str | None:
+    if record is not None and record.get("kind") in (BYTES, JSON_ARTIFACT):
+        return str(record["digest"])
+    return None
+
+
+def run_lineage(plan: ExecutionPlan, run_id: str, states: Mapping[str, TaskState],
+                records: Mapping[str, Mapping[str, Any]],
+                provenance: Provenance) -> RunLineage:
+    """Return the lineage of run ``run_id``: tasks, their inputs and the artifacts they wrote."""
+    tasks = [TaskLineage(key, str(states.get(key, TaskState.PENDING)),
+                         plan.nodes[key].upstream, _output_digest(records.get(key)))
+             for key in plan.order]
+    return RunLineage(run_id, plan.pipeline.name, provenance.code,
+                      str(provenance.environment["digest"]), tasks)
