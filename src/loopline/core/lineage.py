@@ -47,6 +47,7 @@ class NodeKind(StrEnum):
     PLAYBOOK_RUN = "playbook_run"
     FEATURE_VIEW = "feature_view"
     EVALUATION = "evaluation"
+    ARTIFACT = "artifact"
 
 
 class EdgeKind(StrEnum):
