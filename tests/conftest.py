@@ -86,3 +86,14 @@ def store(db_url: str) -> Iterator[MetadataStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[None]:
+    """A local Ray with two CPUs, started once per session for the tests marked ``ray``."""
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'loopline[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -26,7 +26,7 @@ from loopline.core.errors import (
     SchemaVersionError,
 )
 from loopline.core.events import Event, EventType
-from loopline.pipelines import pipeline, task
+from loopline.pipelines import current_task, pipeline, shell_task, task
 
 
 def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
@@ -55,6 +55,8 @@ __all__ = [
     "Workspace",
     "__version__",
     "connect",
+    "current_task",
     "pipeline",
+    "shell_task",
     "task",
 ]

@@ -9,9 +9,9 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
     ray_address: str | None = None
+    executor: Literal["thread", "process", "ray"] = "thread"  # where pipeline tasks run
+    max_workers: int = Field(default=4, ge=1, le=256)  # tasks of one run at a time
     faults: str | None = None  # "task=p,...": fault injection for tests and evaluation
 
     @field_validator("faults")

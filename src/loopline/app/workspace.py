@@ -7,6 +7,7 @@ only place that picks concrete classes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +26,7 @@ from loopline.app.settings import (
 )
 from loopline.artifacts import ContentAddressedStore, Keyring
 from loopline.core.clock import Clock
-from loopline.core.errors import ConfigurationError, NotFoundError
+from loopline.core.errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
 from loopline.core.validation import ValidationReport
 from loopline.data.lineage import LineageService
@@ -69,6 +70,7 @@ class Workspace:
         self.root = root
         self.settings = settings
         self.store = store
+        self._blobs = blobs
         self.actor = actor_of(settings)
         self.artifacts = ArtifactService(blobs, store, self.actor)
         self.lineage = LineageService(store)
@@ -78,7 +80,24 @@ class Workspace:
         self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
         faults = FaultInjector(parse_faults(settings.faults, "faults")) if settings.faults \
             else None
-        self.pipelines = Runner(store, blobs, RunnerOptions(actor=self.actor, faults=faults))
+        self._runner_options = RunnerOptions(
+            actor=self.actor, faults=faults, executor=settings.executor,
+            max_workers=settings.max_workers, ray_address=settings.ray_address)
+        self.pipelines = Runner(store, blobs, self._runner_options)
+
+    def runner(self, **options: Any) -> Runner:
+        """Return a runner with some ``RunnerOptions`` changed (``executor``, ``cache`` ...).
+
+        The caller closes it (``Runner.close``) when it started worker processes.
+
+        Raises:
+            InvalidArgumentError: naming an unknown or out-of-range option.
+        """
+        unknown = sorted(set(options) - set(RunnerOptions.__dataclass_fields__))
+        if unknown:
+            raise InvalidArgumentError("runner options", f"unknown: {', '.join(unknown)}")
+        return Runner(self.store, self._blobs,
+                      dataclasses.replace(self._runner_options, **options))
 
     @property
     def config_dir(self) -> Path:
@@ -190,7 +209,8 @@ class Workspace:
         return Dispatcher(self.store.event_source(poll_interval), batch_size=batch_size)
 
     def close(self) -> None:
-        """Release database connections."""
+        """Stop pipeline workers this workspace started and release database connections."""
+        self.pipelines.close()
         self.store.close()
 
     def __enter__(self) -> Workspace:

@@ -1,8 +1,10 @@
-"""``loopline run FILE.py:PIPELINE`` and ``loopline runs list|show|resume``.
+"""``loopline run TARGET`` and ``loopline runs list|show|resume|cancel|logs``.
 
 ``run`` imports the user's file (its folder goes first on ``sys.path`` so its own imports
-work), plans the pipeline with the ``--param`` values and runs it in this process. A
-``--param`` value is read as JSON when it parses (``n=3``, ``items=[1,2]``), else as text.
+work), plans the pipeline with the ``--param`` values and runs it in this process, showing
+its tasks live on a terminal. A ``--param`` value is read as JSON when it parses (``n=3``,
+``items=[1,2]``), else as text. TARGET is ``FILE.py:PIPELINE`` or a pipeline file of command
+tasks (``.toml``, ``.yaml``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,24 @@ import typer
 from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, success, table
+from loopline.cli.run_view import RunView
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import InvalidArgumentError, UserCodeError
-from loopline.pipelines import PipelineDefinition, RunResult
+from loopline.pipelines import PipelineDefinition, Runner, RunResult, build_plan
+from loopline.pipelines.pipeline_file import load_pipeline_file
 
-app = typer.Typer(help="Pipeline runs: list, show, resume.", no_args_is_help=True)
+app = typer.Typer(help="Pipeline runs: list, show, resume, cancel, logs.", no_args_is_help=True)
 
-Target = Annotated[str, typer.Argument(help="FILE.py:PIPELINE, the pipeline to run.")]
+Target = Annotated[str, typer.Argument(
+    help="FILE.py:PIPELINE, or a pipeline file of command tasks (.toml, .yaml).")]
 Params = Annotated[list[str] | None, typer.Option(
     "--param", "-p", help="A pipeline parameter, k=v (v read as JSON when it parses).")]
+Executor = Annotated[str | None, typer.Option(
+    help="Where tasks run: thread, process or ray (default: the workspace's setting).")]
+Workers = Annotated[int | None, typer.Option(
+    "--max-workers", min=1, max=256, help="Tasks of the run at a time.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Run every task; reuse nothing.")]
+PIPELINE_FILE_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
 def load_pipeline(target: str) -> PipelineDefinition:
@@ -36,6 +47,8 @@ def load_pipeline(target: str) -> PipelineDefinition:
         InvalidArgumentError: naming ``target`` when the file or the name is wrong.
         UserCodeError: when importing the file raises.
     """
+    if Path(target).suffix in PIPELINE_FILE_SUFFIXES:
+        return load_pipeline_file(Path(target))
     path_text, _, name = target.rpartition(":")
     path = Path(path_text)
     if not path_text or not name or path.suffix != ".py" or not path.is_file():
@@ -90,21 +103,112 @@ def _show_tasks(run_id: str, tasks: list[Any]) -> None:
         (t.task_key, str(t.state), t.attempt, t.error or "") for t in tasks])
 
 
-def run(ctx: typer.Context, target: Target, param: Params = None,
+def _runner(workspace: Workspace, executor: str | None, workers: int | None, no_cache: bool,
+            view: RunView | None) -> Runner:
+    options: dict[str, Any] = {"cache": not no_cache, "observer": view}
+    if executor is not None:
+        options["executor"] = executor
+    if workers is not None:
+        options["max_workers"] = workers
+    return workspace.runner(**options)
+
+
+def _view(pipeline: PipelineDefinition, total: int, as_json: bool) -> RunView | None:
+    return None if as_json or not console.is_terminal else RunView(console, pipeline.name,
+                                                                   total)
+
+
+def run(ctx: typer.Context, target: Target, param: Params = None,  # noqa: PLR0913
+        executor: Executor = None, max_workers: Workers = None, no_cache: NoCache = False,
         as_json: JsonFlag = False) -> None:
-    """Run a pipeline from a Python file; exit 10 when a task fails, 5 for bad parameters."""
+    """Run a pipeline; exit 10 when a task fails, 5 for bad parameters."""
     pipeline = load_pipeline(target)
     params = parse_params(param)
+    view = _view(pipeline, len(build_plan(pipeline, params).order), as_json)
     with open_workspace(ctx) as workspace:
-        _report(workspace.pipelines.run(pipeline, params), workspace, as_json)
+        runner = _runner(workspace, executor, max_workers, no_cache, view)
+        try:
+            with view or _NoView():
+                result = runner.run(pipeline, params)
+        finally:
+            runner.close()
+        _report(result, workspace, as_json)
 
 
 @app.command("resume")
-def resume(ctx: typer.Context, run_id: str, target: Target, as_json: JsonFlag = False) -> None:
+def resume(ctx: typer.Context, run_id: str, target: Target,  # noqa: PLR0913
+           executor: Executor = None, max_workers: Workers = None, no_cache: NoCache = False,
+           as_json: JsonFlag = False) -> None:
     """Finish an interrupted or failed run; finished tasks are not run again."""
     pipeline = load_pipeline(target)
     with open_workspace(ctx) as workspace:
-        _report(workspace.pipelines.resume(run_id, pipeline), workspace, as_json)
+        total = len(workspace.pipelines.runs.tasks(run_id))
+        view = _view(pipeline, total, as_json)
+        runner = _runner(workspace, executor, max_workers, no_cache, view)
+        try:
+            with view or _NoView():
+                result = runner.resume(run_id, pipeline)
+        finally:
+            runner.close()
+        _report(result, workspace, as_json)
+
+
+class _NoView:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@app.command()
+def cancel(ctx: typer.Context, run_id: str) -> None:
+    """Ask a run to stop: no task starts after its runner's next heartbeat."""
+    with open_workspace(ctx) as workspace:
+        asked = workspace.pipelines.cancel(run_id)
+    success(f"run {run_id}: cancel requested" if asked else
+            f"run {run_id}: a cancel was already requested")
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    run_id: str,
+    task: Annotated[str | None, typer.Option(help="Only this task's attempts.")] = None,
+    full: Annotated[bool, typer.Option(help="Print whole captured output, not its tail.")]
+    = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show each attempt of a run's tasks: outcome, error, traceback and captured output."""
+    with open_workspace(ctx) as workspace:
+        keys = [task] if task else [t.task_key for t in workspace.pipelines.runs.tasks(run_id)]
+        attempts = {key: workspace.pipelines.runs.attempts(run_id, key) for key in keys}
+        if task and not attempts[task]:
+            raise InvalidArgumentError("--task", f"run {run_id} has no attempts of {task!r}")
+        if as_json:
+            emit_json(attempts)
+            return
+        for key, rows in attempts.items():
+            for attempt in rows:
+                _print_attempt(workspace, key, attempt, full)
+
+
+def _print_attempt(workspace: Workspace, key: str, attempt: Any, full: bool) -> None:
+    took = ""
+    if attempt.finished_at is not None:
+        took = f" in {(attempt.finished_at - attempt.started_at).total_seconds():.3f}s"
+    console.print(f"== {key} attempt {attempt.attempt}: {attempt.state}{took}")
+    if attempt.error:
+        console.print(f"error: {attempt.error}")
+    for stream, info in (attempt.logs or {}).items():
+        text = info.get("tail", "")
+        if full:
+            text = workspace.artifacts.blobs.get_bytes(info["digest"]).decode(
+                "utf-8", errors="replace")
+        console.print(f"-- {stream} ({info.get('size', 0)} bytes)")
+        console.print(text.rstrip("\n"))
+    if attempt.traceback and attempt.state != "succeeded":
+        console.print(attempt.traceback.rstrip("\n"))
 
 
 @app.command("list")

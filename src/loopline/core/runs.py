@@ -1,9 +1,10 @@
 """Pipeline run and task run records, and the states they move through.
 
 Pure: no I/O. A run is ``pending`` → ``running`` → ``succeeded`` | ``failed`` (a failed or
-interrupted run may be resumed back to ``running``). A run asked to stop ends ``cancelled``. A task run is ``pending``
-→ ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, may pass through ``retrying`` between attempts, is ``cached``
-when an earlier run's outputs were reused, and ``upstream_failed`` when it could not run.
+interrupted run may be resumed back to ``running``); a run asked to stop ends ``cancelled``.
+A task run is ``pending`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, may pass
+through ``retrying`` between attempts, is ``cached`` when an earlier run's outputs were
+reused, and ``upstream_failed`` when it could not run.
 """
 
 from __future__ import annotations

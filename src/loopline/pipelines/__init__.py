@@ -17,9 +17,15 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     execution.py    the loop: ready tasks started, outcomes recorded, one commit per pass
     heartbeat.py    lease renewal and cancel requests, every heartbeat
     runner.py       Runner: create, run, resume and cancel runs, durably
+    run_records.py  what a run records: code version, environment, lineage
+    provenance.py   the git commit and uncommitted-changes hash; the environment lock
+    run_lineage.py  lineage of a run: code, environment → task runs → artifacts
+    shell.py        shell_task: wrap an existing command (no shell), its files and logs
+    pipeline_file.py  a pipeline of command tasks from a .toml or .yaml file
     faults.py       fault injection: named tasks fail with probability p
 """
 
+from loopline.pipelines.context import TaskContext, current_task
 from loopline.pipelines.definitions import (
     PipelineDefinition,
     RetryPolicy,
@@ -31,28 +37,42 @@ from loopline.pipelines.executors import ThreadExecutor
 from loopline.pipelines.faults import FaultInjector, InjectedFault, parse_faults
 from loopline.pipelines.graph import TaskFuture
 from loopline.pipelines.options import RunnerOptions, TaskUpdate
+from loopline.pipelines.pipeline_file import load_pipeline_file
 from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.pipelines.remote import AttemptTimeoutError, RemoteTaskFailure, WorkerLostError
 from loopline.pipelines.runner import Runner, RunResult
+from loopline.pipelines.shell import (
+    CommandFailedError,
+    MissingOutputError,
+    read_output_file,
+    shell_task,
+)
 
 __all__ = [
     "AttemptTimeoutError",
+    "CommandFailedError",
     "ExecutionPlan",
     "FaultInjector",
     "InjectedFault",
+    "MissingOutputError",
     "PipelineDefinition",
+    "RemoteTaskFailure",
     "RetryPolicy",
     "RunResult",
     "Runner",
     "RunnerOptions",
+    "TaskContext",
     "TaskDefinition",
     "TaskFuture",
     "TaskUpdate",
     "ThreadExecutor",
-    "RemoteTaskFailure",
     "WorkerLostError",
     "build_plan",
+    "current_task",
+    "load_pipeline_file",
     "parse_faults",
     "pipeline",
+    "read_output_file",
+    "shell_task",
     "task",
 ]

@@ -71,13 +71,25 @@ def content_hash(record: Mapping[str, Any]) -> str:
 
 
 def outputs_available(record: Mapping[str, Any], blobs: ContentAddressedStore) -> bool:
-    """Tell whether every artifact an output record points at is still stored."""
+    """Tell whether every artifact an output record points at is still stored.
+
+    A command task's inline output lists the files it wrote (``{"files": {path: {"digest"``
+    ...); those must be stored too.
+    """
     if record.get("kind") in (BYTES, JSON_ARTIFACT):
         return bool(blobs.exists(str(record["digest"])))
+    value = record.get("value")
+    files = value.get("files") if isinstance(value, dict) and "exit_code" in value else None
+    if isinstance(files, dict):
+        return all(isinstance(info, dict) and blobs.exists(str(info.get("digest")))
+                   for info in files.values())
     return True
 
 
 def _source_hash(fn: Any) -> str:
+    identity = getattr(fn, "cache_identity", None)
+    if callable(identity):  # a command task: its command line, environment and folder
+        return sha256_hex(f"identity:{identity()}".encode())
     try:
         return sha256_hex(inspect.getsource(fn).encode("utf-8"))
     except (OSError, TypeError):

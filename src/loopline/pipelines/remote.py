@@ -211,8 +211,8 @@ class TaskCall:
         Raises:
             InvalidArgumentError: when the task is not defined at a module's top level.
         """
-        if self.fn is None:
-            return self
+        if self.fn is None or getattr(self.fn, "ships_by_value", False):
+            return self  # e.g. a command task: a plain dataclass that pickles by value
         locator = TaskLocator.of(self.fn, self.task_key)
         return TaskCall(self.run_id, self.task_key, self.task_name, self.attempt, self.args,
                         self.kwargs, self.blobs, self.inline_limit, None, locator)
