@@ -184,3 +184,9 @@ def test_retry_delays_grow_exponentially_with_bounded_jitter_and_a_cap() -> None
     assert not narrow.retries_after(ValueError(), 1)
     huge = RetryPolicy(retries=10_000, retry_delay=1.0, backoff=1e6, max_delay=30.0)
     assert huge.delay(5_000, 0.5) == 30.0, "no overflow, just the cap"
+
+
+def test_a_zero_retry_delay_retries_at_once_and_a_zero_cap_never_waits() -> None:
+    assert RetryPolicy(retries=3, retry_delay=0.0).delay(1, 0.9) == 0.0
+    assert RetryPolicy(retries=3, retry_delay=0.0, backoff=3.0).delay(3, 0.0) == 0.0
+    assert RetryPolicy(retries=3, retry_delay=2.0, max_delay=0.0).delay(2, 0.5) == 0.0

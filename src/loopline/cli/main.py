@@ -22,6 +22,7 @@ from loopline.cli import (
     events_cmds,
     lineage_cmds,
     runs_cmds,
+    scheduler_cmd,
     workspace_cmds,
 )
 from loopline.cli.context import CliOptions
@@ -75,6 +76,7 @@ app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
 runs_cmds.register(app)
+scheduler_cmd.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     run_lineage.py  lineage of a run: code, environment → task runs → artifacts
     shell.py        shell_task: wrap an existing command (no shell), its files and logs
     pipeline_file.py  a pipeline of command tasks from a .toml or .yaml file
+    schedules.py    cron schedules (time zones, catch-up policy) and event triggers
     faults.py       fault injection: named tasks fail with probability p
 """
 
@@ -41,6 +42,7 @@ from loopline.pipelines.pipeline_file import load_pipeline_file
 from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.pipelines.remote import AttemptTimeoutError, RemoteTaskFailure, WorkerLostError
 from loopline.pipelines.runner import Runner, RunResult
+from loopline.pipelines.schedules import Schedule, Trigger
 from loopline.pipelines.shell import (
     CommandFailedError,
     MissingOutputError,
@@ -61,11 +63,13 @@ __all__ = [
     "RunResult",
     "Runner",
     "RunnerOptions",
+    "Schedule",
     "TaskContext",
     "TaskDefinition",
     "TaskFuture",
     "TaskUpdate",
     "ThreadExecutor",
+    "Trigger",
     "WorkerLostError",
     "build_plan",
     "current_task",

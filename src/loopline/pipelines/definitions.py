@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.names import validate_name
+from loopline.pipelines.schedules import Schedule, Trigger, bind_schedules
 
 MAX_RETRIES = 100
 
@@ -53,9 +54,12 @@ class RetryPolicy:
         ``retry_delay * backoff^(attempt-1)``, spread by ± ``jitter`` of itself, capped at
         ``max_delay``.
         """
+        if self.retry_delay <= 0:
+            return 0.0
         # Grow in log space so a large backoff or attempt count cannot overflow.
         growth = (attempt - 1) * math.log(self.backoff) if self.backoff > 0 else -math.inf
-        ceiling = math.log(self.max_delay / self.retry_delay) if self.retry_delay > 0 else 0.0
+        ceiling = math.log(self.max_delay / self.retry_delay) if self.max_delay > 0 \
+            else -math.inf
         base = self.max_delay if growth >= ceiling else self.retry_delay * math.exp(growth)
         spread = base * self.jitter * (2.0 * random_value - 1.0)
         return max(0.0, min(base + spread, self.max_delay))
@@ -109,10 +113,15 @@ class TaskDefinition:
 
 @dataclass(frozen=True, slots=True)
 class PipelineDefinition:
-    """A function made a pipeline: calling its tasks with its parameters builds the DAG."""
+    """A function made a pipeline: calling its tasks with its parameters builds the DAG.
+
+    ``schedules`` and ``triggers`` say when ``loopline scheduler`` starts it on its own.
+    """
 
     fn: Callable[..., Any]
     name: str
+    schedules: tuple[Schedule, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
 
     @property
     def signature(self) -> inspect.Signature:
@@ -186,21 +195,36 @@ def pipeline(fn: Callable[..., Any], /) -> PipelineDefinition: ...
 
 
 @overload
-def pipeline(*, name: str | None = None) -> Callable[[Callable[..., Any]], PipelineDefinition]:
+def pipeline(*, name: str | None = None, schedule: Schedule | str | None = None,
+             schedules: Sequence[Schedule | str] = (), triggers: Sequence[Trigger] = (),
+             ) -> Callable[[Callable[..., Any]], PipelineDefinition]:
     ...
 
 
 def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             schedule: Schedule | str | None = None, schedules: Sequence[Schedule | str] = (),
+             triggers: Sequence[Trigger] = (),
              ) -> PipelineDefinition | Callable[[Callable[..., Any]], PipelineDefinition]:
-    """Make a function a pipeline, as ``@pipeline`` or ``@pipeline(name="train")``.
+    """Make a function a pipeline, as ``@pipeline`` or ``@pipeline(name="train", ...)``.
 
     Its parameters are the run's parameters (annotations are checked before a run starts);
     its body calls tasks, passing their results to other tasks, which builds the DAG.
+    ``schedule`` (a ``Schedule`` or a cron string), ``schedules`` and ``triggers`` let
+    ``loopline scheduler`` start it; together they must give every parameter that has no
+    default, and only parameters the function takes.
 
     Raises:
-        InvalidArgumentError: when the name breaks the naming rule.
+        InvalidArgumentError: when the name breaks the naming rule, or naming the schedule
+            or trigger field that is wrong.
     """
     def decorate(function: Callable[..., Any]) -> PipelineDefinition:
-        return PipelineDefinition(function, _name_of(function, name))
+        chosen = _name_of(function, name)
+        accepted = [p for p in inspect.signature(function).parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        made, hooks = bind_schedules(
+            chosen, [p.name for p in accepted],
+            [p.name for p in accepted if p.default is inspect.Parameter.empty],
+            ([schedule] if schedule is not None else []) + list(schedules), triggers)
+        return PipelineDefinition(function, chosen, made, hooks)
 
     return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,148 @@
+"""``loopline scheduler FILE.py ...``: start runs from the pipelines' schedules and triggers.
+
+Every ``@pipeline`` in the files that has a schedule or a trigger is scheduled
+(``FILE.py:PIPELINE`` picks one). Without ``--once`` it runs until interrupted (Ctrl-C or
+SIGTERM stop it; runs already started finish first). ``--once`` fires what is due now, reads
+the new events once, waits for the runs it started and exits (10 when one failed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopline.app import Workspace
+from loopline.cli.context import open_workspace
+from loopline.cli.output import console, success, table
+from loopline.cli.runs_cmds import load_pipeline
+from loopline.core.errors import InvalidArgumentError, UserCodeError
+from loopline.core.runs import RunState
+from loopline.loop.scheduler import Scheduler
+from loopline.pipelines import PipelineDefinition
+
+Files = Annotated[list[str], typer.Argument(
+    metavar="FILE.py",
+    help="FILE.py (its scheduled @pipelines) or FILE.py:PIPELINE; several may be given.")]
+
+
+def _import_file(text: str) -> list[PipelineDefinition]:
+    """Import ``FILE.py`` and return its ``@pipeline`` objects in definition order.
+
+    Raises:
+        InvalidArgumentError: naming the file when it is not an existing ``.py`` file.
+        UserCodeError: when importing the file raises.
+    """
+    path = Path(text)
+    if path.suffix != ".py" or not path.is_file():
+        raise InvalidArgumentError("FILE", f"{text!r} must be an existing Python file")
+    spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path.resolve())
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise InvalidArgumentError("FILE", f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UserCodeError(f"importing {path} raised {type(exc).__name__}: {exc}") from exc
+    return [value for value in vars(module).values() if isinstance(value, PipelineDefinition)]
+
+
+def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
+    """Return the pipelines with a schedule or a trigger in ``files`` (each once).
+
+    Raises:
+        InvalidArgumentError: when a file or pipeline is missing, or none is scheduled.
+        UserCodeError: when importing a file raises.
+    """
+    found: dict[int, PipelineDefinition] = {}
+    for text in files:
+        if text.rpartition(":")[0].endswith(".py"):
+            chosen = [load_pipeline(text)]
+        else:
+            chosen = [p for p in _import_file(text) if p.schedules or p.triggers]
+        found.update((id(p), p) for p in chosen)
+    if not any(p.schedules or p.triggers for p in found.values()):
+        raise InvalidArgumentError("FILE", f"no @pipeline in {', '.join(files)} has a "
+                                           "schedule or a trigger")
+    return list(found.values())
+
+
+def _show_duties(scheduler: Scheduler) -> None:
+    now = scheduler.first_seen
+    rows = [(f"{p.name}/{s.name}", f"cron {s.cron} ({s.timezone}), catch-up {s.catchup}",
+             s.next_slot(now).isoformat(timespec="seconds")) for p, s in scheduler.schedules()]
+    rows += [(f"{p.name}/{t.label}", f"on {t.on}" + (f" where {dict(t.where)}" if t.where
+                                                      else ""), "on each event")
+             for p, t in scheduler.triggers()]
+    table("scheduled", ["name", "when", "next"], rows)
+
+
+def _show_started(workspace: Workspace, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        run = workspace.pipelines.runs.run(run_id)
+        by = run.trigger.key if run.trigger else "?"
+        console.print(f"started run {run.id} of {run.pipeline} ({by})")
+
+
+def _finish_once(workspace: Workspace, scheduler: Scheduler, run_ids: list[str]) -> None:
+    scheduler.wait()
+    if not run_ids:
+        console.print("nothing was due")
+        return
+    runs = [workspace.pipelines.runs.run(run_id) for run_id in run_ids]
+    table(f"{len(runs)} runs", ["id", "pipeline", "trigger", "state", "error"], [
+        (r.id, r.pipeline, r.trigger.name if r.trigger else "", str(r.state),
+         (r.error or "")[:120]) for r in runs])
+    failed = [r for r in runs if r.state is not RunState.SUCCEEDED]
+    if failed:
+        raise UserCodeError(f"{len(failed)} of {len(runs)} scheduled runs did not succeed; "
+                            f"see `loopline runs show {failed[0].id}`")
+    success(f"{len(runs)} scheduled runs succeeded")
+
+
+def _serve(workspace: Workspace, scheduler: Scheduler, interval: float) -> None:
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(f"scheduler running (every {interval:g}s); Ctrl-C stops it")
+    try:
+        scheduler.run_forever(stop, interval, lambda ids: _show_started(workspace, ids))
+    except KeyboardInterrupt:
+        stop.set()
+    console.print(f"stopping: waiting for {scheduler.in_flight} runs to finish")
+
+
+def scheduler(
+    ctx: typer.Context,
+    files: Files,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Fire what is due, read new events once, wait for the runs, exit.")
+    ] = False,
+    interval: Annotated[float, typer.Option(
+        min=0.05, max=3600.0, help="Seconds between rounds.")] = 1.0,
+    max_runs: Annotated[int, typer.Option(
+        "--max-runs", min=1, max=256, help="Runs executing at once.")] = 4,
+) -> None:
+    """Start runs from the schedules and event triggers of the pipelines in FILE.py."""
+    pipelines = load_scheduled(files)
+    with open_workspace(ctx) as workspace, Scheduler(
+            workspace.store, workspace.pipelines, pipelines,
+            max_concurrent_runs=max_runs) as running:
+        _show_duties(running)
+        if not once:
+            _serve(workspace, running, interval)
+            return
+        started = running.start() + running.tick() + running.poll_events()
+        _show_started(workspace, started)
+        _finish_once(workspace, running, started)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``scheduler`` to the root command."""
+    root.command("scheduler")(scheduler)
