@@ -26,12 +26,11 @@ from loopline.pipelines.executors import ThreadExecutor
 from loopline.pipelines.options import TaskUpdate
 from loopline.pipelines.outputs import cache_key, outputs_available
 from loopline.pipelines.plan import ExecutionPlan
-from loopline.store import UnitOfWork
 from loopline.store.run_control import RunControl
 from loopline.store.runs import TaskFinish, TaskStart, finish_attempt, settle_task, start_attempt
+from loopline.store.task_transitions import TransitionWriter
 
 log = logging.getLogger(__name__)
-Write = Callable[[UnitOfWork], None]
 
 
 @dataclass(slots=True)
@@ -49,7 +48,9 @@ class Progress:
 class _Batch:
     """Transitions waiting for the next commit, and what to do once they are durable."""
 
-    writes: list[Write] = field(default_factory=list)
+    starts: list[TaskStart] = field(default_factory=list)
+    finishes: list[TaskFinish] = field(default_factory=list)
+    settles: list[TaskFinish] = field(default_factory=list)
     jobs: list[TaskJob] = field(default_factory=list)
     updates: list[TaskUpdate] = field(default_factory=list)
 
@@ -71,6 +72,7 @@ class PlanExecution:
                             and progress.states[key] is TaskState.PENDING)
         self._code_hashes: dict[str, str] = {}
         self._control = RunControl(ctx.store.engine)
+        self._writer = TransitionWriter(ctx.store.engine)
 
     def run(self) -> None:
         """Start and settle tasks until every task is final (or the run was cancelled)."""
@@ -116,7 +118,7 @@ class PlanExecution:
                 start = TaskStart(self.ctx.run_id, key, attempt, self.ctx.lease_owner,
                                   now + timedelta(seconds=self.ctx.options.lease_seconds), now,
                                   self.ctx.task_ids.get(key))
-                batch.writes.append(partial(start_attempt, start=start))
+                batch.starts.append(start)
                 batch.jobs.append(TaskJob(self.plan.nodes[key], self._inputs(key), attempt,
                                           keys[key]))
                 batch.updates.append(TaskUpdate(self.ctx.run_id, key, TaskState.RUNNING,
@@ -137,7 +139,7 @@ class PlanExecution:
         now = self.ctx.store.clock.now()
         finish = TaskFinish(self.ctx.run_id, key, self.progress.attempts[key], TaskState.CACHED,
                             now, dict(record), ck, task_id=self.ctx.task_ids.get(key))
-        batch.writes.append(partial(settle_task, finish=finish))
+        batch.settles.append(finish)
         batch.updates.append(TaskUpdate(self.ctx.run_id, key, TaskState.CACHED,
                                         finish.attempt, now))
         self._done(key, TaskState.CACHED, record)
@@ -157,7 +159,7 @@ class PlanExecution:
                             outcome.cache_key, outcome.error_text,
                             task_id=self.ctx.task_ids.get(outcome.key), logs=outcome.logs,
                             traceback=outcome.traceback)
-        batch.writes.append(partial(finish_attempt, finish=finish))
+        batch.finishes.append(finish)
         batch.updates.append(TaskUpdate(self.ctx.run_id, outcome.key, outcome.state,
                                         outcome.attempt, now, outcome.error_text))
         if outcome.record is not None:
@@ -181,7 +183,7 @@ class PlanExecution:
         now = self.ctx.store.clock.now()
         finish = TaskFinish(self.ctx.run_id, key, self.progress.attempts[key], state, now,
                             error=reason, task_id=self.ctx.task_ids.get(key))
-        batch.writes.append(partial(settle_task, finish=finish))
+        batch.settles.append(finish)
         batch.updates.append(TaskUpdate(self.ctx.run_id, key, state, finish.attempt, now,
                                         reason))
         self.progress.states[key] = state
@@ -196,11 +198,9 @@ class PlanExecution:
     # -- recording --------------------------------------------------------------------------
 
     def _commit(self, batch: _Batch) -> None:
-        if batch.writes:
+        if batch.starts or batch.finishes or batch.settles:
             try:
-                with self.ctx.store.write(self.ctx.options.actor) as uow:
-                    for write in batch.writes:
-                        write(uow)
+                self._writer.write(batch.starts, batch.finishes, batch.settles)
             except ConflictError:
                 self._commit_one_by_one(batch)
         observer = self.ctx.options.observer
@@ -214,23 +214,19 @@ class PlanExecution:
 
     def _commit_one_by_one(self, batch: _Batch) -> None:
         """Write each transition alone: another runner took a task (fencing refused ours)."""
+        writes: list[tuple[str, Callable[[Any], None]]] = [
+            *((f.task_key, partial(finish_attempt, finish=f)) for f in batch.finishes),
+            *((f.task_key, partial(settle_task, finish=f)) for f in batch.settles),
+            *((s.task_key, partial(start_attempt, start=s)) for s in batch.starts)]
         lost: set[str] = set()
-        for write, job_key in zip(batch.writes, _keys(batch), strict=True):
+        for key, write in writes:
             try:
                 with self.ctx.store.write(self.ctx.options.actor) as uow:
                     write(uow)
             except ConflictError as exc:
                 log.warning("run %s: %s", self.ctx.run_id, exc)
-                lost.add(job_key)
+                lost.add(key)
         batch.jobs = [job for job in batch.jobs if job.node.key not in lost]
-
-
-def _keys(batch: _Batch) -> list[str]:
-    keys: list[str] = []
-    for write in batch.writes:
-        item = write.keywords.get("start") or write.keywords.get("finish")  # type: ignore[attr-defined]
-        keys.append(item.task_key)
-    return keys
 
 
 def _outcome_of(future: Future[TaskOutcome], job: TaskJob) -> TaskOutcome:

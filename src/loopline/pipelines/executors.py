@@ -77,6 +77,9 @@ class TimedOutAttempt(AttemptTimeoutError):
         self.stopped = stopped
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (TimedOutAttempt, (str(self), self.stopped))
+
 
 def _raise_in_thread(thread: threading.Thread) -> None:
     ident = thread.ident

@@ -228,7 +228,7 @@ class CallResult:
 
     def for_process(self) -> CallResult:
         """Return this result with the error made safe to send to another process."""
-        if self.error is None or isinstance(self.error, RemoteTaskFailure | AttemptTimeoutError):
+        if self.error is None or type(self.error) in (RemoteTaskFailure, AttemptTimeoutError):
             return self
         return CallResult(None, RemoteTaskFailure.from_exception(self.error), self.logs)
 
@@ -249,7 +249,10 @@ def execute_call(call: TaskCall, blobs: ContentAddressedStore | None = None) -> 
     ``blobs`` is the driver's own store for in-process workers; other workers open
     ``call.blobs``. Exceptions from the task (or ``SystemExit``) come back as the error.
     """
-    store = blobs if blobs is not None else call.blobs.open()
+    try:
+        store = blobs if blobs is not None else call.blobs.open()
+    except Exception as exc:  # noqa: BLE001 - reported as the attempt's error, like any other
+        return CallResult(None, exc)
     context = TaskContext(call.run_id, call.task_key, call.attempt, store)
     token = set_current(context)
     try:
