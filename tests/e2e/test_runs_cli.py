@@ -73,3 +73,79 @@ def test_bad_parameters_and_targets_exit_5_naming_the_problem(tmp_path: Path) ->
     missing = _run(tmp_path, "run", "flow.py:nope")
     assert missing.returncode == 5 and "no @pipeline named 'nope'" in missing.stderr
     assert _run(tmp_path, "runs", "show", "0" * 32).returncode == 3
+
+
+def test_runs_logs_show_each_attempt_with_its_error_and_traceback(tmp_path: Path) -> None:
+    assert _run(tmp_path, "init").returncode == 0
+    (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
+    (tmp_path / "fail-total").touch()
+    assert _run(tmp_path, "run", "flow.py:flow", "-p", "n=3").returncode == 10
+    run_id = json.loads(_run(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
+    logs = _run(tmp_path, "runs", "logs", run_id, "--task", "total")
+    assert logs.returncode == 0, logs.stderr
+    assert "== total attempt 1: failed" in logs.stdout
+    assert "RuntimeError: total was told to fail" in logs.stdout
+    assert 'in total' in logs.stdout  # the traceback names the task's function
+    every = json.loads(_run(tmp_path, "runs", "logs", run_id, "--json").stdout)
+    assert set(every) == {"numbers", "total"} and every["numbers"][0]["state"] == "succeeded"
+    missing = _run(tmp_path, "runs", "logs", run_id, "--task", "nope")
+    assert missing.returncode != 0 and "--task" in missing.stderr
+
+
+def test_a_finished_or_unknown_run_cannot_be_cancelled(tmp_path: Path) -> None:
+    assert _run(tmp_path, "init").returncode == 0
+    (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
+    assert _run(tmp_path, "run", "flow.py:flow", "-p", "n=2").returncode == 0
+    run_id = json.loads(_run(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
+    finished = _run(tmp_path, "runs", "cancel", run_id)
+    assert finished.returncode != 0 and "cancelled" in finished.stderr
+    unknown = _run(tmp_path, "runs", "cancel", "0" * 32)
+    assert unknown.returncode != 0 and "not found" in unknown.stderr.lower()
+
+
+def test_no_cache_runs_every_task_again_and_the_process_executor_runs_a_file(
+        tmp_path: Path) -> None:
+    assert _run(tmp_path, "init").returncode == 0
+    (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
+    first = _run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json")
+    assert first.returncode == 0, first.stderr
+    cached = json.loads(_run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json").stdout)
+    assert {t["state"] for t in cached["tasks"]} == {"cached"}
+    fresh = _run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--no-cache", "--json",
+                 "--executor", "process", "--max-workers", "2")
+    assert fresh.returncode == 0, fresh.stderr
+    report = json.loads(fresh.stdout)
+    assert report["result"] == 10
+    assert {t["state"] for t in report["tasks"]} == {"succeeded"}
+
+
+PIPELINE_TOML = '''
+name = "wrapped"
+
+[parameters]
+rows = 3
+
+[[tasks]]
+name = "prepare"
+command = ["{python}", "-c", "import sys, pathlib; n = int(sys.argv[1]); print('prepared', n); pathlib.Path(sys.argv[2], 'data.txt').write_text(str(list(range(n))))", "{rows}", "{out}"]
+outputs = ["data.txt"]
+
+[[tasks]]
+name = "train"
+command = ["{python}", "-c", "import sys, pathlib; print('trained on', pathlib.Path(sys.argv[1], 'data.txt').read_text())", "{prepare}"]
+needs = ["prepare"]
+'''
+
+
+def test_a_pipeline_file_of_commands_runs_and_its_output_is_in_the_logs(tmp_path: Path) -> None:
+    assert _run(tmp_path, "init").returncode == 0
+    python = sys.executable.replace("\\", "/")
+    (tmp_path / "pipeline.toml").write_text(PIPELINE_TOML.replace("{python}", python))
+    ran = _run(tmp_path, "run", "pipeline.toml", "-p", "rows=4", "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run"]["id"]
+    logs = _run(tmp_path, "runs", "logs", run_id)
+    assert "prepared 4" in logs.stdout
+    assert "trained on [0, 1, 2, 3]" in logs.stdout
+    wrong = _run(tmp_path, "run", "pipeline.toml", "-p", "rows=many")
+    assert wrong.returncode != 0 and "rows" in wrong.stderr
