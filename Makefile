@@ -40,6 +40,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/lineage.py
 	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/pipelines.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -119,7 +119,7 @@ def test_no_cache_runs_every_task_again_and_the_process_executor_runs_a_file(
     assert {t["state"] for t in report["tasks"]} == {"succeeded"}
 
 
-PIPELINE_TOML = '''
+PIPELINE_TOML = """
 name = "wrapped"
 
 [parameters]
@@ -127,20 +127,32 @@ rows = 3
 
 [[tasks]]
 name = "prepare"
-command = ["{python}", "-c", "import sys, pathlib; n = int(sys.argv[1]); print('prepared', n); pathlib.Path(sys.argv[2], 'data.txt').write_text(str(list(range(n))))", "{rows}", "{out}"]
+command = ["{python}", "prepare.py", "{rows}", "{out}"]
 outputs = ["data.txt"]
 
 [[tasks]]
 name = "train"
-command = ["{python}", "-c", "import sys, pathlib; print('trained on', pathlib.Path(sys.argv[1], 'data.txt').read_text())", "{prepare}"]
+command = ["{python}", "train.py", "{prepare}"]
 needs = ["prepare"]
-'''
+"""
+PREPARE = """
+import pathlib, sys
+n = int(sys.argv[1])
+print("prepared", n)
+pathlib.Path(sys.argv[2], "data.txt").write_text(str(list(range(n))))
+"""
+TRAIN = """
+import pathlib, sys
+print("trained on", pathlib.Path(sys.argv[1], "data.txt").read_text())
+"""
 
 
 def test_a_pipeline_file_of_commands_runs_and_its_output_is_in_the_logs(tmp_path: Path) -> None:
     assert _run(tmp_path, "init").returncode == 0
     python = sys.executable.replace("\\", "/")
     (tmp_path / "pipeline.toml").write_text(PIPELINE_TOML.replace("{python}", python))
+    (tmp_path / "prepare.py").write_text(PREPARE)
+    (tmp_path / "train.py").write_text(TRAIN)
     ran = _run(tmp_path, "run", "pipeline.toml", "-p", "rows=4", "--json")
     assert ran.returncode == 0, ran.stderr
     run_id = json.loads(ran.stdout)["run"]["id"]

@@ -167,3 +167,34 @@ def test_quick_data_benchmark_prints_one_json_report(tmp_path: Path) -> None:
     assert lineage["nodes"] == report["settings"]["lineage_nodes"]
     _check_data_lineage(lineage["sqlite"])
     _check_postgres(lineage["postgresql"], _check_data_lineage)
+
+
+# -- benchmarks/pipelines.py ---------------------------------------------------------------------
+
+
+def _check_engine_shapes(section: dict[str, Any]) -> None:
+    for shape in ("sequential", "fan_out"):
+        figures = section[shape]
+        assert figures["tasks"] > 0
+        _assert_positive(figures["bare_thread_pool"], "seconds", "ms_per_task")
+        for run in ("engine", "engine_no_provenance"):
+            _assert_positive(figures[run], "seconds", "ms_per_task", "slowdown_vs_bare")
+            assert isinstance(figures[run]["overhead_ms_per_task"], int | float)
+
+
+def test_quick_pipelines_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("pipelines.py", tmp_path)
+    assert report["machine"]["cpu_count"]
+    _check_engine_shapes(report["sqlite"])
+    _check_postgres(report["postgresql"], _check_engine_shapes)
+    assert "skipped" in report["process"] and "skipped" in report["ray"]  # --quick
+    faults = report["faults"]
+    assert faults["tasks"] == report["settings"]["fault_tasks"] > 0
+    assert 0 <= faults["success_rate"] <= 1 and faults["expected_success_rate"] == 0.9919
+    assert 1 <= faults["attempts_median"] <= faults["attempts_max"] <= 4
+    assert faults["retry_sleep_total_s"] == 0  # retry_delay=0 must not sleep
+    targets = report["targets"]
+    for shape in ("sequential", "fan_out"):
+        overhead = report["sqlite"][shape]["engine"]["overhead_ms_per_task"]
+        assert targets[f"{shape}_overhead_ms_per_task"] == overhead
+        assert targets[f"{shape}_met"] is (overhead <= targets["overhead_ms_per_task_max"])
