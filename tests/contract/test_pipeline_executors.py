@@ -273,3 +273,39 @@ def test_a_run_records_its_code_environment_and_lineage(store: MetadataStore,
     graph = LineageService(store).upstream(NodeRef(NodeKind.ARTIFACT, outputs["digest"]))
     kinds = {node.ref.kind for node in graph.nodes}
     assert NodeKind.TASK_RUN in kinds and NodeKind.ENVIRONMENT in kinds
+
+
+WORKSPACE: dict[str, Any] = {}
+
+
+@task
+def count_rows(ref: str) -> int:
+    current_task().used("custom.report:weekly")  # an input loopline cannot see by itself
+    return int(WORKSPACE["ws"].datasets.read(ref).num_rows)
+
+
+@pipeline
+def reads_a_snapshot(ref: str) -> int:
+    return count_rows(ref)
+
+
+def test_a_dataset_read_inside_a_task_becomes_lineage_of_the_run(ws: Any) -> None:
+    import pandas as pd
+
+    from loopline.core.lineage import NodeKind, NodeRef
+    version = ws.datasets.snapshot(pd.DataFrame({"x": [1, 2, 3]}), "orders").version
+    WORKSPACE["ws"] = ws
+    try:
+        result = ws.pipelines.run(reads_a_snapshot, {"ref": version.ref})
+        again = ws.pipelines.run(reads_a_snapshot, {"ref": version.ref})  # a cache hit
+    finally:
+        WORKSPACE.clear()
+    assert result.result == 3 and again.result == 3
+    assert {t.state for t in ws.pipelines.runs.tasks(again.run.id)} == {TaskState.CACHED}
+    for run in (result.run, again.run):
+        task_node = NodeRef(NodeKind.TASK_RUN, f"{run.id}/count_rows")
+        upstream = {node.ref.id for node in ws.lineage.upstream(task_node, depth=1).nodes}
+        assert f"dataset_snapshot:{version.ref}" in upstream
+        assert "custom.report:weekly" in upstream
+    downstream = ws.lineage.downstream(f"dataset_snapshot:{version.ref}")
+    assert f"task_run:{result.run.id}/count_rows" in downstream.ids()

@@ -20,10 +20,11 @@ from loopline.core.datasets import DatasetRef, DatasetVersion
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
 from loopline.core.ids import new_id
+from loopline.core.lineage_reads import note_read
 from loopline.core.names import validate_name
 from loopline.core.ports import BlobStore
 from loopline.data.lineage import LineageService
-from loopline.data.lineage_records import snapshot_lineage
+from loopline.data.lineage_records import snapshot_lineage, snapshot_node
 from loopline.data.normalise import RowHasher, columns_of, normalise_schema
 from loopline.data.parquet_io import ParquetSink, conform, fixed_groups, open_stored
 from loopline.data.profiling import Profiler
@@ -179,11 +180,13 @@ class DatasetService:
                 raise InvalidArgumentError("columns", f"{version.ref} has no column {missing}")
         with open_stored(self._blobs, version.blob_digest) as parquet:
             table: pa.Table = parquet.read(columns=columns)
-            return table
+        note_read(snapshot_node(version))  # a running pipeline task's lineage hears of it
+        return table
 
     def iter_batches(self, ref: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream a version's rows in batches, in bounded memory."""
         version = self.get(ref)
+        note_read(snapshot_node(version))
         with open_stored(self._blobs, version.blob_digest) as parquet:
             yield from parquet.iter_batches(batch_size=batch_rows)
 

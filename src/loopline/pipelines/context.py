@@ -2,7 +2,8 @@
 
 A task body (or a command task) reads it with ``current_task()``; the engine sets it around
 each attempt, on whichever worker runs it (thread, process or Ray), so a task can put files in
-the artifact store and leave captured output on its attempt's record.
+the artifact store, leave captured output on its attempt's record, and name what it read for
+the run's lineage.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.errors import InvalidArgumentError
+from loopline.core.lineage import NodeRef
 
 LOG_TAIL_CHARS = 4000
 
@@ -27,6 +29,20 @@ class TaskContext:
     blobs: ContentAddressedStore
     # stream name ("stdout", "stderr") -> {"digest", "size", "tail"}: kept on the attempt.
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)  # lineage nodes the task read
+
+    def used(self, node: NodeRef | str) -> None:
+        """Record that this task read ``node`` (``dataset_snapshot:orders@2`` ...).
+
+        Dataset reads through a workspace are recorded without calling this; use it for
+        inputs loopline cannot see. The run's lineage gets the edge ``node → task run``.
+
+        Raises:
+            InvalidArgumentError: when ``node`` is not ``<kind>:<ref>``.
+        """
+        ref = node if isinstance(node, NodeRef) else NodeRef.parse(node, "node")
+        if ref.id not in self.reads:
+            self.reads.append(ref.id)
 
     def record_log(self, stream: str, data: bytes) -> None:
         """Store ``data`` captured from ``stream`` and keep its digest and tail on the attempt."""

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from loopline.artifacts import ContentAddressedStore, Keyring
 from loopline.core.errors import InvalidArgumentError
+from loopline.core.lineage_reads import listening_for_reads
 from loopline.pipelines.context import TaskContext, reset_current, set_current
 from loopline.pipelines.outputs import decode_output, encode_output
 
@@ -259,12 +260,15 @@ def execute_call(call: TaskCall, blobs: ContentAddressedStore | None = None) -> 
         fn = call.function()
         args = _resolve(list(call.args), store)
         kwargs = _resolve(dict(call.kwargs), store)
-        value = fn(*args, **kwargs)
+        with listening_for_reads(context.used):
+            value = fn(*args, **kwargs)
         record = encode_output(call.task_key, value, store, call.inline_limit)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user-code boundary
         return CallResult(None, exc, context.logs)
     finally:
         reset_current(token)
+    if context.reads:  # kept with the output: a resumed or cached run still knows them
+        record["reads"] = list(context.reads)
     return CallResult(record, None, context.logs)
 
 

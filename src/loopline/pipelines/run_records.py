@@ -13,6 +13,7 @@ from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.canonical import canonical_json
+from loopline.core.lineage import NodeRef
 from loopline.core.runs import TaskState
 from loopline.pipelines.outputs import BYTES, JSON_ARTIFACT
 from loopline.pipelines.plan import ExecutionPlan
@@ -44,12 +45,18 @@ def _output_digest(record: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _reads(record: Mapping[str, Any] | None) -> list[NodeRef]:
+    reads = record.get("reads") if record is not None else None
+    return [NodeRef.parse(str(ref), "reads") for ref in reads] if isinstance(reads, list) else []
+
+
 def run_lineage(plan: ExecutionPlan, run_id: str, states: Mapping[str, TaskState],
                 records: Mapping[str, Mapping[str, Any]],
                 provenance: Provenance) -> RunLineage:
     """Return the lineage of run ``run_id``: tasks, their inputs and the artifacts they wrote."""
     tasks = [TaskLineage(key, str(states.get(key, TaskState.PENDING)),
-                         plan.nodes[key].upstream, _output_digest(records.get(key)))
+                         plan.nodes[key].upstream, _output_digest(records.get(key)),
+                         _reads(records.get(key)))
              for key in plan.order]
     return RunLineage(run_id, plan.pipeline.name, provenance.code,
                       str(provenance.environment["digest"]), tasks)
