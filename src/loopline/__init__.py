@@ -2,15 +2,17 @@
 
 The public surface is small and lives here; everything else is internal and may change.
 Importing loopline defines names and does nothing else (no engines, no environment reads).
+The workspace and the pipeline decorators load on first use, so a worker process that only
+needs one module does not pay for pandas, SQLAlchemy and the rest.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline._version import __version__
-from loopline.app import Workspace
 from loopline.core.artifacts import ObjectInfo
 from loopline.core.audit import AuditEntry
 from loopline.core.errors import (
@@ -26,7 +28,27 @@ from loopline.core.errors import (
     SchemaVersionError,
 )
 from loopline.core.events import Event, EventType
-from loopline.pipelines import current_task, pipeline, shell_task, task
+
+if TYPE_CHECKING:
+    from loopline.app import Workspace
+    from loopline.pipelines import current_task, pipeline, shell_task, task
+
+_LAZY = {"Workspace": "loopline.app", "current_task": "loopline.pipelines",
+         "pipeline": "loopline.pipelines", "shell_task": "loopline.pipelines",
+         "task": "loopline.pipelines"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
@@ -34,6 +56,8 @@ def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Wor
 
     Keyword arguments override settings, as CLI flags do (``db_url=...``, ``user=...``).
     """
+    from loopline.app import Workspace
+
     return Workspace.open(path, overrides=overrides or None)
 
 

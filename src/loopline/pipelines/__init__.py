@@ -24,31 +24,84 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     pipeline_file.py  a pipeline of command tasks from a .toml or .yaml file
     schedules.py    cron schedules (time zones, catch-up policy) and event triggers
     faults.py       fault injection: named tasks fail with probability p
+
+Names load on first use, so a worker process importing one module pays only for that one.
 """
 
-from loopline.pipelines.context import TaskContext, current_task
-from loopline.pipelines.definitions import (
-    PipelineDefinition,
-    RetryPolicy,
-    TaskDefinition,
-    pipeline,
-    task,
-)
-from loopline.pipelines.executors import ThreadExecutor
-from loopline.pipelines.faults import FaultInjector, InjectedFault, parse_faults
-from loopline.pipelines.graph import TaskFuture
-from loopline.pipelines.options import RunnerOptions, TaskUpdate
-from loopline.pipelines.pipeline_file import load_pipeline_file
-from loopline.pipelines.plan import ExecutionPlan, build_plan
-from loopline.pipelines.remote import AttemptTimeoutError, RemoteTaskFailure, WorkerLostError
-from loopline.pipelines.runner import Runner, RunResult
-from loopline.pipelines.schedules import Schedule, Trigger
-from loopline.pipelines.shell import (
-    CommandFailedError,
-    MissingOutputError,
-    read_output_file,
-    shell_task,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loopline.pipelines.context import TaskContext, current_task
+    from loopline.pipelines.definitions import (
+        PipelineDefinition,
+        RetryPolicy,
+        TaskDefinition,
+        pipeline,
+        task,
+    )
+    from loopline.pipelines.executors import ThreadExecutor
+    from loopline.pipelines.faults import FaultInjector, InjectedFault, parse_faults
+    from loopline.pipelines.graph import TaskFuture
+    from loopline.pipelines.options import RunnerOptions, TaskUpdate
+    from loopline.pipelines.pipeline_file import load_pipeline_file
+    from loopline.pipelines.plan import ExecutionPlan, build_plan
+    from loopline.pipelines.remote import AttemptTimeoutError, RemoteTaskFailure, WorkerLostError
+    from loopline.pipelines.runner import Runner, RunResult
+    from loopline.pipelines.schedules import Schedule, Trigger
+    from loopline.pipelines.shell import (
+        CommandFailedError,
+        MissingOutputError,
+        read_output_file,
+        shell_task,
+    )
+
+_LAZY = {
+    "AttemptTimeoutError": "loopline.pipelines.remote",
+    "CommandFailedError": "loopline.pipelines.shell",
+    "ExecutionPlan": "loopline.pipelines.plan",
+    "FaultInjector": "loopline.pipelines.faults",
+    "InjectedFault": "loopline.pipelines.faults",
+    "MissingOutputError": "loopline.pipelines.shell",
+    "PipelineDefinition": "loopline.pipelines.definitions",
+    "RemoteTaskFailure": "loopline.pipelines.remote",
+    "RetryPolicy": "loopline.pipelines.definitions",
+    "RunResult": "loopline.pipelines.runner",
+    "Runner": "loopline.pipelines.runner",
+    "RunnerOptions": "loopline.pipelines.options",
+    "Schedule": "loopline.pipelines.schedules",
+    "TaskContext": "loopline.pipelines.context",
+    "TaskDefinition": "loopline.pipelines.definitions",
+    "TaskFuture": "loopline.pipelines.graph",
+    "TaskUpdate": "loopline.pipelines.options",
+    "ThreadExecutor": "loopline.pipelines.executors",
+    "Trigger": "loopline.pipelines.schedules",
+    "WorkerLostError": "loopline.pipelines.remote",
+    "build_plan": "loopline.pipelines.plan",
+    "current_task": "loopline.pipelines.context",
+    "load_pipeline_file": "loopline.pipelines.pipeline_file",
+    "parse_faults": "loopline.pipelines.faults",
+    "pipeline": "loopline.pipelines.definitions",
+    "read_output_file": "loopline.pipelines.shell",
+    "shell_task": "loopline.pipelines.shell",
+    "task": "loopline.pipelines.definitions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopline.pipelines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AttemptTimeoutError",
