@@ -252,7 +252,9 @@ class FakeRay:
         self.initialized = False
 
     def remote(self, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-        return lambda fn: SimpleNamespace(remote=lambda *args: iter(fn(*args)))
+        if options.get("num_returns") == "streaming":
+            return lambda fn: SimpleNamespace(remote=lambda *args: iter(fn(*args)))
+        return lambda fn: SimpleNamespace(remote=fn)
 
     def get(self, value: Any) -> Any:
         return value

@@ -36,3 +36,32 @@ def test_the_same_seed_injects_the_same_faults() -> None:
     FaultInjector({"other": 1.0}).check("t", "t")  # unnamed tasks never fail
     with pytest.raises(InjectedFault):
         FaultInjector({"t[2]": 1.0}).check("t", "t[2]")  # by key as well as by name
+
+
+def test_a_seeded_injector_fails_the_same_attempts_whatever_the_thread_order() -> None:
+    import threading
+
+    def failing_attempts(order: list[str]) -> set[tuple[str, int]]:
+        injector = FaultInjector({"t": 0.5}, seed=7)
+        failed: set[tuple[str, int]] = set()
+        lock = threading.Lock()
+
+        def attempt(key: str, nth: int) -> None:
+            try:
+                injector.check("t", key)
+            except InjectedFault:
+                with lock:
+                    failed.add((key, nth))
+
+        for nth in range(1, 4):
+            threads = [threading.Thread(target=attempt, args=(key, nth)) for key in order]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return failed
+
+    keys = [f"t-{i}" for i in range(40)]
+    first = failing_attempts(keys)
+    assert first == failing_attempts(list(reversed(keys)))
+    assert 0 < len(first) < 120  # some fail, not all

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from collections.abc import Mapping
 
 from loopline.core.errors import InvalidArgumentError
@@ -45,8 +46,10 @@ class FaultInjector:
             if not 0.0 <= probability <= 1.0:
                 raise InvalidArgumentError(f"faults.{name}", "must be a probability in [0, 1]")
         self._faults = dict(faults)
+        self._seed = seed
         self._random = random.Random(seed)
-        self._lock = threading.Lock()  # workers share one seeded sequence
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
 
     def check(self, task_name: str, task_key: str) -> None:
         """Raise ``InjectedFault`` with the task's configured probability (by key or name).
@@ -58,6 +61,12 @@ class FaultInjector:
         if probability <= 0.0:
             return
         with self._lock:
-            roll = self._random.random()
+            self._counts[task_key] += 1
+            nth = self._counts[task_key]
+            roll = self._random.random() if self._seed is None else None
+        if roll is None:
+            # Seeded: the n-th attempt of a task rolls the same number whichever worker
+            # thread gets there first, so a seeded run fails the same attempts every time.
+            roll = random.Random(f"{self._seed}:{task_key}:{nth}").random()
         if roll < probability:
             raise InjectedFault(f"injected fault in task {task_key!r} (p={probability:g})")

@@ -84,6 +84,7 @@ class RayInvoker:
         self.task_cpus = float(task_cpus)
         self._lock = threading.Lock()
         self._remote: Any = None
+        self._plain: Any = None
         self._started = False
         self._shipper = _Shipper(self._ray.cloudpickle)
 
@@ -100,6 +101,16 @@ class RayInvoker:
         _require_reachable_store(call)
         payload = self._shipper.payload(call)
         ray = self._ray
+        if timeout is None:  # no start marker needed: one round trip, as a bare Ray task
+            ref = self._started_remote(streaming=False).remote(payload)
+            try:
+                plain: CallResult = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                return CallResult(error=_attempt_error(ray, call, exc))
+            except BaseException:
+                ray.cancel(ref, force=True)
+                raise
+            return plain
         stream = self._started_remote().remote(payload)
         try:
             ray.get(next(stream))  # the start marker: the attempt is running on a worker
@@ -125,8 +136,12 @@ class RayInvoker:
                 self._started = False
                 self._ray.shutdown()
 
-    def _started_remote(self) -> Any:
-        """Return the remote function, initialising Ray first when it is not running."""
+    def _started_remote(self, streaming: bool = True) -> Any:
+        """Return the remote function, initialising Ray first when it is not running.
+
+        ``streaming`` yields a start marker first (a timeout counts from it); otherwise the
+        function returns the result alone.
+        """
         with self._lock:
             if not self._ray.is_initialized():
                 options: dict[str, Any] = {"address": self.address, "include_dashboard": False,
@@ -138,7 +153,9 @@ class RayInvoker:
             if self._remote is None:
                 self._remote = self._ray.remote(num_cpus=self.task_cpus, max_retries=0,
                                                 num_returns="streaming")(_attempt_on_worker)
-            return self._remote
+                self._plain = self._ray.remote(num_cpus=self.task_cpus,
+                                               max_retries=0)(_attempt_on_worker_plain)
+            return self._remote if streaming else self._plain
 
 
 def _attempt_on_worker(payload: bytes) -> Iterator[CallResult | None]:
@@ -150,6 +167,14 @@ def _attempt_on_worker(payload: bytes) -> Iterator[CallResult | None]:
         yield CallResult(error=RemoteTaskFailure.from_exception(exc))
         return
     yield execute_call(call).for_process()
+
+
+def _attempt_on_worker_plain(payload: bytes) -> CallResult:
+    """Run the pickled call on this worker and return its result."""
+    for item in _attempt_on_worker(payload):
+        if item is not None:
+            return item
+    return CallResult(error=WorkerLostError("the attempt ended without a result"))
 
 
 def _import_ray() -> Any:
