@@ -89,12 +89,18 @@ class PlanExecution:
                 if not self.progress.cancelled:
                     self._start_ready(batch)
                 self._commit(batch)
+                if len(batch.jobs) == 1 and not running:
+                    # Nothing else runs and nothing else can become ready before this task
+                    # ends: run it here and save the hand-off to a worker thread.
+                    finished = [_outcome_of(partial(run_attempts, self.ctx, batch.jobs[0]),
+                                            batch.jobs[0])]
+                    continue
                 for job in batch.jobs:
                     running[executor.submit(partial(run_attempts, self.ctx, job))] = job
                 if not running:
                     return
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                finished = [_outcome_of(future, running.pop(future)) for future in done]
+                finished = [_outcome_of(future.result, running.pop(future)) for future in done]
         finally:
             executor.shutdown()
 
@@ -229,11 +235,11 @@ class PlanExecution:
         batch.jobs = [job for job in batch.jobs if job.node.key not in lost]
 
 
-def _outcome_of(future: Future[TaskOutcome], job: TaskJob) -> TaskOutcome:
+def _outcome_of(outcome: Callable[[], TaskOutcome], job: TaskJob) -> TaskOutcome:
     """Return the task's outcome; a worker broken outside user code fails the task."""
     key = job.node.key
     try:
-        return future.result()
+        return outcome()
     except LooplineError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - an engine fault in one task must not hang the run
