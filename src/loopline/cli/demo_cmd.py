@@ -1,8 +1,9 @@
 """``loopline demo``: the main job end to end on the embedded default, with a readable summary.
 
-For now it exercises the floor every later capability stands on: a workspace, the metadata
-store, content-addressed artifacts, the event outbox with a durable subscriber, and the
-tamper-evident audit log (including catching an edit on a copy of the database).
+It exercises what is built so far: a workspace, the metadata store, content-addressed
+artifacts, the event outbox with a durable subscriber, the tamper-evident audit log
+(including catching an edit on a copy of the database), the data layer, and a pipeline run
+with a retried task, a cached second run and lineage from data to result.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rich.panel import Panel
 
 from loopline.app import Workspace, workspace_status
 from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_validate
+from loopline.cli.demo_pipeline import run_pipeline
 from loopline.cli.output import console, ok_or_fail, table
 from loopline.core.events import Event, EventType
 
@@ -82,7 +84,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         )] = None) -> None:
     """Run loopline end to end in a fresh workspace and print what happened and where to look."""
     root = directory or Path(tempfile.mkdtemp(prefix="loopline-demo-"))
-    console.print(Panel.fit("loopline demo: the stores, the logs and the data layer", style="bold"))
+    console.print(Panel.fit("loopline demo: the stores, the logs, the data layer, pipelines",
+                            style="bold"))
     _step(1, f"Initialise a workspace in {root}")
     with Workspace.init(root) as workspace:
         console.print(f"   metadata  {workspace.store.display_url}")
@@ -108,7 +111,9 @@ def demo(directory: Annotated[Path | None, typer.Option(
         show_lineage(workspace)
         _step(7, "Prediction log: batched Parquet segments, feedback joined by request id")
         log_predictions(workspace)
-        _step(8, "Status")
+        _step(8, "Pipelines: fan out per country, retry a flaky task, reuse the cache")
+        run_pipeline(workspace)
+        _step(9, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
@@ -116,7 +121,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         f"Done. Look around (the CLI is .venv/bin/loopline; `source .venv/bin/activate`):\n"
         f"  cd {root}\n  loopline status\n  loopline audit log\n"
         "  loopline audit verify\n  loopline data list\n  loopline data diff orders@1 orders@2\n"
-        "  loopline lineage show dataset_snapshot:orders@2\n  loopline events list",
+        "  loopline lineage show dataset_snapshot:orders@2\n  loopline events list\n"
+        "  loopline runs list\n  loopline runs logs RUN_ID",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
