@@ -7,6 +7,7 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     parameters.py   parameters bound to the signature and checked by annotation
     plan.py         the validated execution plan: parameters, cycles, order
     outputs.py      output records (inline JSON or artifact digests) and cache keys
+    codecs.py       data outputs: DataFrames, Arrow tables, NumPy arrays, files (no pickle)
     options.py      RunnerOptions: executor, workers, leases, caching; TaskUpdate
     remote.py       one attempt as a self-contained call any worker runs; remote errors
     context.py      current_task(): the running attempt's run, key and artifact store

@@ -1,8 +1,10 @@
 """Task outputs as stored records, and the content-derived cache key of a task call.
 
 An output is stored inline when it is a small JSON value, in the artifact store (by digest)
-when it is bytes or a large JSON value. Downstream tasks always receive the value read back
-from the record (tuples arrive as lists), so a fresh run and a resumed one see the same thing.
+when it is bytes, a large JSON value or data (a DataFrame, Arrow table, NumPy array or file:
+see ``codecs.py``). Downstream tasks always receive the value read back from the record
+(tuples arrive as lists, files as read-only local copies), so a fresh run and a resumed one
+see the same thing.
 """
 
 from __future__ import annotations
@@ -16,28 +18,38 @@ from typing import Any
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.canonical import canonical_json, hash_canonical, sha256_hex
 from loopline.core.errors import IntegrityError, InvalidArgumentError
+from loopline.pipelines.codecs import DATA_KINDS, codec_for, codec_named
 from loopline.pipelines.graph import Node, map_structure
 
 INLINE_LIMIT = 64 * 1024
 JSON, JSON_ARTIFACT, BYTES = "json", "json_artifact", "bytes"
+ARTIFACT_KINDS = frozenset({JSON_ARTIFACT, BYTES}) | DATA_KINDS  # records with a "digest"
 
 
 def encode_output(key: str, value: Any, blobs: ContentAddressedStore,
                   inline_limit: int = INLINE_LIMIT) -> dict[str, Any]:
     """Return the stored record of task ``key``'s output, putting large values in ``blobs``.
 
+    Bytes and data (tables, arrays, files) always go to the artifact store; JSON values stay
+    inline up to ``inline_limit`` bytes of canonical JSON.
+
     Raises:
-        InvalidArgumentError: naming the task when the output is neither bytes nor JSON.
+        InvalidArgumentError: naming the task when the output is neither bytes, data nor JSON,
+            or is data that cannot be stored (an object array, a path to no file).
     """
     if isinstance(value, bytes | bytearray | memoryview):
         info = blobs.put_bytes(bytes(value))
         return {"kind": BYTES, "digest": info.digest, "size": info.size}
+    codec = codec_for(value)
+    if codec is not None:
+        return codec.store(key, value, blobs)
     try:
         text = canonical_json(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
-            f"task {key!r} output", f"must be bytes or a JSON value (got "
-            f"{type(value).__name__}: {exc}); store other objects as bytes") from exc
+            f"task {key!r} output", f"must be bytes, a JSON value, a DataFrame, an Arrow "
+            f"table, a NumPy array or a file path (got {type(value).__name__}: {exc}); "
+            "store other objects as bytes") from exc
     data = text.encode("utf-8")
     if len(data) <= inline_limit:
         return {"kind": JSON, "value": json.loads(text)}
@@ -58,16 +70,34 @@ def decode_output(record: Mapping[str, Any], blobs: ContentAddressedStore) -> An
         return blobs.get_bytes(str(record["digest"]))
     if kind == JSON_ARTIFACT:
         return json.loads(blobs.get_bytes(str(record["digest"])).decode("utf-8"))
+    codec = codec_named(kind)
+    if codec is not None:
+        return codec.load(record, blobs)
     raise IntegrityError(f"unknown task output record kind {kind!r}")
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
-    """Return the hash identifying an output's content (what a cache key depends on)."""
-    if record.get("kind") == BYTES:
+    """Return the hash identifying an output's content (what a cache key depends on).
+
+    Data outputs count by kind and digest (a DataFrame and an Arrow table with the same bytes
+    are different inputs), files by their name too: the task reading one sees it.
+    """
+    kind = record.get("kind")
+    if kind == BYTES:
         return f"bytes:{record['digest']}"
-    if record.get("kind") == JSON_ARTIFACT:
+    if kind == JSON_ARTIFACT:
         return f"json:{record['digest']}"  # the digest of the canonical JSON text
+    if kind in DATA_KINDS:
+        name = record.get("name")
+        return f"{kind}:{record['digest']}" + (f":{name}" if name is not None else "")
     return f"json:{hash_canonical(record.get('value'))}"
+
+
+def artifact_digest(record: Mapping[str, Any] | None) -> str | None:
+    """Return the digest of the artifact an output record points at, or None when inline."""
+    if record is not None and record.get("kind") in ARTIFACT_KINDS:
+        return str(record["digest"])
+    return None
 
 
 def outputs_available(record: Mapping[str, Any], blobs: ContentAddressedStore) -> bool:
@@ -76,8 +106,9 @@ def outputs_available(record: Mapping[str, Any], blobs: ContentAddressedStore) -
     A command task's inline output lists the files it wrote (``{"files": {path: {"digest"``
     ...); those must be stored too.
     """
-    if record.get("kind") in (BYTES, JSON_ARTIFACT):
-        return bool(blobs.exists(str(record["digest"])))
+    digest = artifact_digest(record)
+    if digest is not None:
+        return bool(blobs.exists(digest))
     value = record.get("value")
     files = value.get("files") if isinstance(value, dict) and "exit_code" in value else None
     if isinstance(files, dict):

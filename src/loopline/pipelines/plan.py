@@ -2,17 +2,21 @@
 
 Only a plan runs. Building one calls the pipeline function (which only records task calls),
 then refuses, before any task runs: bad parameters, dependencies on unknown tasks, cycles,
-and literal task arguments that are not JSON values (they go into the cache key).
+literal task arguments that are not JSON values (they go into the cache key), and tasks
+whose return annotation names something a task output can never be (``-> set[int]``).
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from loopline.core.canonical import canonical_json
 from loopline.core.errors import InvalidArgumentError
+from loopline.pipelines.codecs import storable_annotation
 from loopline.pipelines.definitions import PipelineDefinition
 from loopline.pipelines.graph import Graph, Node, TaskFuture, build_graph, map_structure
 from loopline.pipelines.parameters import bind_parameters
@@ -86,16 +90,50 @@ def _check_literals(node: Node) -> None:
                                    f"must be JSON values or task outputs: {exc}") from exc
 
 
+def _return_hint(fn: Any) -> Any:
+    """Return ``fn``'s resolved return annotation, or ``Any`` when there is none to judge."""
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        return Any  # e.g. a command task: its output is always a JSON value
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is not an error
+        return Any
+    return hints.get("return", Any)
+
+
+def _show(hint: Any) -> str:
+    if not isinstance(hint, type):
+        return repr(hint).replace("typing.", "")
+    if hint.__module__ == "builtins":
+        return hint.__qualname__
+    return f"{hint.__module__}.{hint.__qualname__}"
+
+
+def _check_return(node: Node) -> None:
+    hint = _return_hint(node.task.fn)
+    if not storable_annotation(hint):
+        raise InvalidArgumentError(
+            f"task {node.key!r} output",
+            f"is annotated {_show(hint)}, which a task cannot return: return bytes, a JSON "
+            "value, a DataFrame, an Arrow table, a NumPy array or a file path (serialise "
+            "other objects to bytes or a file; a set as a sorted list)")
+
+
 def plan_graph(pipeline: PipelineDefinition, parameters: Mapping[str, Any],
                graph: Graph) -> ExecutionPlan:
     """Check ``graph`` and return it as a plan.
 
     Raises:
-        InvalidArgumentError: on a cycle, an unknown dependency or a non-JSON literal argument.
+        InvalidArgumentError: on a cycle, an unknown dependency, a non-JSON literal argument
+            or a task annotated to return what cannot be stored.
     """
     order = topological_order(graph)
+    checked: set[int] = set()
     for node in graph.nodes.values():
         _check_literals(node)
+        if id(node.task) not in checked:  # once per task, not once per call
+            checked.add(id(node.task))
+            _check_return(node)
     return ExecutionPlan(pipeline, dict(parameters), dict(graph.nodes), order, graph.result)
 
 

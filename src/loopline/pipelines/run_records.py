@@ -15,7 +15,7 @@ from loopline.artifacts import ContentAddressedStore
 from loopline.core.canonical import canonical_json
 from loopline.core.lineage import NodeRef
 from loopline.core.runs import TaskState
-from loopline.pipelines.outputs import BYTES, JSON_ARTIFACT
+from loopline.pipelines.outputs import artifact_digest
 from loopline.pipelines.plan import ExecutionPlan
 from loopline.pipelines.provenance import CodeVersion, code_version, environment
 from loopline.pipelines.run_lineage import RunLineage, TaskLineage
@@ -40,9 +40,7 @@ def capture_provenance(blobs: ContentAddressedStore, start: Path | None = None) 
 
 
 def _output_digest(record: Mapping[str, Any] | None) -> str | None:
-    if record is not None and record.get("kind") in (BYTES, JSON_ARTIFACT):
-        return str(record["digest"])
-    return None
+    return artifact_digest(record) if record is not None else None
 
 
 def _reads(record: Mapping[str, Any] | None) -> list[NodeRef]:
