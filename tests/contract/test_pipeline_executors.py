@@ -3,9 +3,11 @@ cancel requests, the live observer, and what a run records about itself."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +311,138 @@ def test_a_dataset_read_inside_a_task_becomes_lineage_of_the_run(ws: Any) -> Non
         assert "custom.report:weekly" in upstream
     downstream = ws.lineage.downstream(f"dataset_snapshot:{version.ref}")
     assert f"task_run:{result.run.id}/count_rows" in downstream.ids()
+
+
+@task(timeout=0.3, retries=0)
+def swallows_everything() -> None:
+    while True:
+        with contextlib.suppress(Exception):  # a task that hides its errors, on purpose
+            time.sleep(0.01)
+
+
+@pipeline
+def stubborn() -> None:
+    swallows_everything()
+
+
+def test_a_timeout_is_not_swallowed_by_a_task_catching_exception(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    before = len(_attempt_threads())
+    result = make_runner(store, blobs).run(stubborn)
+    assert result.run.state is RunState.FAILED and "was stopped" in (result.run.error or "")
+    assert len(_attempt_threads()) == before
+
+
+@task(retries=50, retry_delay=0.05, jitter=0, backoff=1)
+def always_flaky() -> None:
+    raise ConnectionError("upstream down")
+
+
+@pipeline
+def hopeless() -> None:
+    always_flaky()
+
+
+def test_a_cancelled_run_starts_no_more_retries(store: MetadataStore,
+                                                blobs: ContentAddressedStore) -> None:
+    runner = make_runner(store, blobs, heartbeat_seconds=0.05, lease_seconds=5)
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(r=runner.run(hopeless)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not runner.runs.runs() or len(runner.runs.attempts(
+            runner.runs.runs()[0].id, "always_flaky")) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    runner.cancel(runner.runs.runs()[0].id)
+    worker.join(10)
+    result = outcome["r"]
+    assert result.run.state is RunState.CANCELLED
+    [task_run] = runner.runs.tasks(result.run.id)
+    assert task_run.state is TaskState.CANCELLED
+    assert task_run.attempt < 40  # stopped within a few heartbeats, not after 50 retries
+
+
+def test_a_pending_run_is_cancelled_at_once_and_cannot_then_run(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    from loopline.core.errors import InvalidTransitionError
+    runner = make_runner(store, blobs)
+    run = runner.create(fan_out, {"n": 2})
+    assert runner.cancel(run.id) is True
+    assert runner.runs.run(run.id).state is RunState.CANCELLED
+    assert {t.state for t in runner.runs.tasks(run.id)} == {TaskState.CANCELLED}
+    with pytest.raises(InvalidTransitionError, match="cancelled"):
+        runner.resume(run.id, fan_out)
+
+
+def test_a_failed_run_cannot_be_cancelled(store: MetadataStore,
+                                          blobs: ContentAddressedStore) -> None:
+    from loopline.core.errors import InvalidTransitionError
+    runner = make_runner(store, blobs)
+    failed = runner.run(broken)
+    with pytest.raises(InvalidTransitionError, match="failed"):
+        runner.cancel(failed.run.id)
+
+
+STALL = threading.Event()
+STALLED_CALLS: list[str] = []
+
+
+@task(cache=False)
+def stalls_first_time() -> int:
+    STALLED_CALLS.append("call")
+    if len(STALLED_CALLS) == 1:
+        STALL.wait(10)  # the first runner hangs here while its lease lapses
+    return len(STALLED_CALLS)
+
+
+@task(cache=False)
+def after_stall(n: int) -> int:
+    return n * 10
+
+
+@pipeline
+def stalling() -> int:
+    return after_stall(stalls_first_time())
+
+
+def test_a_runner_that_lost_its_run_stops_and_records_nothing(
+        store: MetadataStore, blobs: ContentAddressedStore) -> None:
+    import sqlalchemy as sa
+
+    from loopline.core.errors import LeaseLostError
+    STALL.clear()
+    STALLED_CALLS.clear()
+    first = make_runner(store, blobs, heartbeat_seconds=30, lease_seconds=60)
+    errors: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run(stalling)
+        except BaseException as exc:  # noqa: BLE001 - what the stalled runner raised
+            errors.append(exc)
+
+    worker = threading.Thread(target=run_first)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not STALLED_CALLS:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    run_id = first.runs.runs()[0].id
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    with store.engine.begin() as connection:  # the first runner's leases lapse
+        connection.execute(sa.text("UPDATE pipeline_runs SET lease_expires_at = :t, owner = "
+                                   "'stalled-host:1:x' WHERE id = :id"), {"t": past, "id": run_id})
+        connection.execute(sa.text("UPDATE task_runs SET lease_expires_at = :t, lease_owner = "
+                                   "'stalled-host:1:x' WHERE run_id = :id AND state = 'running'"),
+                           {"t": past, "id": run_id})
+    second = make_runner(store, blobs)
+    taken = second.resume(run_id, stalling)
+    assert taken.succeeded and taken.result == 20
+    events = store.events.count()
+    STALL.set()
+    worker.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], LeaseLostError)
+    final = second.runs.run(run_id)
+    assert final.state is RunState.SUCCEEDED and final.finished_at == taken.run.finished_at
+    assert store.events.count() == events  # the stalled runner wrote no second verdict

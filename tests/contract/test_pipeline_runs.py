@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from loopline import pipeline, task
 from loopline.artifacts import ContentAddressedStore
@@ -421,11 +422,17 @@ def test_resume_refuses_another_pipeline(runner: Runner) -> None:
         runner.resume(done.run.id, retrying)
 
 
-def test_resume_of_a_finished_run_runs_nothing(runner: Runner) -> None:
+def test_resume_of_a_finished_run_is_refused_and_records_nothing(
+        runner: Runner, store: MetadataStore) -> None:
+    from loopline.core.errors import InvalidTransitionError
+
     done = runner.run(arithmetic, {"n": 2})
     CALLS.clear()
-    again = runner.resume(done.run.id, arithmetic)
-    assert again.succeeded and again.result == done.result and not CALLS
+    events = store.events.count()
+    with pytest.raises(InvalidTransitionError, match="succeeded"):
+        runner.resume(done.run.id, arithmetic)
+    assert not CALLS and store.events.count() == events
+    assert runner.runs.run(done.run.id).finished_at == done.run.finished_at
 
 
 @task
@@ -594,4 +601,8 @@ def test_a_second_runner_cannot_resume_a_run_another_runner_is_executing(
         RELEASE.set()
         worker.join(10)
     assert outcome and outcome[0].succeeded
-    assert Runner(store, blobs).resume(run_id, long_running).succeeded  # released at the end
+    assert runner.runs.run(run_id).state is RunState.SUCCEEDED
+    with store.engine.connect() as connection:  # released at the end: nobody holds it
+        owner = connection.execute(sa.text("SELECT owner FROM pipeline_runs WHERE id = :id"),
+                                   {"id": run_id}).scalar()
+    assert owner is None

@@ -6,6 +6,7 @@
     ├── InvalidArgumentError     bad input: names the field and the problem
     │   └── PathEscapeError      a path or key would leave its root
     ├── ConflictError            a concurrent change won, or state disagrees
+    │   └── LeaseLostError       another runner took over a run this one was executing
     ├── InvalidTransitionError   a state machine refused a move
     ├── PolicyDeniedError        governance said no
     ├── UserCodeError            user code raised; keeps the original as __cause__
@@ -67,6 +68,10 @@ class PathEscapeError(InvalidArgumentError):
 
 class ConflictError(LooplineError):
     """A concurrent change won, or the stored state disagrees with the request."""
+
+
+class LeaseLostError(ConflictError):
+    """Another runner took over a run this runner was executing; this one must stop."""
 
 
 class InvalidTransitionError(LooplineError):

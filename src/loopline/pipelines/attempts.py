@@ -10,6 +10,7 @@ after a backoff delay slept through the runner's injectable sleep.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,6 +48,8 @@ class WorkerContext:
     lease_owner: str
     invoker: Invoker
     task_ids: Mapping[str, str] = field(default_factory=dict)
+    # Set when the run is cancelled, lost to another runner or aborted: no new attempts.
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +108,11 @@ def _invoke(ctx: WorkerContext, job: TaskJob, attempt: int) -> CallResult:
 
 
 def _retry(ctx: WorkerContext, job: TaskJob, attempt: int, tries: int,
-           error: BaseException, logs: Mapping[str, Any]) -> None:
-    """Record the failed attempt and the next one's start, sleeping the backoff between."""
+           error: BaseException, logs: Mapping[str, Any]) -> bool:
+    """Record the failed attempt and the next one's start, sleeping the backoff between.
+
+    Returns False, starting nothing, when the run was told to stop during the backoff.
+    """
     node, now = job.node, ctx.store.clock.now()
     delay = node.task.options.retry.delay(tries, ctx.options.random())
     held = now + timedelta(seconds=delay + ctx.options.lease_seconds)
@@ -117,11 +123,14 @@ def _retry(ctx: WorkerContext, job: TaskJob, attempt: int, tries: int,
             error=describe_error(error), retry_delay=delay, lease_expires_at=held,
             task_id=task_id, logs=logs or None, traceback=traceback_of(error)))
     ctx.options.sleep(delay)
+    if ctx.stop.is_set():
+        return False
     now = ctx.store.clock.now()
     with ctx.store.write(ctx.options.actor) as uow:
         start_attempt(uow, TaskStart(ctx.run_id, node.key, attempt + 1, ctx.lease_owner,
                                      now + timedelta(seconds=ctx.options.lease_seconds), now,
                                      task_id))
+    return True
 
 
 def _failure(job: TaskJob, attempt: int, tries: int, exc: BaseException,
@@ -135,6 +144,14 @@ def _failure(job: TaskJob, attempt: int, tries: int, exc: BaseException,
         error.__cause__ = exc
     return TaskOutcome(job.node.key, TaskState.FAILED, None, error, attempt, tries,
                        job.cache_key, text, logs or None, traceback_of(exc))
+
+
+def _stopped(job: TaskJob, attempt: int, tries: int, exc: BaseException,
+             logs: Mapping[str, Any]) -> TaskOutcome:
+    """End a task whose attempt failed after its run was told to stop: no retry follows."""
+    return TaskOutcome(job.node.key, TaskState.CANCELLED, None, None, attempt, tries,
+                       job.cache_key, f"{describe_error(exc)} (not retried: the run is stopping)",
+                       logs or None, traceback_of(exc))
 
 
 def run_attempts(ctx: WorkerContext, job: TaskJob) -> TaskOutcome:
@@ -151,5 +168,12 @@ def run_attempts(ctx: WorkerContext, job: TaskJob) -> TaskOutcome:
             error = LooplineError("the task returned no output record")
         if not _retries(job, error, tries):
             return _failure(job, attempt, tries, error, result.logs)
-        _retry(ctx, job, attempt, tries, error, result.logs)
+        if ctx.stop.is_set():
+            return _stopped(job, attempt, tries, error, result.logs)
+        try:
+            if not _retry(ctx, job, attempt, tries, error, result.logs):
+                return _stopped(job, attempt, tries, error, result.logs)
+        except LooplineError as exc:  # the store failed between attempts: say which attempt
+            return TaskOutcome(job.node.key, TaskState.FAILED, None, exc, attempt, tries,
+                               job.cache_key, exc.message)
         attempt += 1

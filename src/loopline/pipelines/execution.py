@@ -11,6 +11,8 @@ before it is committed.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -19,7 +21,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from loopline.core.errors import ConflictError, LooplineError
+from loopline.core.errors import BackendError, LeaseLostError, LooplineError
 from loopline.core.runs import TaskState
 from loopline.pipelines.attempts import TaskJob, TaskOutcome, WorkerContext, run_attempts
 from loopline.pipelines.executors import ThreadExecutor
@@ -27,10 +29,19 @@ from loopline.pipelines.options import TaskUpdate
 from loopline.pipelines.outputs import cache_key, outputs_available
 from loopline.pipelines.plan import ExecutionPlan
 from loopline.store.run_control import RunControl
-from loopline.store.runs import TaskFinish, TaskStart, finish_attempt, settle_task, start_attempt
+from loopline.store.runs import TaskFinish, TaskStart
 from loopline.store.task_transitions import TransitionWriter
 
 log = logging.getLogger(__name__)
+COMMIT_RETRY_PAUSES = (0.2, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSignals:
+    """What the heartbeat tells the loop: a cancel was requested, or the lease was lost."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(slots=True)
@@ -59,9 +70,9 @@ class PlanExecution:
     """Runs one plan on a worker pool, durably; ``run()`` returns when no task can move."""
 
     def __init__(self, plan: ExecutionPlan, ctx: WorkerContext, progress: Progress,
-                 cancel_requested: Callable[[], bool]) -> None:
+                 signals: RunSignals) -> None:
         self.plan, self.ctx, self.progress = plan, ctx, progress
-        self._cancel_requested = cancel_requested
+        self._signals = signals
         self._children: dict[str, list[str]] = {key: [] for key in plan.order}
         for node in plan.nodes.values():
             for up in node.upstream:
@@ -75,34 +86,54 @@ class PlanExecution:
         self._writer = TransitionWriter(ctx.store.engine)
 
     def run(self) -> None:
-        """Start and settle tasks until every task is final (or the run was cancelled)."""
+        """Start and settle tasks until every task is final (or the run was cancelled).
+
+        Raises:
+            LeaseLostError: when another runner took the run over (nothing more is written).
+            ConflictError: when a transition was refused; the run can be resumed.
+            BackendError: when the store stayed down through a few retries.
+        """
+        if self._control.cancel_requested(self.ctx.run_id):  # asked before it even started
+            self._signals.cancelled.set()
         executor = ThreadExecutor(self.ctx.options.max_workers)
+        try:
+            self._loop(executor)
+        except BaseException:
+            # Interrupted or broken: start nothing more, let no retry begin, and do not wait
+            # for attempts whose outcome can no longer be recorded.
+            self.ctx.stop.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown()
+
+    def _loop(self, executor: ThreadExecutor) -> None:
         running: dict[Future[TaskOutcome], TaskJob] = {}
         finished: list[TaskOutcome] = []
-        try:
-            while True:
-                batch = _Batch()
-                for outcome in finished:
-                    self._settle(outcome, batch)
-                if self._cancel_requested() and not self.progress.cancelled:
-                    self._cancel(batch)
-                if not self.progress.cancelled:
-                    self._start_ready(batch)
-                self._commit(batch)
-                if len(batch.jobs) == 1 and not running:
-                    # Nothing else runs and nothing else can become ready before this task
-                    # ends: run it here and save the hand-off to a worker thread.
-                    finished = [_outcome_of(partial(run_attempts, self.ctx, batch.jobs[0]),
-                                            batch.jobs[0])]
-                    continue
-                for job in batch.jobs:
-                    running[executor.submit(partial(run_attempts, self.ctx, job))] = job
-                if not running:
-                    return
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                finished = [_outcome_of(future.result, running.pop(future)) for future in done]
-        finally:
-            executor.shutdown()
+        while True:
+            if self._signals.lost.is_set():
+                raise LeaseLostError(f"run {self.ctx.run_id} was taken over by another runner "
+                                     "(this runner's lease lapsed); this one stops")
+            batch = _Batch()
+            for outcome in finished:
+                self._settle(outcome, batch)
+            if self._signals.cancelled.is_set() and not self.progress.cancelled:
+                self.ctx.stop.set()
+                self._cancel(batch)
+            if not self.progress.cancelled:
+                self._start_ready(batch)
+            self._commit(batch)
+            if len(batch.jobs) == 1 and not running:
+                # Nothing else runs and nothing else can become ready before this task ends:
+                # run it here and save the hand-off to a worker thread.
+                job = batch.jobs[0]
+                finished = [_outcome_of(partial(run_attempts, self.ctx, job), job)]
+                continue
+            for job in batch.jobs:
+                running[executor.submit(partial(run_attempts, self.ctx, job))] = job
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished = [_outcome_of(future.result, running.pop(future)) for future in done]
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -134,12 +165,11 @@ class PlanExecution:
         return {up: self.progress.records[up] for up in self.plan.nodes[key].upstream}
 
     def _cache_hits(self, keys: dict[str, str]) -> dict[str, Any]:
-        wanted = [keys[key] for key in keys if self.ctx.options.cache
-                  and self.plan.nodes[key].task.options.cache]
-        found = self._control.cached_outputs(wanted)
-        return {key: found[ck] for key, ck in keys.items()
-                if ck in found and key in keys and ck in wanted
-                and outputs_available(found[ck], self.ctx.blobs)}
+        wanted = {key: ck for key, ck in keys.items() if self.ctx.options.cache
+                  and self.plan.nodes[key].task.options.cache}
+        found = self._control.cached_outputs(list(wanted.values()))
+        return {key: found[ck] for key, ck in wanted.items()
+                if ck in found and outputs_available(found[ck], self.ctx.blobs)}
 
     def _settle_cached(self, key: str, ck: str, record: Any, batch: _Batch) -> None:
         now = self.ctx.store.clock.now()
@@ -172,6 +202,10 @@ class PlanExecution:
             self._done(outcome.key, outcome.state, outcome.record)
             return
         self.progress.states[outcome.key] = outcome.state
+        if outcome.state is TaskState.CANCELLED:
+            self._skip_downstream(outcome.key, TaskState.CANCELLED, "the run was cancelled",
+                                  batch)
+            return
         self.progress.failures.append(outcome)
         self._skip_downstream(outcome.key, TaskState.UPSTREAM_FAILED,
                               f"upstream task {outcome.key!r} failed", batch)
@@ -205,10 +239,17 @@ class PlanExecution:
 
     def _commit(self, batch: _Batch) -> None:
         if batch.starts or batch.finishes or batch.settles:
-            try:
-                self._writer.write(batch.starts, batch.finishes, batch.settles)
-            except ConflictError:
-                self._commit_one_by_one(batch)
+            lease = (self.ctx.run_id, self.ctx.lease_owner)
+            for pause in (*COMMIT_RETRY_PAUSES, None):
+                try:
+                    self._writer.write(lease, batch.starts, batch.finishes, batch.settles)
+                    break
+                except BackendError:  # a blip: the batch is atomic, so writing it again is safe
+                    if pause is None:
+                        raise
+                    log.warning("run %s: the store failed; writing the batch again in %.1f s",
+                                self.ctx.run_id, pause)
+                    time.sleep(pause)
         observer = self.ctx.options.observer
         if observer is None:
             return
@@ -217,22 +258,6 @@ class PlanExecution:
                 observer(update)
             except Exception:  # a broken view must not break the run
                 log.exception("run %s: the observer failed", self.ctx.run_id)
-
-    def _commit_one_by_one(self, batch: _Batch) -> None:
-        """Write each transition alone: another runner took a task (fencing refused ours)."""
-        writes: list[tuple[str, Callable[[Any], None]]] = [
-            *((f.task_key, partial(finish_attempt, finish=f)) for f in batch.finishes),
-            *((f.task_key, partial(settle_task, finish=f)) for f in batch.settles),
-            *((s.task_key, partial(start_attempt, start=s)) for s in batch.starts)]
-        lost: set[str] = set()
-        for key, write in writes:
-            try:
-                with self.ctx.store.write(self.ctx.options.actor) as uow:
-                    write(uow)
-            except ConflictError as exc:
-                log.warning("run %s: %s", self.ctx.run_id, exc)
-                lost.add(key)
-        batch.jobs = [job for job in batch.jobs if job.node.key not in lost]
 
 
 def _outcome_of(outcome: Callable[[], TaskOutcome], job: TaskJob) -> TaskOutcome:

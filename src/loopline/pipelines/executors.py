@@ -10,6 +10,7 @@ beside itself. ``executor="process"`` kills the worker process instead, always.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import threading
 from collections.abc import Callable
@@ -44,8 +45,8 @@ class TaskExecutor(Protocol):
         """Start ``fn`` and return the future of its result."""
         ...
 
-    def shutdown(self) -> None:
-        """Wait for running callables and release the workers."""
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Release the workers (waiting for running callables when ``wait``)."""
         ...
 
 
@@ -65,9 +66,9 @@ class ThreadExecutor:
         """Queue ``fn`` on the pool."""
         return self._pool.submit(fn)
 
-    def shutdown(self) -> None:
-        """Wait for queued callables and stop the threads."""
-        self._pool.shutdown(wait=True)
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Stop the threads: after the queued callables, or dropping those not started."""
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class TimedOutAttempt(AttemptTimeoutError):
@@ -81,28 +82,76 @@ class TimedOutAttempt(AttemptTimeoutError):
         return (TimedOutAttempt, (str(self), self.stopped))
 
 
-def _raise_in_thread(thread: threading.Thread) -> None:
-    ident = thread.ident
-    if ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
-                                                   ctypes.py_object(AttemptTimeoutError))
+class _Stop(BaseException):
+    """Raised inside a timed-out task's thread (``except Exception`` cannot swallow it)."""
 
 
-def call_with_timeout(fn: Callable[[], CallResult], timeout: float) -> CallResult:
-    """Call ``fn`` in a helper thread; stop the thread when ``timeout`` seconds pass."""
-    box: list[CallResult] = []
-    thread = threading.Thread(target=lambda: box.append(fn()), name="loopline-attempt",
-                              daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not thread.is_alive():
-        return box[0]
-    _raise_in_thread(thread)
-    thread.join(STOP_GRACE_SECONDS)
-    stopped = not thread.is_alive()
-    how = "it was stopped" if stopped else "it could not be stopped (blocked outside Python)"
-    return CallResult(None, TimedOutAttempt(
-        f"the attempt ran longer than its timeout of {timeout:g} s; {how}", stopped))
+class _Deadline:
+    """One call of a task function in a helper thread that is stopped when time runs out."""
+
+    def __init__(self, thunk: Callable[[], object]) -> None:
+        self._thunk = thunk
+        self._context = contextvars.copy_context()  # current_task() works in the helper
+        self._lock = threading.Lock()
+        self._done = False
+        self.outcome: dict[str, object] = {}
+        self.thread = threading.Thread(target=self._target, name="loopline-attempt",
+                                       daemon=True)
+
+    def _target(self) -> None:
+        try:
+            try:
+                value = self._context.run(self._thunk)
+                with self._lock:  # from here on no stop is sent
+                    self._done = True
+                self.outcome["value"] = value
+            except _Stop:
+                self.outcome["stopped"] = True
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                with self._lock:
+                    self._done = True
+                self.outcome["error"] = exc
+        except _Stop:  # a stop sent just before the task finished, delivered late
+            self.outcome.setdefault("stopped", True)
+
+    def stop(self) -> None:
+        """Raise ``_Stop`` in the thread, unless the task already finished."""
+        with self._lock:
+            ident = self.thread.ident
+            if self._done or ident is None or not self.thread.is_alive():
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                       ctypes.py_object(_Stop))
+
+
+def call_with_timeout(thunk: Callable[[], T], timeout: float) -> T:
+    """Call ``thunk`` in a helper thread; stop the thread when ``timeout`` seconds pass.
+
+    Only the task's own function runs there: reading inputs and storing the output stay in
+    the calling thread, so a stop never lands in loopline's code.
+
+    Raises:
+        TimedOutAttempt: when the call did not return in time (``stopped`` tells whether the
+            thread ended; code blocked in C cannot be interrupted until it returns).
+        BaseException: whatever the task raised.
+    """
+    deadline = _Deadline(thunk)
+    deadline.thread.start()
+    deadline.thread.join(timeout)
+    if deadline.thread.is_alive():
+        deadline.stop()
+        deadline.thread.join(STOP_GRACE_SECONDS)
+    outcome = deadline.outcome
+    if "value" in outcome:
+        return outcome["value"]  # type: ignore[return-value]
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    stopped = not deadline.thread.is_alive()
+    how = "it was stopped" if stopped else (
+        f"it did not stop within {STOP_GRACE_SECONDS:g} s (blocked outside Python, or it "
+        "catches BaseException); it is left running and is not retried")
+    raise TimedOutAttempt(f"the attempt ran longer than its timeout of {timeout:g} s; {how}",
+                          stopped)
 
 
 class ThreadInvoker:
@@ -114,10 +163,11 @@ class ThreadInvoker:
         self._blobs = blobs
 
     def invoke(self, call: TaskCall, timeout: float | None) -> CallResult:
-        """Run ``call`` here; with a timeout, in a helper thread that is stopped on expiry."""
+        """Run ``call`` here; with a timeout, its function in a helper thread stopped on expiry."""
         if timeout is None:
             return execute_call(call, self._blobs)
-        return call_with_timeout(lambda: execute_call(call, self._blobs), timeout)
+        return execute_call(call, self._blobs,
+                            lambda thunk: call_with_timeout(thunk, timeout))
 
     def close(self) -> None:
         """Release nothing: threads end with their attempts."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
@@ -202,3 +202,42 @@ def resolve_arguments(node: Node, values: Mapping[str, Any]) -> tuple[list[Any],
     args = map_structure(list(node.args), lambda future: values[future.key])
     kwargs = map_structure(dict(node.kwargs), lambda future: values[future.key])
     return args, kwargs
+
+
+class LazyOutputs(Mapping[str, Any]):
+    """A run's outputs by task key, read from the artifact store only when looked up.
+
+    The driver of a process or Ray run never holds every task's data at once; each value is
+    read (and verified) on first access and kept.
+    """
+
+    def __init__(self, records: Mapping[str, Mapping[str, Any]],
+                 blobs: ContentAddressedStore) -> None:
+        """Keep the records; check every artifact they point at is still stored.
+
+        Raises:
+            IntegrityError: naming the task whose output is gone from the artifact store.
+        """
+        missing = [key for key, record in records.items()
+                   if not outputs_available(record, blobs)]
+        if missing:
+            raise IntegrityError(f"the outputs of {', '.join(sorted(missing))} are gone from "
+                                 "the artifact store")
+        self._records = dict(records)
+        self._blobs = blobs
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._values:
+            self._values[key] = decode_output(self._records[key], self._blobs)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, key: str) -> Mapping[str, Any]:
+        """Return the stored output record of task ``key`` (digests, kinds), reading nothing."""
+        return self._records[key]

@@ -244,11 +244,17 @@ def _resolve(value: Any, blobs: ContentAddressedStore) -> Any:
     return value
 
 
-def execute_call(call: TaskCall, blobs: ContentAddressedStore | None = None) -> CallResult:
+def _direct(thunk: Callable[[], Any]) -> Any:
+    return thunk()
+
+
+def execute_call(call: TaskCall, blobs: ContentAddressedStore | None = None,
+                 run: Callable[[Callable[[], Any]], Any] = _direct) -> CallResult:
     """Run one attempt here: read inputs, call the task, store its output; never raises.
 
     ``blobs`` is the driver's own store for in-process workers; other workers open
-    ``call.blobs``. Exceptions from the task (or ``SystemExit``) come back as the error.
+    ``call.blobs``. ``run`` calls the task function alone (a thread invoker runs it under a
+    deadline). Exceptions from the task (or ``SystemExit``) come back as the error.
     """
     try:
         store = blobs if blobs is not None else call.blobs.open()
@@ -261,7 +267,7 @@ def execute_call(call: TaskCall, blobs: ContentAddressedStore | None = None) -> 
         args = _resolve(list(call.args), store)
         kwargs = _resolve(dict(call.kwargs), store)
         with listening_for_reads(context.used):
-            value = fn(*args, **kwargs)
+            value = run(lambda: fn(*args, **kwargs))
         record = encode_output(call.task_key, value, store, call.inline_limit)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user-code boundary
         return CallResult(None, exc, context.logs)

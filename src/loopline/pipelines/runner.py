@@ -18,10 +18,17 @@ from datetime import timedelta
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
-from loopline.core.errors import ConflictError, InvalidArgumentError, LooplineError
+from loopline.core.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    InvalidTransitionError,
+    LeaseLostError,
+    LooplineError,
+)
 from loopline.core.ids import new_id
 from loopline.core.runs import (
     DONE_TASK_STATES,
+    FINAL_TASK_STATES,
     PipelineRun,
     RunState,
     RunTrigger,
@@ -35,7 +42,7 @@ from loopline.pipelines.executors import ThreadInvoker, check_workers
 from loopline.pipelines.graph import map_structure
 from loopline.pipelines.heartbeat import Heartbeat
 from loopline.pipelines.options import EXECUTORS, RunnerOptions
-from loopline.pipelines.outputs import decode_output
+from loopline.pipelines.outputs import LazyOutputs
 from loopline.pipelines.plan import ExecutionPlan, build_plan
 from loopline.pipelines.remote import BlobSpec, Invoker
 from loopline.pipelines.run_lineage import record_run_lineage
@@ -165,13 +172,18 @@ class Runner:
 
         Raises:
             NotFoundError: when there is no such run.
+            InvalidTransitionError: when the run succeeded or was cancelled.
             InvalidArgumentError: when the run belongs to another pipeline.
             ConflictError: when the pipeline's tasks changed, or a live runner holds a task.
+            LeaseLostError: when another runner took the run over while this one ran it.
         """
         run = self.runs.run(run_id)
         if run.pipeline != pipeline.name:
             raise InvalidArgumentError("pipeline", f"run {run_id} is of pipeline "
                                        f"{run.pipeline!r}, not {pipeline.name!r}")
+        if run.state in (RunState.SUCCEEDED, RunState.CANCELLED):
+            raise InvalidTransitionError("pipeline run", run_id, str(run.state),
+                                         str(RunState.RUNNING))
         plan = build_plan(pipeline, run.parameters)
         tasks = {task.task_key: task for task in self.runs.tasks(run_id)}
         if set(tasks) != set(plan.order):
@@ -265,7 +277,8 @@ class Runner:
             provenance = capture_provenance(self.blobs) if self.options.record_provenance \
                 else None
             with self.store.write(self.options.actor) as uow:
-                record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now())
+                record_run_state(uow, run_id, RunState.RUNNING, self.store.clock.now(),
+                                 owner=owner)
                 if provenance is not None:
                     record_provenance(uow, run_id, provenance.code.as_dict(),
                                       provenance.environment)
@@ -273,7 +286,7 @@ class Runner:
                                 run_id, owner, self._invoker_for_run(),
                                 RunControl(self.store.engine).task_ids(run_id))
             self._run_plan(plan, ctx, progress)
-            return self._finish(plan, run_id, progress, provenance)
+            return self._finish(plan, (run_id, owner), progress, provenance)
         finally:
             self._release(run_id, owner)  # finished or broken: resumable by anyone now
 
@@ -281,37 +294,38 @@ class Runner:
         heartbeat = Heartbeat(ctx)
         heartbeat.start()
         try:
-            PlanExecution(plan, ctx, progress, heartbeat.cancelled.is_set).run()
+            PlanExecution(plan, ctx, progress, heartbeat.signals).run()
+        except LeaseLostError:
+            raise  # the run is another runner's now: record nothing
         except BaseException as exc:
             # The runner itself broke (database gone, interrupted): never leave the run
-            # `running` with no word of why; `resume` can pick it up from here.
-            self._abort(ctx.run_id, exc)
+            # `running` with no word of why; `resume` can pick it up from here. Worker
+            # processes still running its attempts are stopped, not waited for.
+            self.close()
+            self._abort(ctx.run_id, ctx.lease_owner, exc)
             raise
         finally:
             heartbeat.stop()
 
-    def _abort(self, run_id: str, exc: BaseException) -> None:
+    def _abort(self, run_id: str, owner: str, exc: BaseException) -> None:
         try:
             with self.store.write(self.options.actor) as uow:
                 record_run_state(uow, run_id, RunState.FAILED, self.store.clock.now(),
-                                 f"interrupted: {type(exc).__name__}: {exc}")
+                                 f"interrupted: {type(exc).__name__}: {exc}", owner)
         except LooplineError:
             log.warning("could not record that run %s was interrupted", run_id)
 
-    def _finish(self, plan: ExecutionPlan, run_id: str, progress: Progress,
+    def _finish(self, plan: ExecutionPlan, lease: tuple[str, str], progress: Progress,
                 provenance: Provenance | None) -> RunResult:
-        try:  # read outputs back before calling the run a success: a lost blob is a failure
-            outputs = {key: decode_output(record, self.blobs)
-                       for key, record in progress.records.items()}
+        run_id, owner = lease
+        try:  # a lost blob is a failure: check every output is stored before calling success
+            outputs = LazyOutputs(progress.records, self.blobs)
         except LooplineError as exc:
-            self._abort(run_id, exc)
+            self._abort(run_id, owner, exc)
             raise
-        summary = _summary(progress) if progress.failures else None
-        state = RunState.FAILED if summary else RunState.SUCCEEDED
-        if progress.cancelled:
-            state, summary = RunState.CANCELLED, summary or "cancelled on request"
+        state, summary = _verdict(progress)
         with self.store.write(self.options.actor) as uow:
-            record_run_state(uow, run_id, state, self.store.clock.now(), summary)
+            record_run_state(uow, run_id, state, self.store.clock.now(), summary, owner)
             if provenance is not None:
                 record_run_lineage(uow, run_lineage(plan, run_id, progress.states,
                                                     progress.records, provenance))
@@ -319,6 +333,20 @@ class Runner:
         result = map_structure(plan.result, lambda f: outputs[f.key]) if done else None
         error = progress.failures[0].error if progress.failures else None
         return RunResult(self.runs.run(run_id), outputs, result, error)
+
+
+def _verdict(progress: Progress) -> tuple[RunState, str | None]:
+    """Return the run's final state and its summary (None for a success)."""
+    if progress.cancelled:
+        return RunState.CANCELLED, (_summary(progress) if progress.failures else
+                                    "cancelled on request")
+    if progress.failures:
+        return RunState.FAILED, _summary(progress)
+    unfinished = sorted(key for key, state in progress.states.items()
+                        if state not in FINAL_TASK_STATES)
+    if unfinished:  # never call a run a success that did not run every task
+        return RunState.FAILED, f"tasks did not finish: {', '.join(unfinished)}"
+    return RunState.SUCCEEDED, None
 
 
 def _summary(progress: Progress) -> str:

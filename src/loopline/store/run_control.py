@@ -14,24 +14,32 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from loopline.core.errors import InvalidTransitionError, NotFoundError
+from loopline.core.events import EventType
 from loopline.core.runs import RunState, TaskState
 from loopline.store.errors import translated
 from loopline.store.metadata_store import UnitOfWork
 from loopline.store.models import PIPELINE_RUNS, TASK_RUNS
 
-FINISHED_RUN_STATES = (str(RunState.SUCCEEDED), str(RunState.CANCELLED))
+FINISHED_RUN_STATES = (str(RunState.SUCCEEDED), str(RunState.CANCELLED), str(RunState.FAILED))
+UNFINISHED_TASK_STATES = (str(TaskState.PENDING), str(TaskState.RUNNING),
+                          str(TaskState.RETRYING))
 
 
 def request_cancel(uow: UnitOfWork, run_id: str, now: datetime) -> bool:
     """Ask run ``run_id`` to stop; return False when it was already asked.
 
+    A run no live runner holds (pending, or its runner gone and its lease expired) is
+    cancelled here and now, with its unfinished tasks; a running one is stopped by its runner
+    at its next heartbeat.
+
     Raises:
         NotFoundError: when there is no such run.
-        InvalidTransitionError: when the run already succeeded or was cancelled.
+        InvalidTransitionError: when the run already succeeded, failed or was cancelled.
     """
     connection = uow.session.connection()
     row = connection.execute(sa.select(PIPELINE_RUNS.c.state, PIPELINE_RUNS.c.pipeline,
-                                       PIPELINE_RUNS.c.cancel_requested_at)
+                                       PIPELINE_RUNS.c.cancel_requested_at,
+                                       PIPELINE_RUNS.c.owner, PIPELINE_RUNS.c.lease_expires_at)
                              .where(PIPELINE_RUNS.c.id == run_id)).first()
     if row is None:
         raise NotFoundError("pipeline run", run_id, "list runs with `loopline runs list`")
@@ -44,7 +52,25 @@ def request_cancel(uow: UnitOfWork, run_id: str, now: datetime) -> bool:
     uow.audit("pipeline_run.cancel_requested", f"pipeline_run:{run_id}",
               {"state": row.state}, {"pipeline": row.pipeline, "cancel_requested_at":
                                      now.isoformat()})
+    held = row.owner is not None and row.lease_expires_at is not None and \
+        row.lease_expires_at > now
+    if not held:
+        _cancel_now(uow, run_id, row.pipeline, now)
     return True
+
+
+def _cancel_now(uow: UnitOfWork, run_id: str, pipeline: str, now: datetime) -> None:
+    connection = uow.session.connection()
+    connection.execute(
+        sa.update(TASK_RUNS).where(TASK_RUNS.c.run_id == run_id,
+                                   TASK_RUNS.c.state.in_(UNFINISHED_TASK_STATES))
+        .values(state=str(TaskState.CANCELLED), lease_owner=None, lease_expires_at=None,
+                error="the run was cancelled", finished_at=now))
+    connection.execute(sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id)
+                       .values(state=str(RunState.CANCELLED), finished_at=now, owner=None,
+                               lease_expires_at=None, error="cancelled on request"))
+    uow.emit(EventType.PIPELINE_RUN_CHANGED, f"pipeline_run:{run_id}",
+             {"run_id": run_id, "pipeline": pipeline, "state": str(RunState.CANCELLED)})
 
 
 def record_provenance(uow: UnitOfWork, run_id: str, code_version: Mapping[str, Any] | None,

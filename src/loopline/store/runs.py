@@ -15,7 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from loopline.core.errors import AlreadyExistsError, ConflictError, NotFoundError
+from loopline.core.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    LeaseLostError,
+    NotFoundError,
+)
 from loopline.core.events import EventType
 from loopline.core.ids import new_id
 from loopline.core.runs import PipelineRun, RunState, RunTrigger, TaskRun, TaskState
@@ -102,14 +107,17 @@ def create_run(uow: UnitOfWork, pipeline: str, parameters: Mapping[str, Any],
 
 
 def set_run_state(uow: UnitOfWork, run_id: str, state: RunState, now: datetime,
-                  error: str | None = None) -> None:
+                  error: str | None = None, owner: str | None = None) -> None:
     """Move a run to ``state`` (stamping start or finish time) and emit its event.
+
+    With ``owner``, only while that runner still holds the run's lease.
 
     Raises:
         NotFoundError: when there is no such run.
+        LeaseLostError: when ``owner`` no longer holds the run.
     """
     connection = uow.session.connection()
-    row = connection.execute(sa.select(PIPELINE_RUNS.c.pipeline)
+    row = connection.execute(sa.select(PIPELINE_RUNS.c.pipeline, PIPELINE_RUNS.c.owner)
                              .where(PIPELINE_RUNS.c.id == run_id)).first()
     if row is None:
         raise NotFoundError("pipeline run", run_id)
@@ -118,8 +126,12 @@ def set_run_state(uow: UnitOfWork, run_id: str, state: RunState, now: datetime,
         values.update(started_at=now, finished_at=None)
     else:
         values["finished_at"] = now
-    connection.execute(sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id)
-                       .values(**values))
+    query = sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id)
+    if owner is not None:
+        query = query.where(PIPELINE_RUNS.c.owner == owner)
+    if connection.execute(query.values(**values)).rowcount != 1:
+        raise LeaseLostError(f"run {run_id} is now executed by {row.owner}; this runner "
+                             "lost its lease and stops without recording a state")
     _emit_run(uow, run_id, row.pipeline, state)
 
 
@@ -149,12 +161,12 @@ def claim_run(uow: UnitOfWork, run_id: str, owner: str, until: datetime,
         raise ConflictError(f"run {run_id} was claimed by another runner just now")
 
 
-def renew_run(uow: UnitOfWork, run_id: str, owner: str, until: datetime) -> None:
-    """Extend ``owner``'s lease on the run (nothing when it lost the run)."""
-    uow.session.connection().execute(
+def renew_run(uow: UnitOfWork, run_id: str, owner: str, until: datetime) -> bool:
+    """Extend ``owner``'s lease on the run; return False when it lost the run."""
+    return bool(uow.session.connection().execute(
         sa.update(PIPELINE_RUNS).where(PIPELINE_RUNS.c.id == run_id,
                                        PIPELINE_RUNS.c.owner == owner)
-        .values(lease_expires_at=until))
+        .values(lease_expires_at=until)).rowcount == 1)
 
 
 def release_run(uow: UnitOfWork, run_id: str, owner: str) -> None:
@@ -176,7 +188,7 @@ def _task_id(connection: sa.Connection, run_id: str, task_key: str) -> str:
 
 # The two hottest statements of the engine, built once: a trivial task's overhead is mostly
 # these (statement construction alone cost more than the statements' execution).
-_STARTABLE = (str(TaskState.PENDING), str(TaskState.RETRYING), str(TaskState.RUNNING))
+_STARTABLE = (str(TaskState.PENDING), str(TaskState.RETRYING))
 _START_TASK = (
     sa.update(TASK_RUNS)
     .where(TASK_RUNS.c.id == sa.bindparam("b_id"), TASK_RUNS.c.attempt == sa.bindparam("b_prev"),
@@ -276,13 +288,21 @@ def settle_task(uow: UnitOfWork, finish: TaskFinish) -> None:
 def renew_leases(uow: UnitOfWork, run_id: str, owner: str, until: datetime) -> int:
     """Extend to ``until`` the leases ``owner`` holds on running tasks of ``run_id``.
 
-    Returns how many leases were renewed (a lease that was reclaimed is not: fencing).
+    Returns how many leases were renewed (a lease that was reclaimed is not: fencing). On
+    PostgreSQL, rows the runner's own batch holds are skipped rather than waited for, so the
+    heartbeat and the batch never deadlock on each other's row locks.
     """
-    return int(uow.session.connection().execute(
-        sa.update(TASK_RUNS).where(TASK_RUNS.c.run_id == run_id,
-                                   TASK_RUNS.c.lease_owner == owner,
-                                   TASK_RUNS.c.state == str(TaskState.RUNNING))
-        .values(lease_expires_at=until)).rowcount)
+    connection = uow.session.connection()
+    mine = sa.and_(TASK_RUNS.c.run_id == run_id, TASK_RUNS.c.lease_owner == owner,
+                   TASK_RUNS.c.state == str(TaskState.RUNNING))
+    query = sa.update(TASK_RUNS).values(lease_expires_at=until)
+    if connection.dialect.name == "postgresql":
+        free = sa.select(TASK_RUNS.c.id).where(mine).order_by(TASK_RUNS.c.id) \
+            .with_for_update(skip_locked=True).scalar_subquery()
+        query = query.where(TASK_RUNS.c.id.in_(free))
+    else:
+        query = query.where(mine)
+    return int(connection.execute(query).rowcount)
 
 
 def reclaim_task(uow: UnitOfWork, task: TaskRun, now: datetime) -> None:

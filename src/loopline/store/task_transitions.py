@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from loopline.core.errors import ConflictError
+from loopline.core.errors import ConflictError, LeaseLostError
 from loopline.core.runs import TaskState
 from loopline.store.engine import WRITE_OPTION
 from loopline.store.errors import database_errors
@@ -30,7 +30,7 @@ from loopline.store.runs import TaskFinish, TaskStart
 _START = (
     "UPDATE task_runs SET state = 'running', attempt = :attempt, error = NULL, "
     "lease_owner = :owner, lease_expires_at = :expires, started_at = :now, finished_at = NULL "
-    "WHERE id = :id AND attempt = :prev AND state IN ('pending', 'retrying', 'running')")
+    "WHERE id = :id AND attempt = :prev AND state IN ('pending', 'retrying')")
 _INSERT_ATTEMPT = (
     "INSERT INTO task_attempts (task_run_id, attempt, state, started_at, finished_at, error, "
     "retry_delay, logs, traceback) VALUES (:id, :attempt, 'running', :now, NULL, NULL, NULL, "
@@ -38,11 +38,14 @@ _INSERT_ATTEMPT = (
 _FINISH = (
     "UPDATE task_runs SET state = :state, outputs = {outputs}, cache_key = :cache_key, "
     "error = :error, lease_owner = NULL, lease_expires_at = NULL, finished_at = :now "
-    "WHERE id = :id AND attempt = :attempt AND state = 'running'")
+    "WHERE id = :id AND attempt = :attempt AND state IN ('running', 'retrying')")
 _FINISH_ATTEMPT = (
     "UPDATE task_attempts SET state = :state, finished_at = :now, error = :error, "
     "retry_delay = NULL, logs = {logs}, traceback = :traceback "
     "WHERE task_run_id = :id AND attempt = :attempt")
+# Touching the run row under the runner's own name proves the lease is still held and, on
+# PostgreSQL, locks the row so a concurrent claim waits for this batch to commit.
+_HOLD = "UPDATE pipeline_runs SET owner = owner WHERE id = :run AND owner = :owner"
 _SETTLE = (
     "UPDATE task_runs SET state = :state, outputs = {outputs}, cache_key = :cache_key, "
     "error = :error, started_at = :now, finished_at = :now WHERE id = :id AND state = 'pending'")
@@ -64,28 +67,35 @@ class TransitionWriter:
         self._postgres = postgres
         self._sql = {name: _dialect_sql(text, postgres) for name, text in (
             ("start", _START), ("insert_attempt", _INSERT_ATTEMPT), ("finish", _FINISH),
-            ("finish_attempt", _FINISH_ATTEMPT), ("settle", _SETTLE))}
+            ("finish_attempt", _FINISH_ATTEMPT), ("settle", _SETTLE), ("hold", _HOLD))}
 
     def _time(self, value: datetime | None) -> Any:
         if value is None:
             return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
         utc = value.astimezone(UTC)
         # SQLite keeps what SQLAlchemy's DateTime writes: naive UTC text, microseconds.
         return utc if self._postgres else utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    def write(self, starts: Sequence[TaskStart], finishes: Sequence[TaskFinish],
-              settles: Sequence[TaskFinish]) -> None:
-        """Write every transition given, or none of them.
+    def write(self, lease: tuple[str, str], starts: Sequence[TaskStart],
+              finishes: Sequence[TaskFinish], settles: Sequence[TaskFinish]) -> None:
+        """Write every transition given, or none of them, while ``lease`` (run, owner) holds.
 
         Every transition must carry its ``task_id``; ``finishes`` are final (not retrying).
 
         Raises:
+            LeaseLostError: when the owner no longer holds the run; nothing was written.
             ConflictError: when one of them is stale (fenced out); nothing was written.
             BackendError: when the database fails.
         """
+        run_id, owner = lease
         with database_errors(), self._engine.begin() as connection:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
+                if self._run(cursor, "hold", {"run": run_id, "owner": owner}) != 1:
+                    raise LeaseLostError(f"run {run_id} is now executed by another runner; "
+                                         "this one lost its lease and stops")
                 for finish in finishes:
                     self._finish(cursor, finish)
                 for settle in settles:
@@ -137,6 +147,6 @@ class TransitionWriter:
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    # SQLAlchemy's JSON type writes a JSON null for None; keep SQL NULL, as the ORM path does
-    # for these nullable columns when given None.
+    # SQL NULL for "no value" (the ORM path writes a JSON 'null' instead; readers treat both
+    # as None, and every query on these columns also filters by state).
     return None if value is None else json.dumps(dict(value))
