@@ -290,3 +290,16 @@ def test_pipeline_refuses_schedules_and_triggers_that_do_not_fit_it(options: dic
     with pytest.raises(InvalidArgumentError) as caught:
         _decorate(**options)
     assert caught.value.field == field
+
+
+def test_a_schedule_name_too_long_with_its_pipeline_name_is_refused_when_decorating() -> None:
+    import pytest
+
+    from loopline import pipeline
+    from loopline.core.errors import InvalidArgumentError
+    from loopline.pipelines import Schedule
+
+    with pytest.raises(InvalidArgumentError, match="schedule.name"):
+        @pipeline(name="p" * 128, schedules=[Schedule("@daily", name="s" * 128)])
+        def too_long() -> None:
+            return None

@@ -9,9 +9,7 @@ tasks (``.toml``, ``.yaml``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +19,9 @@ from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.run_view import RunView
+from loopline.cli.user_code import import_user_file
 from loopline.cli.workspace_cmds import JsonFlag
-from loopline.core.errors import InvalidArgumentError, UserCodeError
+from loopline.core.errors import InvalidArgumentError
 from loopline.pipelines import PipelineDefinition, Runner, RunResult, build_plan
 from loopline.pipelines.pipeline_file import load_pipeline_file
 
@@ -54,15 +53,7 @@ def load_pipeline(target: str) -> PipelineDefinition:
     if not path_text or not name or path.suffix != ".py" or not path.is_file():
         raise InvalidArgumentError("target", f"{target!r} must be FILE.py:PIPELINE naming an "
                                              "existing Python file")
-    spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path.resolve())
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise InvalidArgumentError("target", f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise UserCodeError(f"importing {path} raised {type(exc).__name__}: {exc}") from exc
+    module = import_user_file(path, "target")
     found = getattr(module, name, None)
     if not isinstance(found, PipelineDefinition):
         raise InvalidArgumentError("target", f"{path} has no @pipeline named {name!r}")

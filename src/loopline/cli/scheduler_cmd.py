@@ -8,9 +8,7 @@ the new events once, waits for the runs it started and exits (10 when one failed
 
 from __future__ import annotations
 
-import importlib.util
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +19,7 @@ from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, success, table
 from loopline.cli.runs_cmds import load_pipeline
+from loopline.cli.user_code import import_user_file
 from loopline.core.errors import InvalidArgumentError, UserCodeError
 from loopline.core.runs import RunState
 from loopline.loop.scheduler import Scheduler
@@ -38,18 +37,7 @@ def _import_file(text: str) -> list[PipelineDefinition]:
         InvalidArgumentError: naming the file when it is not an existing ``.py`` file.
         UserCodeError: when importing the file raises.
     """
-    path = Path(text)
-    if path.suffix != ".py" or not path.is_file():
-        raise InvalidArgumentError("FILE", f"{text!r} must be an existing Python file")
-    spec = importlib.util.spec_from_file_location(f"loopline_user_{path.stem}", path.resolve())
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise InvalidArgumentError("FILE", f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise UserCodeError(f"importing {path} raised {type(exc).__name__}: {exc}") from exc
+    module = import_user_file(Path(text), "FILE")
     return [value for value in vars(module).values() if isinstance(value, PipelineDefinition)]
 
 

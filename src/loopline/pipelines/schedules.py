@@ -290,6 +290,9 @@ class Trigger:
         return found
 
 
+MAX_TRIGGER_NAME = 256  # pipeline_runs.trigger_name
+
+
 def bind_schedules(pipeline: str, parameters: Sequence[str], required: Sequence[str],
                    schedules: Sequence[Schedule | str], triggers: Sequence[Trigger],
                    ) -> tuple[tuple[Schedule, ...], tuple[Trigger, ...]]:
@@ -309,6 +312,12 @@ def bind_schedules(pipeline: str, parameters: Sequence[str], required: Sequence[
                                        f"{kind.__name__}")
     _unique("schedule", [s.name for s in made])
     _unique("trigger", [t.label for t in triggers])
+    for label, name in [*(("schedule", s.name) for s in made),
+                       *(("trigger", t.label) for t in triggers)]:
+        if len(f"{pipeline}/{name}") > MAX_TRIGGER_NAME:  # the stored name, pipeline/name
+            raise InvalidArgumentError(f"{label}.name", f"{pipeline}/{name} is longer than "
+                                       f"{MAX_TRIGGER_NAME} characters; shorten the pipeline "
+                                       f"or the {label} name")
     for prefix, given in [*(("schedule", s.parameters) for s in made),
                           *(("trigger", t.parameters) for t in triggers)]:
         _check_parameters(pipeline, prefix, given, parameters, required)
