@@ -446,3 +446,15 @@ def test_a_runner_that_lost_its_run_stops_and_records_nothing(
     final = second.runs.run(run_id)
     assert final.state is RunState.SUCCEEDED and final.finished_at == taken.run.finished_at
     assert store.events.count() == events  # the stalled runner wrote no second verdict
+
+
+def test_a_lease_holder_in_another_pid_namespace_is_never_taken_for_gone() -> None:
+    import socket
+
+    from loopline.pipelines.runner import _lease_owner, _owner_is_gone, _pid_namespace
+    host = socket.gethostname()
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process here
+    assert _owner_is_gone(f"{host}:{dead}:{_pid_namespace()}:abcd1234")
+    assert not _owner_is_gone(f"{host}:{dead}:other-namespace:abcd1234")
+    assert not _owner_is_gone(f"elsewhere:{dead}:{_pid_namespace()}:abcd1234")
+    assert not _owner_is_gone(_lease_owner())  # this very process is alive

@@ -79,18 +79,33 @@ class RunResult:
             raise self.error
 
 
+def _pid_namespace() -> str:
+    """Return this process's PID namespace id, or "-" where there is none to read."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
 def _lease_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+    # host:pid:pid-namespace:random. The namespace matters: two containers can share a host
+    # name (host networking) while a pid in one means nothing in the other.
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{new_id()[-8:]}"
 
 
 def _owner_is_gone(owner: str | None) -> bool:
-    """Tell whether a lease holder was a process on this host that no longer exists."""
-    host, _, rest = (owner or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """Tell whether a lease holder was a process of this host and PID namespace that is gone.
+
+    Anything it cannot be sure of (another host, another namespace) counts as alive: that
+    lease is then left to expire.
+    """
+    parts = (owner or "").split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    if len(parts) >= 4 and parts[2] != _pid_namespace():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(parts[1]), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
