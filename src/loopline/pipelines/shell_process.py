@@ -1,7 +1,8 @@
 """One command run as a child process: no shell, bounded capture, and its process group killed.
 
-Rule: the command is an argument list started with ``shell=False`` (RELIABILITY rule 4). The
-child leads a new session, so on a timeout, and after it exits, every process it started is
+Rule: the command is an argument list started with ``shell=False`` (RELIABILITY rule 4),
+under ``command_guard.py``, which kills it if this process dies. The guard leads a new
+session, so on a timeout, and after it exits, every process it started is
 killed with its group: nothing it spawned outlives the attempt or writes after its outputs are
 collected. stdout and stderr are read through pipes keeping at most ``limit`` bytes of each
 (the tail), so neither memory nor disk grows with a chatty command.
@@ -9,14 +10,18 @@ collected. stdout and stderr are read through pipes keeping at most ``limit`` by
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 CAPTURE_LIMIT = 64 * 1024 * 1024
@@ -24,6 +29,7 @@ READ_CHUNK = 64 * 1024
 # How long to wait for the pipes to drain once the process group is dead; a process that
 # escaped the group (setsid) may hold them open for ever.
 DRAIN_GRACE = 5.0
+GUARD = str(Path(__file__).with_name("command_guard.py"))
 
 
 class _Tail:
@@ -104,15 +110,33 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _check_program(program: str, options: ProcessOptions) -> None:
+    """Refuse a program that cannot be found or run, as starting it directly would."""
+    if os.sep in program:
+        path = Path(options.cwd or ".") / program
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return
+    search = (options.env if options.env is not None else os.environ).get("PATH")
+    if shutil.which(program, path=search) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def run_process(argv: Sequence[str], options: ProcessOptions) -> ProcessResult:
     """Run ``argv`` to its end (or its timeout) and return its code and captured output.
 
     Raises:
         FileNotFoundError, PermissionError, OSError: when the program cannot be started.
     """
+    _check_program(argv[0], options)
     tails = (_Tail(options.limit), _Tail(options.limit))
+    # The guard leads the command's group and kills it if this process dies (see
+    # command_guard.py): a runner killed with kill -9 leaves no command running.
+    guarded = [sys.executable, "-E", "-S", GUARD, str(os.getpid()), "--", *argv]
     process = subprocess.Popen(  # an argument list, never a shell
-        list(argv), shell=False, cwd=options.cwd, env=options.env, stdin=subprocess.DEVNULL,
+        guarded, shell=False, cwd=options.cwd, env=options.env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     streams = (process.stdout, process.stderr)
     readers = [threading.Thread(target=_drain, args=(stream, tail), daemon=True,
