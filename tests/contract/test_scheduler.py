@@ -335,3 +335,18 @@ def test_a_store_failure_mid_event_keeps_the_runs_recorded_and_retries_the_rest(
     runs = _runs(store, "twice")
     assert sorted(r.trigger.name for r in runs if r.trigger) == ["twice/first", "twice/second"]
     assert all(r.state is RunState.SUCCEEDED for r in runs)
+
+
+def test_a_sweep_executes_triggered_runs_left_pending(stores: Stores, schedulers: Schedulers,
+                                                     tmp_path: Path) -> None:
+    store = stores()
+    scheduler = schedulers(store, [counted])
+    scheduler.start()
+    runner = Runner(store, ContentAddressedStore.from_url(tmp_path / "other"),
+                    RunnerOptions(actor="tester", record_provenance=False))
+    run = runner.create(counted, {"n": 3}, RunTrigger("event:counted/count:x", "counted/count",
+                                                      "event"))
+    assert scheduler.sweep() == [run.id]
+    assert scheduler.wait(30)
+    assert runner.runs.run(run.id).state is RunState.SUCCEEDED
+    assert scheduler.sweep() == []

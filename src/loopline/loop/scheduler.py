@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -40,6 +41,7 @@ from loopline.store import MetadataStore
 from loopline.store.runs import create_run, pending_triggered_runs, set_run_state
 
 log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0  # how often run_forever looks for triggered runs left pending
 
 MAX_CONCURRENT_RUNS = 256
 
@@ -93,6 +95,7 @@ class Scheduler:
         self._types = sorted({trigger.on for _, trigger in self._triggers})
         self._pool = ThreadPoolExecutor(max_concurrent_runs, "loopline-scheduled-run")
         self._in_flight: set[Future[None]] = set()
+        self._queued: set[str] = set()  # ids of runs queued here and not yet done
         self._lock = threading.Lock()
         self._started = False
 
@@ -275,6 +278,20 @@ class Scheduler:
         log.warning("%s (%s)", message, trigger.key)
         return replace(run, state=RunState.FAILED, error=message)
 
+    def sweep(self) -> list[str]:
+        """Execute runs these pipelines' triggers recorded that are still pending.
+
+        They are left pending when executing them failed to begin (a store blip) or a
+        scheduler stopped with them queued; returns the ids it queued.
+
+        Raises:
+            BackendError: when the metadata store fails.
+        """
+        left = [run for run in pending_triggered_runs(self._store.engine, list(self._pipelines))
+                if run.id not in self._queued]
+        return self._submit([_Start(self._pipelines[run.pipeline], run) for run in left],
+                            recovered=True)
+
     def _submit(self, starts: list[_Start], recovered: bool = False) -> list[str]:
         """Queue the pending runs of ``starts``; return the ids of all (failed ones too)."""
         for start in starts:
@@ -285,6 +302,7 @@ class Scheduler:
             future = self._pool.submit(self._execute, start.pipeline, start.run.id, recovered)
             with self._lock:
                 self._in_flight.add(future)
+                self._queued.add(start.run.id)
             future.add_done_callback(self._forget)
         return [start.run.id for start in starts]
 
@@ -293,6 +311,14 @@ class Scheduler:
             self._in_flight.discard(future)
 
     def _execute(self, pipeline: PipelineDefinition, run_id: str, recovered: bool) -> None:
+        try:
+            self._execute_once(pipeline, run_id, recovered)
+        finally:
+            with self._lock:
+                self._queued.discard(run_id)
+
+    def _execute_once(self, pipeline: PipelineDefinition, run_id: str,
+                      recovered: bool) -> None:
         try:
             if recovered and self._runner.runs.run(run_id).state is not RunState.PENDING:
                 return  # another scheduler executed it meanwhile
@@ -320,11 +346,15 @@ class Scheduler:
         rather than in memory; a store outage is logged and retried. ``report`` is called
         with the ids of the runs each round started.
         """
+        swept = time.monotonic()
         while not stop.is_set():
             started: list[str] = []
             more = False
             try:
                 started = self.start() + self.tick()
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    started += self.sweep()
                 if self.in_flight < self._max_runs:
                     polled, more = self._poll(500)
                     started += polled
