@@ -227,3 +227,23 @@ def test_requirements_lock_has_a_header_and_one_pin_per_package() -> None:
     ("zope.interface", "zope-interface"), ("a-_.b", "a-b")])
 def test_distribution_names_are_normalised_as_pep_503_says(name: str, normal: str) -> None:
     assert normalise_name(name) == normal
+
+
+def test_folders_added_to_sys_path_at_run_time_do_not_change_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopline.pipelines.provenance import clear_environment_cache, environment
+
+    clear_environment_cache()
+    before = environment()
+    vendored = tmp_path / "vendored" / "foo_vendored-1.0.dist-info"
+    vendored.mkdir(parents=True)
+    (vendored / "METADATA").write_text("Metadata-Version: 2.1\nName: foo-vendored\n"
+                                       "Version: 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "vendored"))  # as Ray does on import
+    clear_environment_cache()
+    try:
+        after = environment()
+    finally:
+        clear_environment_cache()
+    assert "foo-vendored==1.0" not in after.packages
+    assert after.digest == before.digest

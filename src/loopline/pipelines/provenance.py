@@ -15,9 +15,11 @@ import os
 import platform
 import re
 import shutil
+import site
 import stat
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -286,14 +288,28 @@ def normalise_name(name: str) -> str:
     return _SEPARATORS.sub("-", name).lower()
 
 
+def _install_paths() -> list[str]:
+    """Return the interpreter's install folders (site-packages), in import order.
+
+    Not the whole ``sys.path``: libraries add folders of their own at run time (Ray adds its
+    vendored ``thirdparty_files``), which would make the same installation describe itself
+    differently before and after such an import.
+    """
+    paths = sysconfig.get_paths()
+    found = [paths[key] for key in ("purelib", "platlib") if key in paths]
+    found += [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    ordered = [entry for entry in sys.path if entry in found]
+    return ordered + [entry for entry in dict.fromkeys(found) if entry not in ordered]
+
+
 def _installed_packages() -> tuple[str, ...]:
-    """Return sorted ``name==version`` of the distributions importable from ``sys.path``.
+    """Return sorted ``name==version`` of the distributions installed for this interpreter.
 
     A name found twice keeps its first, the one ``import`` would load; distributions with
     no name or version in their metadata are left out.
     """
     seen: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
+    for dist in importlib.metadata.distributions(path=_install_paths()):
         name, version = _first(dist, "Name"), _first(dist, "Version")
         if name and version:
             seen.setdefault(normalise_name(name), version.strip())
