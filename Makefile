@@ -18,7 +18,7 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,ray,onnx]"
 	touch $@ $(STAMP_RUN)
 
 venv: $(STAMP_RUN)
