@@ -9,6 +9,7 @@
     │   └── LeaseLostError       another runner took over a run this one was executing
     ├── InvalidTransitionError   a state machine refused a move
     ├── PolicyDeniedError        governance said no
+    │   └── UntrustedModelError  a model artifact needs a trust decision it does not have
     ├── UserCodeError            user code raised; keeps the original as __cause__
     ├── ValidationFailedError    a dataset failed its expectation suite; carries the report
     ├── IntegrityError           stored bytes or records do not match their hash
@@ -87,6 +88,22 @@ class InvalidTransitionError(LooplineError):
 
 class PolicyDeniedError(LooplineError):
     """A governance policy refused the action."""
+
+
+class UntrustedModelError(PolicyDeniedError):
+    """Loading a model artifact was refused: it needs trust it has not been given.
+
+    ``untrusted`` names what the artifact needs (types, or the format itself); nothing from
+    the artifact ran before the refusal.
+    """
+
+    def __init__(self, flavor: str, reason: str, untrusted: tuple[str, ...] = ()) -> None:
+        self.flavor = flavor
+        self.reason = reason
+        self.untrusted = untrusted
+        super().__init__(f"refused to load a {flavor!r} model: {reason}; load it only if you "
+                         "trust where it came from, by recording an audited trust decision "
+                         "for this model version")
 
 
 class UserCodeError(LooplineError):

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     PIPELINE_RUN_CHANGED = "pipeline.run_changed"
     MODEL_VERSION_REGISTERED = "model.version_registered"
     MODEL_ALIAS_MOVED = "model.alias_moved"
+    MODEL_STATUS_CHANGED = "model.status_changed"
     DEPLOYMENT_CHANGED = "deployment.changed"
     ALERT_FIRED = "monitoring.alert_fired"
     PLAYBOOK_ACTION = "loop.playbook_action"

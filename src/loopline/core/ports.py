@@ -12,6 +12,7 @@ from typing import BinaryIO, Protocol
 
 from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
 from loopline.core.events import Event
+from loopline.core.gates import GateDecision, GateRequest
 
 
 class BlobStore(Protocol):
@@ -88,4 +89,18 @@ class EventSource(Protocol):
 
     def close(self) -> None:
         """Release what waiting holds (a LISTEN connection, say)."""
+        ...
+
+
+class Gate(Protocol):
+    """Decides whether a governed action may happen; governance implements it.
+
+    ``AllowAll`` in ``core.gates`` allows everything until policies are installed. Every
+    alias move and status change of a model version asks the gate first; the store refuses
+    with ``PolicyDeniedError`` when the decision does not allow it, and otherwise records the
+    decision in the change's audit entry.
+    """
+
+    def check(self, request: GateRequest) -> GateDecision:
+        """Decide ``request``; the decision names the rules it evaluated and what they saw."""
         ...

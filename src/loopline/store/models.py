@@ -319,3 +319,88 @@ AUDIT_HEAD = cast(sa.Table, AuditHeadRow.__table__)
 PIPELINE_RUNS = cast(sa.Table, PipelineRunRow.__table__)
 TASK_RUNS = cast(sa.Table, TaskRunRow.__table__)
 TASK_ATTEMPTS = cast(sa.Table, TaskAttemptRow.__table__)
+
+
+class RegisteredModelRow(Base):
+    """A registered model; ``latest_version`` allocates version numbers.
+
+    A registration increments ``latest_version`` with one ``UPDATE ... RETURNING``, so the row
+    lock (PostgreSQL) or the database write lock (SQLite) hands out each number exactly once.
+    """
+
+    __tablename__ = "registered_models"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    tags: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    latest_version: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class ModelVersionRow(Base):
+    """One registered version of a model; ``extra`` holds later fields without a migration."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        sa.Index("ix_model_versions_status", "status"),
+        sa.Index("ix_model_versions_run_id", "run_id"),
+    )
+
+    name: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("registered_models.name"), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    artifact_digest: Mapped[str] = mapped_column(sa.String(64))
+    flavor: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    signature: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    tags: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    run_id: Mapped[str | None] = mapped_column(sa.String(512))
+    datasets: Mapped[list[Any]] = mapped_column(sa.JSON)
+    code_version: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class ModelAliasRow(Base):
+    """A mutable alias pointing at one existing version; moved by one upsert."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["name", "version"],
+                                ["model_versions.name", "model_versions.version"]),
+        sa.Index("ix_model_aliases_name_version", "name", "version"),
+    )
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class ModelTrustDecisionRow(Base):
+    """An audited decision that a version's artifact may be loaded although it can run code."""
+
+    __tablename__ = "model_trust_decisions"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["name", "version"],
+                                ["model_versions.name", "model_versions.version"]),
+    )
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    decided_by: Mapped[str] = mapped_column(sa.String(256))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(sa.Text)
+
+
+REGISTERED_MODELS = cast(sa.Table, RegisteredModelRow.__table__)
+MODEL_VERSIONS = cast(sa.Table, ModelVersionRow.__table__)
+MODEL_ALIASES = cast(sa.Table, ModelAliasRow.__table__)
+MODEL_TRUST_DECISIONS = cast(sa.Table, ModelTrustDecisionRow.__table__)
