@@ -9,7 +9,7 @@ import pytest
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.lineage import EdgeKind, LineageEdge, LineageNode, NodeKind, NodeRef
 from loopline.data.lineage import LineageService
-from loopline.pipelines.provenance import CodeVersion
+from loopline.data.provenance import CodeVersion
 from loopline.pipelines.run_lineage import (
     RunLineage,
     TaskLineage,

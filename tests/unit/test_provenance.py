@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from loopline.core.canonical import hash_canonical
-from loopline.pipelines import provenance
-from loopline.pipelines.provenance import (
+from loopline.data.provenance import (
     CodeVersion,
     clear_environment_cache,
     code_version,
@@ -23,6 +22,7 @@ from loopline.pipelines.provenance import (
     normalise_name,
     requirements_lock,
 )
+from loopline.pipelines import provenance
 
 PIN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*==\S+$")
 
@@ -231,7 +231,7 @@ def test_distribution_names_are_normalised_as_pep_503_says(name: str, normal: st
 
 def test_folders_added_to_sys_path_at_run_time_do_not_change_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from loopline.pipelines.provenance import clear_environment_cache, environment
+    from loopline.data.provenance import clear_environment_cache, environment
 
     clear_environment_cache()
     before = environment()

@@ -19,7 +19,6 @@ Imports only ``loopline.core``, ``loopline.store``, ``loopline.artifacts`` (and 
     heartbeat.py    lease renewal and cancel requests, every heartbeat
     runner.py       Runner: create, run, resume and cancel runs, durably
     run_records.py  what a run records: code version, environment, lineage
-    provenance.py   the git commit and uncommitted-changes hash; the environment lock
     run_lineage.py  lineage of a run: code, environment → task runs → artifacts
     shell.py        shell_task: wrap an existing command (no shell), its files and logs
     pipeline_file.py  a pipeline of command tasks from a .toml or .yaml file

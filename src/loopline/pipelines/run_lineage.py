@@ -24,7 +24,7 @@ from loopline.core.canonical import is_digest
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.lineage import EdgeKind, LineageEdge, LineageNode, NodeKind, NodeRef
 from loopline.core.runs import TaskState
-from loopline.pipelines.provenance import CodeVersion
+from loopline.data.provenance import CodeVersion
 from loopline.store import UnitOfWork
 from loopline.store.lineage import record
 

@@ -15,9 +15,9 @@ from loopline.artifacts import ContentAddressedStore
 from loopline.core.canonical import canonical_json
 from loopline.core.lineage import NodeRef
 from loopline.core.runs import TaskState
+from loopline.data.provenance import CodeVersion, code_version, environment
 from loopline.pipelines.outputs import artifact_digest
 from loopline.pipelines.plan import ExecutionPlan
-from loopline.pipelines.provenance import CodeVersion, code_version, environment
 from loopline.pipelines.run_lineage import RunLineage, TaskLineage
 
 
