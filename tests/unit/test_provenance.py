@@ -22,7 +22,7 @@ from loopline.data.provenance import (
     normalise_name,
     requirements_lock,
 )
-from loopline.pipelines import provenance
+from loopline.data import provenance
 
 PIN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*==\S+$")
 
