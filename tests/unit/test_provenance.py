@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loopline.core.canonical import hash_canonical
+from loopline.data import provenance
 from loopline.data.provenance import (
     CodeVersion,
     clear_environment_cache,
@@ -22,7 +23,6 @@ from loopline.data.provenance import (
     normalise_name,
     requirements_lock,
 )
-from loopline.data import provenance
 
 PIN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*==\S+$")
 
