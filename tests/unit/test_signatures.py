@@ -14,15 +14,14 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from loopline.core.errors import InvalidArgumentError
+from loopline.registry.signature_checks import check_batch, require_batch
 from loopline.registry.signatures import (
     DTYPES,
     MAX_CATEGORIES,
     ColumnSpec,
     OutputSpec,
     Signature,
-    check_batch,
     infer_signature,
-    require_batch,
 )
 
 

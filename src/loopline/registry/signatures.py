@@ -2,20 +2,8 @@
 
 A signature is inferred from training data (:func:`infer_signature`) or written by hand,
 stored as JSON (:meth:`Signature.to_dict`), and checked against every request batch by the
-model server (:func:`check_batch`): column by column with vectorised pandas/NumPy, no loop
-over rows. pandas and NumPy are imported when a function needs them.
-
-Violations and their severity:
-
-    error    missing    a column the signature names is absent
-             type       the column's type cannot be the declared one
-             null       nulls in a column trained without any
-             extra      a column the signature does not name (only when extras are refused)
-    warning  range      values outside the range seen in training
-             category   values not among the categories seen in training
-
-Errors mean the model cannot score the batch as trained; warnings mean it can but
-extrapolates, which is for monitoring to count, not for a request to fail on.
+model server (``signature_checks.check_batch``). pandas and NumPy are imported when a
+function needs them.
 """
 
 from __future__ import annotations
@@ -200,7 +188,7 @@ def _column_from(field: str, item: Any) -> ColumnSpec:
 
 # -- inference ------------------------------------------------------------------------------
 
-def _as_frame(batch: Any, names: tuple[str, ...] | None, field: str) -> Any:
+def as_frame(batch: Any, names: tuple[str, ...] | None, field: str) -> Any:
     """Return ``batch`` as a DataFrame; an array's columns are ``names`` (or ``f0..fn``)."""
     import numpy as np
     import pandas as pd
@@ -317,7 +305,7 @@ def infer_signature(X: Any, y: Any = None, model: Any = None) -> Signature:
     Raises:
         InvalidArgumentError: naming ``X``, a column or ``y`` when it cannot be described.
     """
-    frame = _as_frame(X, None, "X")
+    frame = as_frame(X, None, "X")
     names = list(frame.columns)
     if not all(isinstance(name, str) for name in names):
         raise _fail("X", "column names must be strings; rename them, or pass a NumPy array "
@@ -326,159 +314,3 @@ def infer_signature(X: Any, y: Any = None, model: Any = None) -> Signature:
         raise _fail("X", "names a column twice")
     inputs = tuple(_infer_column(name, frame[name]) for name in names)
     return Signature(inputs, _infer_output(y, model))
-
-
-# -- checking a batch -----------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class SignatureViolation:
-    """One way a batch departs from a signature; ``rows`` counts the rows (0: the column)."""
-
-    column: str
-    kind: str  # missing | type | null | extra | range | category
-    severity: str  # error | warning
-    rows: int
-    message: str
-
-
-def _violation(column: str, kind: str, rows: int, problem: str) -> SignatureViolation:
-    severity = "warning" if kind in ("range", "category") else "error"
-    return SignatureViolation(column, kind, severity, rows, f"column {column!r} {problem}")
-
-
-def _text_like(series: Any) -> bool:
-    import pandas as pd
-
-    dtype = series.dtype
-    if isinstance(dtype, pd.StringDtype):
-        return True
-    if isinstance(dtype, pd.CategoricalDtype):
-        return _text_like(pd.Series(dtype.categories))
-    return dtype.kind == "O" and pd.api.types.infer_dtype(series, skipna=True) in (
-        "string", "empty")
-
-
-def _fits_type(spec: ColumnSpec, series: Any) -> bool:
-    """Tell whether ``series`` can hold ``spec.dtype`` values (reads values only for objects)."""
-    import numpy as np
-    import pandas as pd
-
-    types = pd.api.types
-    kind: str = series.dtype.kind
-    if spec.dtype == "float64":
-        return kind in "iuf"
-    if spec.dtype == "int64":
-        if kind == "f":  # JSON turns an int column with nulls into floats: whole numbers fit
-            values = series.to_numpy()
-            return bool(np.all(np.isnan(values) | (np.mod(values, 1) == 0)))
-        return kind in "iu"
-    if spec.dtype == "bool":
-        return bool(types.is_bool_dtype(series.dtype)) or (
-            kind == "O" and types.infer_dtype(series, skipna=True) in ("boolean", "empty"))
-    if spec.dtype == "datetime":
-        return kind == "M"
-    numeric_categories = spec.categories is not None and all(
-        isinstance(c, int | float) for c in spec.categories)
-    return _text_like(series) or (spec.dtype == "category" and numeric_categories
-                                  and kind in "iuf")
-
-
-def _outside(spec: ColumnSpec, series: Any) -> int:
-    """Count the values outside the observed range or categories (nulls never count)."""
-    import numpy as np
-    import pandas as pd
-
-    if spec.categories is not None:
-        return int((series.notna() & ~series.isin(spec.categories)).sum())
-    if spec.minimum is None and spec.maximum is None:
-        return 0
-    low: Any = spec.minimum
-    high: Any = spec.maximum
-    if spec.dtype == "datetime":
-        low, high = (None if b is None else pd.Timestamp(b) for b in (low, high))
-    elif series.dtype.kind in "iuf":  # NumPy compares int64 with Python ints exactly
-        series = series.to_numpy()
-    below = 0 if low is None else np.count_nonzero(series < low)
-    above = 0 if high is None else np.count_nonzero(series > high)
-    return int(below + above)
-
-
-def _null_count(series: Any) -> int:
-    """Count nulls; plain NumPy columns skip pandas (its per-call cost dominates small batches)."""
-    import numpy as np
-
-    dtype = series.dtype
-    if not isinstance(dtype, np.dtype):
-        return int(series.isna().sum())
-    if dtype.kind == "f":
-        return int(np.count_nonzero(np.isnan(series.to_numpy())))
-    if dtype.kind in "mM":
-        return int(np.count_nonzero(np.isnat(series.to_numpy())))
-    return 0 if dtype.kind in "iub" else int(series.isna().sum())
-
-
-def _check_column(spec: ColumnSpec, series: Any) -> list[SignatureViolation]:
-    if not _fits_type(spec, series):
-        return [_violation(spec.name, "type", 0, f"has dtype {series.dtype}; the model takes "
-                                                 f"{spec.dtype}")]
-    found = []
-    nulls = 0 if spec.nullable else _null_count(series)
-    if nulls:
-        found.append(_violation(spec.name, "null", nulls, f"has {nulls} null values; the "
-                                                          "model was trained without nulls"))
-    try:
-        outside = _outside(spec, series)
-    except TypeError:  # timezone-aware against naive times
-        return [*found, _violation(spec.name, "type", 0, f"has dtype {series.dtype}, which "
-                                                         "cannot compare with the times the "
-                                                         "model was trained on")]
-    if outside:
-        kind = "category" if spec.categories is not None else "range"
-        seen = ("categories" if kind == "category"
-                else f"range {spec.minimum!r}..{spec.maximum!r}")
-        found.append(_violation(spec.name, kind, outside, f"has {outside} values outside the "
-                                                          f"{seen} seen in training"))
-    return found
-
-
-def check_batch(signature: Signature, batch: Any, *, allow_extra: bool = True
-                ) -> list[SignatureViolation]:
-    """Return every way ``batch`` departs from ``signature``: errors first, then warnings.
-
-    ``batch`` is a DataFrame, or a 2-D array whose columns are the signature's in order.
-    Columns are checked with vectorised operations only, so a batch costs a few passes over
-    its values. Columns the signature does not name are allowed unless ``allow_extra`` is
-    False.
-
-    Raises:
-        InvalidArgumentError: when ``batch`` is neither, or an array of the wrong width.
-    """
-    frame = _as_frame(batch, signature.names, "batch")
-    present = set(frame.columns)
-    repeated = set(frame.columns[frame.columns.duplicated()])
-    found = [_violation(str(name), "type", 0, "appears more than once")
-             for name in sorted(map(str, repeated))]
-    for spec in signature.inputs:
-        if spec.name not in present:
-            found.append(_violation(spec.name, "missing", 0, "is missing"))
-        elif spec.name not in repeated:
-            found += _check_column(spec, frame[spec.name])
-    if not allow_extra:
-        known = set(signature.names)
-        found += [_violation(str(name), "extra", 0, "is not in the model's signature")
-                  for name in frame.columns if name not in known]
-    return sorted(found, key=lambda v: v.severity != "error")
-
-
-def require_batch(signature: Signature, batch: Any, *, allow_extra: bool = True
-                  ) -> list[SignatureViolation]:
-    """Return the warnings of :func:`check_batch` when it finds no error.
-
-    Raises:
-        InvalidArgumentError: on field ``batch``, naming every failing column and its problem.
-    """
-    found = check_batch(signature, batch, allow_extra=allow_extra)
-    errors = [v.message for v in found if v.severity == "error"]
-    if errors:
-        raise _fail("batch", "; ".join(errors))
-    return found
