@@ -28,6 +28,7 @@ from loopline.artifacts import ContentAddressedStore, Keyring
 from loopline.core.clock import Clock
 from loopline.core.errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
+from loopline.core.gates import AllowAll
 from loopline.core.validation import ValidationReport
 from loopline.data.lineage import LineageService
 from loopline.data.partitions import PartitionService
@@ -38,6 +39,7 @@ from loopline.data.validation_service import ValidationService
 from loopline.loop import Dispatcher
 from loopline.pipelines import Runner, RunnerOptions
 from loopline.pipelines.faults import FaultInjector, parse_faults
+from loopline.registry.service import ModelRegistry
 from loopline.store import MetadataStore
 
 
@@ -84,6 +86,9 @@ class Workspace:
             actor=self.actor, faults=faults, executor=settings.executor,
             max_workers=settings.max_workers, ray_address=settings.ray_address)
         self.pipelines = Runner(store, blobs, self._runner_options)
+        # Governance will provide the gate from its policies; until then everything is allowed
+        # (each decision is still recorded in the audit entry of the change it allowed).
+        self.models = ModelRegistry(store, blobs, self.actor, gate=AllowAll())
 
     def runner(self, **options: Any) -> Runner:
         """Return a runner with some ``RunnerOptions`` changed (``executor``, ``cache`` ...).

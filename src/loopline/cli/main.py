@@ -21,6 +21,7 @@ from loopline.cli import (
     demo_cmd,
     events_cmds,
     lineage_cmds,
+    models_cmds,
     runs_cmds,
     scheduler_cmd,
     workspace_cmds,
@@ -76,6 +77,7 @@ app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
 runs_cmds.register(app)
+models_cmds.register(app)
 scheduler_cmd.register(app)
 
 

@@ -1,0 +1,166 @@
+"""What registering a model records, prepared before anything is written.
+
+``prepare`` picks the flavor, saves the model to bytes, settles the signature (given, or
+inferred from an input example), normalises the metrics (``registry.metrics``) and captures
+the code version and environment; it computes every digest itself, so the gate can be asked
+about the exact version before a byte reaches the artifact store. ``check_references``
+refuses dataset snapshots and runs that do not exist, so lineage never gains a dangling edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopline.core.canonical import sha256_hex
+from loopline.core.datasets import DatasetVersion
+from loopline.core.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    UserCodeError,
+)
+from loopline.core.models import NewModelVersion
+from loopline.core.names import validate_name
+from loopline.data.provenance import code_version, environment
+from loopline.registry.environment_check import CapturedEnvironment, capture
+from loopline.registry.flavors import Flavor, flavor_for, flavor_named
+from loopline.registry.metrics import normalise_metrics
+from loopline.registry.signatures import Signature, infer_signature
+from loopline.store import MetadataStore
+from loopline.store.datasets import DatasetQueries
+from loopline.store.run_queries import RunQueries
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Everything a registration records beside the model object itself.
+
+    ``signature`` wins over ``input_example``; without either the version has no signature.
+    ``datasets`` are snapshot refs ``NAME@VERSION`` (or ``DatasetVersion`` objects); ``run``
+    is the id of the pipeline run that trained the model. ``flavor`` names the format
+    (``sklearn``, ``onnx``, ``python``); by default it is chosen from the object, and
+    ``python`` is never chosen by itself. ``code_dir`` is where the git state is read
+    (default: the current folder).
+    """
+
+    signature: Signature | Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any] | None = None
+    params: Mapping[str, Any] | None = None
+    tags: Mapping[str, Any] | None = None
+    datasets: Sequence[str | DatasetVersion] = ()
+    run: str | None = None
+    description: str | None = None
+    flavor: str | None = None
+    input_example: Any = None
+    code_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A registration ready to gate and write: the version's record and the bytes to store."""
+
+    new: NewModelVersion
+    artifact: bytes
+    environment: CapturedEnvironment
+
+
+def _flavor(model: object, name: str | None) -> Flavor:
+    if name is None:
+        return flavor_for(model)
+    try:
+        return flavor_named(name)
+    except NotFoundError as exc:
+        raise InvalidArgumentError("flavor", exc.message) from exc
+
+
+def _predictions(model: Any, example: Any) -> Any:
+    """Return the model's predictions for ``example`` (to type the signature's output)."""
+    predict = getattr(model, "predict", None)
+    if not callable(predict):
+        raise InvalidArgumentError("signature", f"the output of a {type(model).__name__} "
+                                                "cannot be inferred from input_example alone; "
+                                                "pass signature=infer_signature(X, y)")
+    try:
+        return predict(example)
+    except Exception as exc:  # the user's model: any failure is theirs, kept as the cause
+        raise UserCodeError(f"the model's predict raised on input_example: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _signature(model: Any, registration: Registration) -> dict[str, Any] | None:
+    given = registration.signature
+    if isinstance(given, Signature):
+        return given.to_dict()
+    if given is not None:
+        if not isinstance(given, Mapping):
+            raise InvalidArgumentError("signature", "must be a Signature or its to_dict() form")
+        return Signature.from_dict(given).to_dict()
+    example = registration.input_example
+    if example is None:
+        return None
+    try:
+        return infer_signature(example, model=model).to_dict()
+    except InvalidArgumentError as exc:
+        if exc.field != "y":  # only the output was unknown: learn it from predictions
+            raise
+    return infer_signature(example, _predictions(model, example), model).to_dict()
+
+
+def _dataset_refs(datasets: Sequence[str | DatasetVersion]) -> tuple[str, ...]:
+    if isinstance(datasets, str):
+        raise InvalidArgumentError("datasets", "must be a list of snapshot refs, not one text")
+    return tuple(d.ref if isinstance(d, DatasetVersion) else d for d in datasets)
+
+
+def prepare(model: Any, name: str, registration: Registration) -> Prepared:
+    """Return the record and bytes of registering ``model`` as the next version of ``name``.
+
+    Raises:
+        InvalidArgumentError: naming the field when the name, flavor, signature, metrics,
+            a dataset ref or the run id is invalid, or no flavor stores the model.
+        UserCodeError: when the model's ``predict`` raises while typing the signature.
+    """
+    validate_name(name, "model")
+    flavor = _flavor(model, registration.flavor)
+    signature = _signature(model, registration)
+    artifact = flavor.save(model)
+    captured = capture(environment(), flavor.name)
+    new = NewModelVersion(
+        name=name, artifact_digest=sha256_hex(artifact), flavor=flavor.name,
+        signature=signature, metrics=normalise_metrics(registration.metrics),
+        params=registration.params or {}, tags=registration.tags or {},
+        run_id=registration.run, datasets=_dataset_refs(registration.datasets),
+        code_version=code_version(registration.code_dir).as_dict(),
+        environment=captured.summary, description=registration.description)
+    return Prepared(new, artifact, captured)
+
+
+def snapshots(store: MetadataStore, refs: Sequence[str]) -> list[dict[str, Any]]:
+    """Describe each snapshot ref ``NAME@VERSION``: its id, content hash and rows when found.
+
+    A ref that is not stored is described by ``{"ref": ref}`` alone.
+    """
+    queries, found = DatasetQueries(store.engine), []
+    for ref in refs:
+        name, _, number = ref.rpartition("@")
+        snapshot = queries.version(name, int(number))
+        found.append({"ref": ref} if snapshot is None else {
+            "ref": ref, "snapshot_id": snapshot.id, "content_hash": snapshot.content_hash,
+            "rows": snapshot.rows})
+    return found
+
+
+def check_references(store: MetadataStore, new: NewModelVersion) -> None:
+    """Return when every dataset snapshot and the run ``new`` names exist.
+
+    Raises:
+        NotFoundError: naming the first snapshot or run that does not.
+    """
+    for snapshot in snapshots(store, new.datasets):
+        if "snapshot_id" not in snapshot:
+            raise NotFoundError("dataset snapshot", snapshot["ref"],
+                                "list snapshots with `loopline data list`")
+    if new.run_id is not None:
+        RunQueries(store.engine).run(new.run_id)

@@ -1,0 +1,317 @@
+"""The model registry as a workspace offers it: register, resolve, govern, load, describe.
+
+Every change goes to the ``Gate`` first and then to the store functions in one unit of work
+(``store.model_registry``), which write the event and the audit entry with the gate's
+decision. The gate is asked outside the transaction: a policy may read the database (an
+approval, say), which must not wait behind the write lock this transaction would hold. The
+store checks existence, lifecycle and quarantine again inside the transaction, so a decision
+about a state that changed meanwhile cannot write past those rules.
+
+A registration asks the gate with ``version=0`` (its number is given only when it is
+written) and with the artifact digest, flavor, metrics, tags, datasets and run; a denied
+registration writes nothing, not even the artifact. Loading reads the artifact through the
+verifying content store, so a changed byte raises ``IntegrityError`` naming the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from loopline.core.datasets import DatasetVersion
+from loopline.core.errors import IntegrityError, InvalidArgumentError
+from loopline.core.gates import AllowAll, GateAction, GateDecision, GateRequest
+from loopline.core.models import (
+    LATEST,
+    ModelAlias,
+    ModelStatus,
+    ModelURI,
+    ModelVersion,
+    RegisteredModel,
+    TrustDecision,
+    parse_status,
+    validate_alias,
+    validate_version,
+)
+from loopline.core.names import validate_name
+from loopline.core.ports import BlobStore, Gate
+from loopline.data.provenance import environment
+from loopline.registry import environment_check
+from loopline.registry.environment_check import EnvironmentDifference
+from loopline.registry.flavors import LoadedModel, TrustContext
+from loopline.registry.loading import load_version
+from loopline.registry.model_card import build_card, render
+from loopline.registry.registration import (
+    Registration,
+    check_references,
+    prepare,
+    snapshots,
+)
+from loopline.registry.signatures import Signature
+from loopline.store import MetadataStore
+from loopline.store import model_registry as records
+from loopline.store.model_queries import ModelQueries
+
+CardFormat = Literal["markdown", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDetails:
+    """A version with what points at it: its aliases and its trust decision, if any."""
+
+    version: ModelVersion
+    aliases: tuple[ModelAlias, ...]
+    trust: TrustDecision | None
+
+
+class ModelRegistry:
+    """Model versions, aliases, statuses and trust of one workspace, behind a gate."""
+
+    def __init__(self, store: MetadataStore, blobs: BlobStore, actor: str,
+                 gate: Gate | None = None) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._actor = actor
+        self._gate: Gate = gate if gate is not None else AllowAll()
+        self.queries = ModelQueries(store.engine)
+
+    # -- registering -------------------------------------------------------------------------
+
+    def register(  # noqa: PLR0913 - the options a user names at registration
+            self, model: Any, name: str, *, signature: Signature | Mapping[str, Any] | None = None,
+            metrics: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+            tags: Mapping[str, Any] | None = None,
+            datasets: Sequence[str | DatasetVersion] = (), run: str | None = None,
+            description: str | None = None, flavor: str | None = None,
+            input_example: Any = None) -> ModelVersion:
+        """Register ``model`` as the next version of ``name`` (see ``Registration``).
+
+        Metrics are overall (``{"accuracy": 0.9}``) and/or per slice (``{"recall":
+        {"overall": 0.8, "region=EU": 0.75}}``); see ``registry.metrics``.
+
+        Raises:
+            InvalidArgumentError: naming the field that is invalid, or when no flavor takes
+                the model.
+            NotFoundError: when a dataset snapshot or the run does not exist.
+            PolicyDeniedError: when the gate denies it (nothing is written).
+            UserCodeError: when the model's ``predict`` raises while typing the signature.
+        """
+        return self.register_with(model, name, Registration(
+            signature=signature, metrics=metrics, params=params, tags=tags, datasets=datasets,
+            run=run, description=description, flavor=flavor, input_example=input_example))
+
+    def register_with(self, model: Any, name: str, registration: Registration) -> ModelVersion:
+        """Register ``model`` as the next version of ``name`` with ``registration``'s options.
+
+        Raises:
+            As :meth:`register`.
+        """
+        prepared = prepare(model, name, registration)
+        new = prepared.new
+        check_references(self._store, new)
+        decision = self._gate.check(GateRequest(
+            GateAction.REGISTER, name, 0, self._actor, None, {
+                "artifact_digest": new.artifact_digest, "flavor": new.flavor,
+                "metrics": dict(new.metrics), "tags": dict(new.tags),
+                "datasets": list(new.datasets), "run_id": new.run_id}))
+        decision.require(f"registering a version of model {name!r}")
+        for data, digest in ((prepared.artifact, new.artifact_digest),
+                             (prepared.environment.record,
+                              prepared.environment.summary["artifact"])):
+            if self._blobs.put_bytes(data).digest != digest:  # pragma: no cover - a broken store
+                raise IntegrityError(f"the artifact store named the bytes of {name!r} "
+                                     f"differently from their SHA-256 {digest}")
+        with self._store.write(self._actor) as uow:
+            return records.create_version(uow, new, decision)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def resolve(self, uri: str | ModelURI) -> ModelVersion:
+        """Return the version ``uri`` names: ``[models:/]NAME/VERSION`` or ``NAME@ALIAS``.
+
+        ``NAME@latest`` is the highest version.
+
+        Raises:
+            InvalidArgumentError: naming ``model`` when the text is not a model URI.
+            NotFoundError: naming the model, version or alias that does not exist.
+        """
+        return self.queries.resolve(uri)
+
+    def get(self, uri: str | ModelURI) -> VersionDetails:
+        """Return the version ``uri`` names with its aliases and trust decision.
+
+        Raises:
+            As :meth:`resolve`.
+        """
+        version = self.resolve(uri)
+        return VersionDetails(version,
+                              tuple(self.queries.aliases(version.name, version.version)),
+                              self.queries.trust(version.name, version.version))
+
+    def versions(self, name: str, status: ModelStatus | str | None = None
+                 ) -> list[ModelVersion]:
+        """List the versions of ``name``, oldest first (only those in ``status``, if given).
+
+        Raises:
+            NotFoundError: when no model ``name`` is registered.
+            InvalidArgumentError: when ``status`` is not a status.
+        """
+        validate_name(name, "model")
+        return self.queries.versions(name, None if status is None else parse_status(status))
+
+    def models(self) -> list[RegisteredModel]:
+        """List every registered model, by name."""
+        return self.queries.models()
+
+    def model(self, name: str) -> RegisteredModel:
+        """Return the registered model ``name``.
+
+        Raises:
+            NotFoundError: when there is none.
+        """
+        validate_name(name, "model")
+        return self.queries.model(name)
+
+    def aliases(self, name: str) -> list[ModelAlias]:
+        """List the aliases of model ``name``, by alias.
+
+        Raises:
+            NotFoundError: when no model ``name`` is registered.
+        """
+        validate_name(name, "model")
+        return self.queries.aliases(name)
+
+    # -- governed changes --------------------------------------------------------------------
+
+    def _ask(self, action: GateAction, version: ModelVersion, target: str | None,
+             details: Mapping[str, Any]) -> GateDecision:
+        return self._gate.check(GateRequest(
+            action, version.name, version.version, self._actor, target,
+            {"status": str(version.status), "metrics": dict(version.metrics),
+             "tags": dict(version.tags), **details}))
+
+    def set_alias(self, name: str, alias: str, version: int) -> ModelAlias | None:
+        """Point ``models:/NAME@ALIAS`` at ``version``; return what it pointed at before.
+
+        Raises:
+            InvalidArgumentError: when the alias is invalid, all digits or ``latest``.
+            NotFoundError: naming the version when it does not exist.
+            ConflictError: when the version is quarantined.
+            PolicyDeniedError: when the gate denies the move (nothing is written).
+        """
+        validate_name(name, "model")
+        validate_alias(alias)
+        if alias == LATEST:
+            raise InvalidArgumentError("alias", f"{LATEST!r} is reserved: it always means the "
+                                                "highest version; choose another alias")
+        target = self.queries.version(name, validate_version(version))
+        current = {a.alias: a.version for a in self.queries.aliases(name)}.get(alias)
+        decision = self._ask(GateAction.ALIAS, target, alias, {"from": current})
+        with self._store.write(self._actor) as uow:
+            return records.set_alias(uow, name, alias, version, decision)
+
+    def delete_alias(self, name: str, alias: str) -> ModelAlias:
+        """Remove ``models:/NAME@ALIAS`` and return what it pointed at.
+
+        Raises:
+            NotFoundError: when the model has no such alias.
+            PolicyDeniedError: when the gate denies it (nothing is written).
+        """
+        validate_alias(alias)
+        if alias == LATEST:
+            raise InvalidArgumentError("alias", f"{LATEST!r} is not an alias one can remove")
+        target = self.resolve(ModelURI(name, alias=alias))
+        decision = self._ask(GateAction.DELETE_ALIAS, target, alias, {})
+        with self._store.write(self._actor) as uow:
+            return records.delete_alias(uow, name, alias, decision)
+
+    def set_status(self, uri: str | ModelURI, status: ModelStatus | str) -> ModelVersion:
+        """Move the version ``uri`` names to ``status``; return it as it is now.
+
+        Raises:
+            InvalidArgumentError: when ``status`` is not a status.
+            NotFoundError: naming the version when it does not exist.
+            InvalidTransitionError: when the lifecycle does not allow the move.
+            PolicyDeniedError: when the gate denies it (nothing is written).
+        """
+        wanted = parse_status(str(status))
+        target = self.resolve(uri)
+        decision = self._ask(GateAction.STATUS, target, str(wanted),
+                             {"from": str(target.status)})
+        with self._store.write(self._actor) as uow:
+            return records.set_status(uow, target.name, target.version, wanted, decision)
+
+    def trust(self, uri: str | ModelURI, reason: str) -> TrustDecision:
+        """Record an audited decision that the version may run code when it loads.
+
+        A version trusted already keeps its first decision, which is returned.
+
+        Raises:
+            InvalidArgumentError: when ``reason`` is empty or too long.
+            NotFoundError: naming the version when it does not exist.
+            PolicyDeniedError: when the gate denies it (nothing is written).
+        """
+        target = self.resolve(uri)
+        decision = self._ask(GateAction.TRUST, target, None, {
+            "reason": reason, "flavor": target.flavor,
+            "artifact_digest": target.artifact_digest})
+        with self._store.write(self._actor) as uow:
+            return records.record_trust(uow, target.name, target.version, reason, decision)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, uri: str | ModelURI, *, allow_quarantined: bool = False) -> LoadedModel:
+        """Return the model the version ``uri`` names, ready to predict.
+
+        The artifact's SHA-256 is checked as it is read; a ``python`` (pickle) artifact loads
+        only when the version has a trust decision (:meth:`trust`).
+
+        Raises:
+            NotFoundError, InvalidArgumentError: as :meth:`resolve`.
+            ConflictError: when the version is quarantined and ``allow_quarantined`` is not set.
+            IntegrityError: naming the version when its artifact is missing or altered.
+            UntrustedModelError: when the flavor needs a trust decision the version lacks.
+            ConfigurationError: when the flavor's libraries are not installed.
+        """
+        version = self.resolve(uri)
+        trust = TrustContext(trusted=self.queries.is_trusted(version.name, version.version))
+        return load_version(self._blobs, version, trust, allow_quarantined)
+
+    # -- environment and card ----------------------------------------------------------------
+
+    def environment_lock(self, uri: str | ModelURI) -> str:
+        """Return the pip requirements lock of the environment the version was registered in.
+
+        Raises:
+            IntegrityError: when the environment record is missing or altered.
+        """
+        version = self.resolve(uri)
+        return environment_check.lock(
+            environment_check.read_recorded(self._blobs, version.environment, version.uri))
+
+    def environment_diff(self, uri: str | ModelURI) -> list[EnvironmentDifference]:
+        """Return how this process's environment differs from the version's recorded one.
+
+        Differences in the packages that matter to the version's flavor are warnings
+        (``environment_check.KEY_PACKAGES``); the rest are ``info``.
+
+        Raises:
+            IntegrityError: when the environment record is missing or altered.
+        """
+        version = self.resolve(uri)
+        recorded = environment_check.read_recorded(self._blobs, version.environment,
+                                                   version.uri)
+        return environment_check.compare(recorded, environment(), version.flavor)
+
+    def model_card(self, uri: str | ModelURI, format: CardFormat = "markdown") -> str:
+        """Return the version's model card as Markdown or as JSON text (``registry.model_card``).
+
+        Raises:
+            InvalidArgumentError: when ``format`` is neither ``markdown`` nor ``json``.
+        """
+        details = self.get(uri)
+        version = details.version
+        card = build_card(version, details.aliases, details.trust,
+                          snapshots(self._store, version.datasets))
+        return render(card, format)

@@ -1,0 +1,101 @@
+"""``loopline models`` end to end, in subprocesses, on a workspace a user script filled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REGISTER = '''
+import loopline
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+X, y = load_iris(return_X_y=True, as_frame=True)
+model = LogisticRegression(max_iter=1000).fit(X, y)
+with loopline.connect() as ws:
+    for accuracy in (0.93, 0.96):
+        ws.models.register(model, "iris", input_example=X,
+                           metrics={"accuracy": accuracy, "recall": {"region=EU": 0.9}},
+                           tags={"purpose": "sort iris flowers", "owner": "ann"})
+'''
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    environment.update({"LOOPLINE_USER": "cli-tester", "COLUMNS": "200"})
+    return subprocess.run([sys.executable, "-m", "loopline", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    assert _run(tmp_path, "init").returncode == 0
+    (tmp_path / "register.py").write_text(textwrap.dedent(REGISTER))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    environment["LOOPLINE_USER"] = "trainer"
+    done = subprocess.run([sys.executable, "register.py"], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def test_list_show_alias_and_card_a_registered_model(workspace: Path) -> None:
+    listed = json.loads(_run(workspace, "models", "list", "--json").stdout)
+    assert [(m["name"], m["latest_version"], m["aliases"]) for m in listed] == [("iris", 2, {})]
+    moved = _run(workspace, "models", "alias", "iris", "champion", "1")
+    assert moved.returncode == 0 and "models:/iris@champion → version 1" in moved.stdout
+    moved = _run(workspace, "models", "alias", "iris", "champion", "2", "--json")
+    assert json.loads(moved.stdout) == {"uri": "models:/iris@champion", "from": 1, "to": 2}
+    shown = json.loads(_run(workspace, "models", "show", "models:/iris@champion", "--json").stdout)
+    assert shown["version"]["version"] == 2 and shown["version"]["created_by"] == "trainer"
+    assert [a["alias"] for a in shown["aliases"]] == ["champion"]
+    table = _run(workspace, "models", "show", "iris/2")
+    assert table.returncode == 0 and "accuracy" in table.stdout and "0.96" in table.stdout
+    card = _run(workspace, "models", "card", "iris@champion")
+    assert card.returncode == 0
+    for text in ("# Model card: iris version 2", "sort iris flowers", "| accuracy | 0.96 |",
+                 "| region=EU | 0.9 |", "| petal width (cm) | float64 |"):
+        assert text in card.stdout, text
+    assert json.loads(_run(workspace, "models", "card", "iris/1", "--json").stdout)[
+        "metrics"]["overall"] == {"accuracy": 0.93}
+    versions = json.loads(_run(workspace, "models", "versions", "iris", "--json").stdout)
+    assert [v["version"] for v in versions] == [1, 2]
+    audit = _run(workspace, "audit", "log", "--action", "model.alias_moved", "--json")
+    assert [e["actor"] for e in json.loads(audit.stdout)] == ["cli-tester"] * 2
+
+
+def test_status_trust_and_environment_commands(workspace: Path) -> None:
+    staged = _run(workspace, "models", "status", "iris/1", "staging")
+    assert staged.returncode == 0 and "candidate → staging" in staged.stdout
+    assert _run(workspace, "models", "status", "iris/1", "candidate").returncode == 0
+    refused = _run(workspace, "models", "status", "iris/1", "retired")
+    assert refused.returncode == 5 and "'retired' is not a status" in refused.stderr
+    trusted = _run(workspace, "models", "trust", "iris/1", "--reason", "reviewed")
+    assert trusted.returncode == 0 and "trusted by cli-tester" in trusted.stdout
+    lock = _run(workspace, "models", "env", "iris/1")
+    assert lock.returncode == 0 and "scikit-learn==" in lock.stdout
+    check = _run(workspace, "models", "env", "iris/1", "--check", "--strict")
+    assert check.returncode == 0, check.stdout + check.stderr
+    unalias = _run(workspace, "models", "unalias", "iris", "champion")
+    assert unalias.returncode == 3 and "models:/iris@champion" in unalias.stderr
+
+
+def test_bad_input_gives_one_line_errors_and_exit_codes(workspace: Path) -> None:
+    for args, code, message in [
+        (("show", "nope/1"), 3, "no model 'nope' is registered"),
+        (("show", "iris"), 5, "expected models:/NAME/VERSION"),
+        (("alias", "iris", "champion", "9"), 3, "models:/iris/9' not found"),
+        (("alias", "iris", "champion", "two"), 5, "invalid VERSION"),
+        (("versions", "nope"), 3, "loopline models list"),
+    ]:
+        done = _run(workspace, "models", *args)
+        assert done.returncode == code, (args, done.stderr)
+        assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
