@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from loopline.core.canonical import hash_canonical
+from loopline.core.canonical import canonical_json, hash_canonical, sha256_hex
 
 GIT_TIMEOUT = 10.0
 MAX_UNTRACKED_BYTES = 10 * 1024 * 1024
@@ -264,6 +264,19 @@ def environment() -> Environment:
     ``clear_environment_cache`` after installing or removing packages.
     """
     return _scan_environment()
+
+
+def environment_record(env: Environment) -> tuple[bytes, dict[str, Any]]:
+    """Return ``env`` as stored (canonical JSON) and the summary a run or model version keeps.
+
+    The summary names the stored record by its SHA-256 (``artifact``): put the bytes in the
+    artifact store and the digest matches.
+    """
+    record = canonical_json(env.as_dict()).encode("utf-8")
+    summary = {"digest": env.digest, "python": env.python_version,
+               "implementation": env.python_implementation, "platform": env.platform,
+               "packages": len(env.packages), "artifact": sha256_hex(record)}
+    return record, summary
 
 
 def clear_environment_cache() -> None:

@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
-from loopline.core.canonical import canonical_json
 from loopline.core.lineage import NodeRef
 from loopline.core.runs import TaskState
-from loopline.data.provenance import CodeVersion, code_version, environment
+from loopline.data.provenance import (
+    CodeVersion,
+    code_version,
+    environment,
+    environment_record,
+)
 from loopline.pipelines.outputs import artifact_digest
 from loopline.pipelines.plan import ExecutionPlan
 from loopline.pipelines.run_lineage import RunLineage, TaskLineage
@@ -31,11 +35,8 @@ class Provenance:
 
 def capture_provenance(blobs: ContentAddressedStore, start: Path | None = None) -> Provenance:
     """Describe this process's code version (git) and environment; store the environment."""
-    env = environment()
-    info = blobs.put_bytes(canonical_json(env.as_dict()).encode("utf-8"))
-    summary = {"digest": env.digest, "python": env.python_version,
-               "implementation": env.python_implementation, "platform": env.platform,
-               "packages": len(env.packages), "artifact": info.digest}
+    record, summary = environment_record(environment())
+    blobs.put_bytes(record)  # stored once per distinct environment: content-addressed
     return Provenance(code_version(start), summary)
 
 

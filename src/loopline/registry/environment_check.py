@@ -18,10 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.core.canonical import canonical_json, hash_canonical, sha256_hex
+from loopline.core.canonical import hash_canonical
 from loopline.core.errors import IntegrityError, LooplineError
 from loopline.core.ports import BlobStore
-from loopline.data.provenance import Environment, normalise_name, requirements_lock
+from loopline.data.provenance import (
+    Environment,
+    environment_record,
+    normalise_name,
+    requirements_lock,
+)
 
 _COMMON = frozenset({"numpy", "scipy", "pandas"})
 KEY_PACKAGES: Mapping[str, frozenset[str]] = {
@@ -57,13 +62,10 @@ class CapturedEnvironment:
 
 def capture(env: Environment, flavor: str) -> CapturedEnvironment:
     """Return the record of ``env`` and its summary; nothing is stored yet."""
-    record = canonical_json(env.as_dict()).encode("utf-8")
+    record, summary = environment_record(env)
     pins = _pins(env.packages)
-    summary = {"digest": env.digest, "python": env.python_version,
-               "implementation": env.python_implementation, "platform": env.platform,
-               "packages": len(env.packages), "artifact": sha256_hex(record),
-               "key_packages": {name: pins[name] for name in sorted(key_packages(flavor))
-                                if name in pins}}
+    summary["key_packages"] = {name: pins[name] for name in sorted(key_packages(flavor))
+                               if name in pins}
     return CapturedEnvironment(record, summary)
 
 
