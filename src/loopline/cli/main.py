@@ -22,6 +22,7 @@ from loopline.cli import (
     events_cmds,
     lineage_cmds,
     models_cmds,
+    models_mlflow_cmd,
     runs_cmds,
     scheduler_cmd,
     workspace_cmds,
@@ -78,6 +79,7 @@ app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
 runs_cmds.register(app)
 models_cmds.register(app)
+models_mlflow_cmd.register(models_cmds.app)
 scheduler_cmd.register(app)
 
 

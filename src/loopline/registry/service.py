@@ -259,6 +259,30 @@ class ModelRegistry:
         with self._store.write(self._actor) as uow:
             return records.record_trust(uow, target.name, target.version, reason, decision)
 
+    def trust_source(self, name: str, source: Mapping[str, Any], reason: str) -> GateDecision:
+        """Record an audited decision that a model file from outside may run code on import.
+
+        Asked before an import unpickles a file no version holds yet (MLflow's ``model.pkl``):
+        the gate sees ``trust`` for version 0 of ``name`` with ``source`` (its ``path`` and
+        ``sha256``); the audit entry ``model.source_trusted`` keeps actor, source and reason.
+
+        Raises:
+            InvalidArgumentError: when ``name`` or ``reason`` is invalid.
+            PolicyDeniedError: when the gate denies it (nothing is written).
+        """
+        validate_name(name, "model")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > records.MAX_REASON:
+            raise InvalidArgumentError("reason", f"say why it may run code (1-"
+                                                 f"{records.MAX_REASON} characters)")
+        details = {"reason": reason, "source": dict(source)}
+        decision = self._gate.check(GateRequest(GateAction.TRUST, name, 0, self._actor, None,
+                                                details))
+        decision.require(f"trusting {source.get('path')!r} to run code as model {name!r}")
+        with self._store.write(self._actor) as uow:
+            uow.audit("model.source_trusted", f"models:/{name}", None,
+                      {**details, "gate": decision.as_record()})
+        return decision
+
     # -- loading -----------------------------------------------------------------------------
 
     def load(self, uri: str | ModelURI, *, allow_quarantined: bool = False) -> LoadedModel:
