@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -99,3 +100,50 @@ def test_bad_input_gives_one_line_errors_and_exit_codes(workspace: Path) -> None
         done = _run(workspace, "models", *args)
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+
+
+def test_verify_export_and_import_carry_a_version_to_another_workspace(
+        workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    verified = _run(workspace, "models", "verify", "iris/2")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    for text in ("reproduces its recorded outputs in a fresh process", "predict_proba",
+                 "150 holdout rows", "tolerance exact"):
+        assert text in verified.stdout, text
+    report = json.loads(_run(workspace, "models", "verify", "iris@latest", "--json").stdout)
+    assert report["passed"] and report["rows"] == 150 and report["reasons"] == []
+    exported = _run(workspace, "models", "export", "iris/2", "iris.bundle", "--json")
+    assert exported.returncode == 0, exported.stderr
+    bundle = workspace / "iris.bundle"
+    assert json.loads(exported.stdout)["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    again = _run(workspace, "models", "export", "iris/2", "iris.bundle")
+    assert again.returncode == 4 and "already exists" in again.stderr
+    other = tmp_path_factory.mktemp("other")
+    assert _run(other, "init").returncode == 0
+    imported = _run(other, "models", "import", str(bundle), "--name", "iris-copy")
+    assert imported.returncode == 0, imported.stderr
+    assert "models:/iris/2 → models:/iris-copy/1" in imported.stdout
+    assert "trust decisions are not carried over" in imported.stdout
+    assert _run(other, "models", "verify", "iris-copy/1").returncode == 0
+    tampered = other / "tampered.bundle"
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    refused = _run(other, "models", "import", str(tampered))
+    assert refused.returncode == 6 and "member '" in refused.stderr, refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
+    assert [m["name"] for m in json.loads(_run(other, "models", "list", "--json").stdout)] == [
+        "iris-copy"]
+
+
+def test_verify_exits_non_zero_and_says_why_when_the_artifact_changed(workspace: Path) -> None:
+    shown = json.loads(_run(workspace, "models", "show", "iris/1", "--json").stdout)
+    digest = shown["version"]["artifact_digest"]
+    [stored] = (workspace / ".loopline" / "artifacts" / "objects").rglob(f"{digest}*")
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    failed = _run(workspace, "models", "verify", "iris/1")
+    assert failed.returncode == 1
+    assert "FAIL" in failed.stdout and "failed verification: artifact:" in failed.stderr
+    missing = _run(workspace, "models", "verify", "nope/1")
+    assert missing.returncode == 3 and "no model 'nope' is registered" in missing.stderr

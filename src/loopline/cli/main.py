@@ -21,6 +21,7 @@ from loopline.cli import (
     demo_cmd,
     events_cmds,
     lineage_cmds,
+    models_bundle_cmds,
     models_cmds,
     models_mlflow_cmd,
     runs_cmds,
@@ -78,6 +79,7 @@ app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
 demo_cmd.register(app)
 runs_cmds.register(app)
+models_bundle_cmds.register(models_cmds.app)
 models_cmds.register(app)
 models_mlflow_cmd.register(models_cmds.app)
 scheduler_cmd.register(app)

@@ -1,10 +1,12 @@
 """What registering a model records, prepared before anything is written.
 
 ``prepare`` picks the flavor, saves the model to bytes, settles the signature (given, or
-inferred from an input example), normalises the metrics (``registry.metrics``) and captures
-the code version and environment; it computes every digest itself, so the gate can be asked
-about the exact version before a byte reaches the artifact store. ``check_references``
-refuses dataset snapshots and runs that do not exist, so lineage never gains a dangling edge.
+inferred from an input example), normalises the metrics (``registry.metrics``), records the
+holdout sample and the model's outputs on it (``registry.holdout``) and captures the code
+version and environment; it computes every digest itself, so the gate can be asked about the
+exact version before a byte reaches the artifact store (``Payload``s are stored after).
+``check_references`` refuses dataset snapshots and runs that do not exist, so lineage never
+gains a dangling edge.
 """
 
 from __future__ import annotations
@@ -17,15 +19,24 @@ from typing import Any
 from loopline.core.canonical import sha256_hex
 from loopline.core.datasets import DatasetVersion
 from loopline.core.errors import (
+    IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     UserCodeError,
 )
 from loopline.core.models import NewModelVersion
 from loopline.core.names import validate_name
+from loopline.core.ports import BlobStore
 from loopline.data.provenance import code_version, environment
 from loopline.registry.environment_check import CapturedEnvironment, capture
 from loopline.registry.flavors import Flavor, flavor_for, flavor_named
+from loopline.registry.holdout import (
+    PreparedHoldout,
+    Tolerance,
+    parse_tolerance,
+    prepare_holdout,
+    scorer_for,
+)
 from loopline.registry.metrics import normalise_metrics
 from loopline.registry.signatures import Signature, infer_signature
 from loopline.store import MetadataStore
@@ -42,7 +53,9 @@ class Registration:
     is the id of the pipeline run that trained the model. ``flavor`` names the format
     (``sklearn``, ``onnx``, ``python``); by default it is chosen from the object, and
     ``python`` is never chosen by itself. ``code_dir`` is where the git state is read
-    (default: the current folder).
+    (default: the current folder). ``holdout`` is the data whose sample and outputs are
+    recorded for ``verify`` (default: ``input_example``; False records none), compared
+    under ``tolerance`` (``"exact"`` or ``{"rtol": ..., "atol": ...}``; default: by flavor).
     """
 
     signature: Signature | Mapping[str, Any] | None = None
@@ -55,6 +68,37 @@ class Registration:
     flavor: str | None = None
     input_example: Any = None
     code_dir: Path | None = None
+    holdout: Any = None
+    tolerance: Tolerance | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Bytes a version's record names by digest, stored before the version is written.
+
+    The bytes are ``data``, or the file at ``path``; ``what`` names them in errors.
+    """
+
+    digest: str
+    what: str
+    data: bytes | None = None
+    path: Path | None = None
+
+    def store(self, blobs: BlobStore) -> None:
+        """Store the bytes and check the store names them by the digest the record names.
+
+        Raises:
+            IntegrityError: naming ``what`` when the stored bytes hash to another digest.
+        """
+        if self.data is not None:
+            info = blobs.put_bytes(self.data)
+        elif self.path is not None:
+            info = blobs.put_file(self.path)
+        else:  # pragma: no cover - every payload is built with one of them
+            raise IntegrityError(f"the {self.what} has no bytes to store")
+        if info.digest != self.digest:
+            raise IntegrityError(f"the {self.what} hashes to {info.digest}, not to the "
+                                 f"{self.digest} its record names")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +108,18 @@ class Prepared:
     new: NewModelVersion
     artifact: bytes
     environment: CapturedEnvironment
+    holdout: PreparedHoldout | None = None
+
+    def payloads(self) -> tuple[Payload, ...]:
+        """Return the bytes to store: artifact, environment record and holdout files."""
+        found = [Payload(self.new.artifact_digest, "artifact", self.artifact),
+                 Payload(self.environment.summary["artifact"], "environment record",
+                         self.environment.record)]
+        if self.holdout is not None:
+            record = self.holdout.record
+            found += [Payload(record["inputs"], "holdout inputs", self.holdout.inputs),
+                      Payload(record["outputs"], "holdout outputs", self.holdout.outputs)]
+        return tuple(found)
 
 
 def _flavor(model: object, name: str | None) -> Flavor:
@@ -108,6 +164,19 @@ def _signature(model: Any, registration: Registration) -> dict[str, Any] | None:
     return infer_signature(example, _predictions(model, example), model).to_dict()
 
 
+def _holdout(model: Any, flavor: Flavor, artifact: bytes, registration: Registration
+             ) -> PreparedHoldout | None:
+    data = registration.input_example if registration.holdout is None else registration.holdout
+    if data is None or data is False:
+        if registration.tolerance is not None:
+            raise InvalidArgumentError("tolerance", "applies to a holdout sample; pass "
+                                                    "input_example= or holdout= as well")
+        return None
+    tolerance = parse_tolerance(registration.tolerance, flavor.name)
+    return prepare_holdout(scorer_for(model, flavor, artifact), data, sha256_hex(artifact),
+                           tolerance)
+
+
 def _dataset_refs(datasets: Sequence[str | DatasetVersion]) -> tuple[str, ...]:
     if isinstance(datasets, str):
         raise InvalidArgumentError("datasets", "must be a list of snapshot refs, not one text")
@@ -120,12 +189,14 @@ def prepare(model: Any, name: str, registration: Registration) -> Prepared:
     Raises:
         InvalidArgumentError: naming the field when the name, flavor, signature, metrics,
             a dataset ref or the run id is invalid, or no flavor stores the model.
-        UserCodeError: when the model's ``predict`` raises while typing the signature.
+        UserCodeError: when the model's ``predict`` raises while typing the signature or
+            scoring the holdout sample.
     """
     validate_name(name, "model")
     flavor = _flavor(model, registration.flavor)
     signature = _signature(model, registration)
     artifact = flavor.save(model)
+    holdout = _holdout(model, flavor, artifact, registration)
     captured = capture(environment(), flavor.name)
     new = NewModelVersion(
         name=name, artifact_digest=sha256_hex(artifact), flavor=flavor.name,
@@ -133,8 +204,9 @@ def prepare(model: Any, name: str, registration: Registration) -> Prepared:
         params=registration.params or {}, tags=registration.tags or {},
         run_id=registration.run, datasets=_dataset_refs(registration.datasets),
         code_version=code_version(registration.code_dir).as_dict(),
-        environment=captured.summary, description=registration.description)
-    return Prepared(new, artifact, captured)
+        environment=captured.summary, description=registration.description,
+        extra={"holdout": dict(holdout.record)} if holdout is not None else {})
+    return Prepared(new, artifact, captured, holdout)
 
 
 def snapshots(store: MetadataStore, refs: Sequence[str]) -> list[dict[str, Any]]:

@@ -11,16 +11,19 @@ A registration asks the gate with ``version=0`` (its number is given only when i
 written) and with the artifact digest, flavor, metrics, tags, datasets and run; a denied
 registration writes nothing, not even the artifact. Loading reads the artifact through the
 verifying content store, so a changed byte raises ``IntegrityError`` naming the version.
+Reproducibility (``verify``, ``export``, ``import_bundle``) lives in ``registry.verify`` and
+the ``registry.bundle_*`` modules; an import is gated and recorded as a registration is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from loopline.core.datasets import DatasetVersion
-from loopline.core.errors import IntegrityError, InvalidArgumentError
+from loopline.core.errors import InvalidArgumentError
 from loopline.core.gates import AllowAll, GateAction, GateDecision, GateRequest
 from loopline.core.models import (
     LATEST,
@@ -28,6 +31,7 @@ from loopline.core.models import (
     ModelStatus,
     ModelURI,
     ModelVersion,
+    NewModelVersion,
     RegisteredModel,
     TrustDecision,
     parse_status,
@@ -38,17 +42,22 @@ from loopline.core.names import validate_name
 from loopline.core.ports import BlobStore, Gate
 from loopline.data.provenance import environment
 from loopline.registry import environment_check
+from loopline.registry.bundle_export import ExportedBundle, write_bundle
+from loopline.registry.bundle_import import ImportedVersion, open_bundle
 from loopline.registry.environment_check import EnvironmentDifference
 from loopline.registry.flavors import LoadedModel, TrustContext
+from loopline.registry.holdout import Tolerance
 from loopline.registry.loading import load_version
 from loopline.registry.model_card import build_card, render
 from loopline.registry.registration import (
+    Payload,
     Registration,
     check_references,
     prepare,
     snapshots,
 )
 from loopline.registry.signatures import Signature
+from loopline.registry.verify import DEFAULT_TIMEOUT, VerifyReport, verify_version
 from loopline.store import MetadataStore
 from loopline.store import model_registry as records
 from loopline.store.model_queries import ModelQueries
@@ -84,7 +93,8 @@ class ModelRegistry:
             tags: Mapping[str, Any] | None = None,
             datasets: Sequence[str | DatasetVersion] = (), run: str | None = None,
             description: str | None = None, flavor: str | None = None,
-            input_example: Any = None) -> ModelVersion:
+            input_example: Any = None, holdout: Any = None,
+            tolerance: Tolerance | None = None) -> ModelVersion:
         """Register ``model`` as the next version of ``name`` (see ``Registration``).
 
         Metrics are overall (``{"accuracy": 0.9}``) and/or per slice (``{"recall":
@@ -95,11 +105,13 @@ class ModelRegistry:
                 the model.
             NotFoundError: when a dataset snapshot or the run does not exist.
             PolicyDeniedError: when the gate denies it (nothing is written).
-            UserCodeError: when the model's ``predict`` raises while typing the signature.
+            UserCodeError: when the model's ``predict`` raises while typing the signature
+                or scoring the holdout sample.
         """
         return self.register_with(model, name, Registration(
             signature=signature, metrics=metrics, params=params, tags=tags, datasets=datasets,
-            run=run, description=description, flavor=flavor, input_example=input_example))
+            run=run, description=description, flavor=flavor, input_example=input_example,
+            holdout=holdout, tolerance=tolerance))
 
     def register_with(self, model: Any, name: str, registration: Registration) -> ModelVersion:
         """Register ``model`` as the next version of ``name`` with ``registration``'s options.
@@ -108,20 +120,25 @@ class ModelRegistry:
             As :meth:`register`.
         """
         prepared = prepare(model, name, registration)
-        new = prepared.new
+        return self.record_version(prepared.new, prepared.payloads())
+
+    def record_version(self, new: NewModelVersion, payloads: Sequence[Payload]) -> ModelVersion:
+        """Store ``payloads`` and write ``new`` once its references exist and the gate allows.
+
+        Raises:
+            NotFoundError, PolicyDeniedError: as :meth:`register` (nothing is written).
+            IntegrityError: when a payload hashes to another digest than its record names.
+        """
         check_references(self._store, new)
         decision = self._gate.check(GateRequest(
-            GateAction.REGISTER, name, 0, self._actor, None, {
+            GateAction.REGISTER, new.name, 0, self._actor, None, {
                 "artifact_digest": new.artifact_digest, "flavor": new.flavor,
                 "metrics": dict(new.metrics), "tags": dict(new.tags),
-                "datasets": list(new.datasets), "run_id": new.run_id}))
-        decision.require(f"registering a version of model {name!r}")
-        for data, digest in ((prepared.artifact, new.artifact_digest),
-                             (prepared.environment.record,
-                              prepared.environment.summary["artifact"])):
-            if self._blobs.put_bytes(data).digest != digest:  # pragma: no cover - a broken store
-                raise IntegrityError(f"the artifact store named the bytes of {name!r} "
-                                     f"differently from their SHA-256 {digest}")
+                "datasets": list(new.datasets), "run_id": new.run_id,
+                "imported_from": new.extra.get("imported_from")}))
+        decision.require(f"registering a version of model {new.name!r}")
+        for payload in payloads:
+            payload.store(self._blobs)
         with self._store.write(self._actor) as uow:
             return records.create_version(uow, new, decision)
 
@@ -301,6 +318,39 @@ class ModelRegistry:
         version = self.resolve(uri)
         trust = TrustContext(trusted=self.queries.is_trusted(version.name, version.version))
         return load_version(self._blobs, version, trust, allow_quarantined)
+
+    # -- reproducibility: verify, export, import (registry.verify, registry.bundle_*) -------
+
+    def verify(self, uri: str | ModelURI, *, timeout: float = DEFAULT_TIMEOUT) -> VerifyReport:
+        """Load the version's artifact in a fresh process, score its holdout, compare outputs.
+
+        Raises:
+            NotFoundError: when the version or its holdout sample does not exist.
+            UntrustedModelError: when its flavor needs a trust decision it lacks.
+        """
+        version = self.resolve(uri)
+        return verify_version(self._blobs, version,
+                              self.queries.is_trusted(version.name, version.version), timeout)
+
+    def export(self, uri: str | ModelURI, path: str | Path) -> ExportedBundle:
+        """Write the version (artifact, metadata, environment, holdout) as a bundle file.
+
+        Raises:
+            AlreadyExistsError, IntegrityError: see ``bundle_export.write_bundle``.
+        """
+        version = self.resolve(uri)
+        return write_bundle(self._blobs, version,
+                            self.queries.is_trusted(version.name, version.version), Path(path))
+
+    def import_bundle(self, path: str | Path, name: str | None = None) -> ImportedVersion:
+        """Register the version in a bundle here (as ``name`` if given); trust is not carried.
+
+        Raises:
+            IntegrityError: naming the member when a check fails (nothing is written).
+        """
+        with open_bundle(Path(path)) as bundle:
+            version = self.record_version(bundle.new_version(name), bundle.payloads())
+            return bundle.imported(version)
 
     # -- environment and card ----------------------------------------------------------------
 
