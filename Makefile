@@ -41,6 +41,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/lineage.py
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/pipelines.py
+	$(BIN)/python benchmarks/registry.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

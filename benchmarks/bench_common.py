@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -50,6 +51,14 @@ def ratio(value: float, baseline: float) -> float:
     return round(value / baseline, 3) if baseline > 0 else 0.0
 
 
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Return median (p50), p95 and max of ``seconds``, in milliseconds."""
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median_ms": round(statistics.median(ordered) * 1000, 3),
+            "p95_ms": round(p95 * 1000, 3), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
 @contextmanager
 def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
     """Create a private schema; yield (store URL, schema); drop it afterwards."""
@@ -65,6 +74,23 @@ def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def on_postgres(url: str | None, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``action(store_url)`` in a private schema, or say why PostgreSQL was skipped."""
+    if not url:
+        return {"skipped": f"no PostgreSQL URL (pass --postgres-url or set {POSTGRES_ENV})"}
+    try:
+        import psycopg
+    except ImportError:
+        return {"skipped": "psycopg is not installed (pip install 'loopline[postgres]')"}
+    from loopline.core.errors import LooplineError
+
+    try:
+        with postgres_schema(url) as (store_url, schema):
+            return {"schema": schema, **action(store_url)}
+    except (psycopg.Error, LooplineError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 @contextmanager

@@ -48,20 +48,18 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench_common import (
-    POSTGRES_ENV,
     add_common_arguments,
     elapsed,
     machine,
     max_rss_mib,
     measure,
+    on_postgres,
     per_second,
-    postgres_schema,
     progress,
     ratio,
     scratch,
 )
 from loopline.app import Workspace
-from loopline.core.errors import LooplineError
 from loopline.core.predictions import PredictionRecord
 from loopline.data.prediction_writer import PredictionWriter, WriterOptions
 from loopline.data.profiling import profile_table
@@ -109,21 +107,6 @@ def check(condition: bool, message: str) -> None:
     """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
     if not condition:
         raise RuntimeError(f"benchmark sanity check failed: {message}")
-
-
-def on_postgres(settings: Settings, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``action(store_url)`` in a private schema, or say why PostgreSQL was skipped."""
-    if not settings.postgres_url:
-        return {"skipped": f"no PostgreSQL URL (pass --postgres-url or set {POSTGRES_ENV})"}
-    try:
-        import psycopg
-    except ImportError:
-        return {"skipped": "psycopg is not installed (pip install 'loopline[postgres]')"}
-    try:
-        with postgres_schema(settings.postgres_url) as (url, schema):
-            return {"schema": schema, **action(url)}
-    except (psycopg.Error, LooplineError, OSError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 # -- the data ------------------------------------------------------------------------------
@@ -534,7 +517,7 @@ def bench_predictions(work: Path, settings: Settings) -> dict[str, Any]:
         figures = predictions_on(url, data, work)
         return {**figures, "ratios": prediction_ratios(figures, baseline)}
 
-    report["postgresql"] = on_postgres(settings, postgres)
+    report["postgresql"] = on_postgres(settings.postgres_url, postgres)
     return report
 
 
@@ -604,7 +587,7 @@ def bench_lineage(work: Path, settings: Settings) -> dict[str, Any]:
     with scratch(work, "lineage") as folder:
         sqlite = lineage.bench_backend(f"sqlite:///{folder / 'lineage.db'}", graph, options)
     with analyzed_batches(lineage):
-        postgres = on_postgres(settings,
+        postgres = on_postgres(settings.postgres_url,
                                lambda url: lineage.bench_backend(url, graph, options))
     return {"source": "benchmarks/lineage.py (build_graph, bench_backend)",
             "nodes": len(graph[0]), "edges": len(graph[1]), "depth": lineage.DEPTH,

@@ -37,6 +37,7 @@ from bench_common import (
     machine,
     postgres_schema,
     progress,
+    summary,
 )
 from loopline.core.errors import LooplineError
 from loopline.core.lineage import Direction, LineageEdge, LineageGraphView, LineageNode, NodeRef
@@ -152,14 +153,6 @@ def bfs(links: Adjacency, root: str, max_depth: int) -> tuple[dict[str, int], in
 
 
 # -- timing --------------------------------------------------------------------------------
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    """Return median, p95 and max of ``seconds``, in milliseconds."""
-    ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": round(statistics.median(ordered) * 1000, 3),
-            "p95_ms": round(p95 * 1000, 3), "max_ms": round(ordered[-1] * 1000, 3)}
 
 
 def time_walks(service: LineageService, links: Adjacency, roots: list[NodeRef],

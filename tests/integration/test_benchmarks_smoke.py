@@ -198,3 +198,38 @@ def test_quick_pipelines_benchmark_prints_one_json_report(tmp_path: Path) -> Non
         overhead = report["sqlite"][shape]["engine"]["overhead_ms_per_task"]
         assert targets[f"{shape}_overhead_ms_per_task"] == overhead
         assert targets[f"{shape}_met"] is (overhead <= targets["overhead_ms_per_task_max"])
+
+
+# -- benchmarks/registry.py ----------------------------------------------------------------------
+
+REGISTRY_RATIOS = {"register_vs_raw_dumps", "register_vs_raw_dumps_fsync", "load_vs_raw_loads",
+                   "verify_vs_fresh_process_floor", "verify_vs_raw_load_predict"}
+
+
+def _check_latency(timing: dict[str, Any]) -> None:
+    _assert_positive(timing, "median_ms", "p95_ms", "max_ms")
+    assert timing["median_ms"] <= timing["p95_ms"] <= timing["max_ms"]
+
+
+def _check_registry_backend(figures: dict[str, Any]) -> None:
+    assert figures["versions_registered"] >= 2 and figures["artifact_bytes"] > 0
+    for name in ("register", "resolve", "load", "verify"):
+        _check_latency(figures[name])
+    for name in ("raw_dumps", "raw_dumps_fsync", "raw_loads", "raw_load_predict"):
+        _check_latency(figures["baseline"][name])
+    assert set(figures["ratios"]) == REGISTRY_RATIOS
+    _assert_positive(figures["ratios"], *REGISTRY_RATIOS)
+
+
+def test_quick_registry_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("registry.py", tmp_path)
+    assert report["machine"]["skops"]
+    _check_latency(report["fresh_process_floor"])
+    models = report["models"]
+    assert set(models) == {"iris_logreg", "random_forest"}
+    for model in models.values():
+        assert model["raw_skops_bytes"] > 0
+        _check_registry_backend(model["sqlite"])
+        assert model["sqlite"]["resolve"]["runs"] == report["settings"]["resolve_repeat"]
+        _check_postgres(model["postgresql"], _check_registry_backend)
+    assert models["random_forest"]["untrusted_types_skops_reports"]  # skops' Tree
