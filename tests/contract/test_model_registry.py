@@ -391,3 +391,15 @@ def test_bad_registrations_are_refused_before_anything_is_written(
     with pytest.raises(InvalidArgumentError, match="invalid model"):
         ws.models.register(model, "bad name")
     assert ws.models.models() == []
+
+
+def test_a_signature_its_own_input_example_breaks_is_refused(
+        ws: Workspace, model: Pipeline, iris: Any) -> None:
+    from loopline.registry.signatures import infer_signature
+    X, _ = iris
+    signature = infer_signature(X, model=model)
+    renamed = X.rename(columns={X.columns[1]: "something else"})
+    with pytest.raises(InvalidArgumentError, match="input_example") as caught:
+        ws.models.register(model, "iris", signature=signature, input_example=renamed)
+    assert "something else" in caught.value.message or X.columns[1] in caught.value.message
+    assert ws.models.models() == []

@@ -38,6 +38,7 @@ from loopline.registry.holdout import (
     scorer_for,
 )
 from loopline.registry.metrics import normalise_metrics
+from loopline.registry.signature_checks import check_batch
 from loopline.registry.signatures import Signature, infer_signature
 from loopline.store import MetadataStore
 from loopline.store.datasets import DatasetQueries
@@ -145,14 +146,26 @@ def _predictions(model: Any, example: Any) -> Any:
                             f"{type(exc).__name__}: {exc}") from exc
 
 
-def _signature(model: Any, registration: Registration) -> dict[str, Any] | None:
+def _given_signature(registration: Registration) -> Signature:
     given = registration.signature
     if isinstance(given, Signature):
-        return given.to_dict()
-    if given is not None:
-        if not isinstance(given, Mapping):
-            raise InvalidArgumentError("signature", "must be a Signature or its to_dict() form")
-        return Signature.from_dict(given).to_dict()
+        signature = given
+    elif isinstance(given, Mapping):
+        signature = Signature.from_dict(given)
+    else:
+        raise InvalidArgumentError("signature", "must be a Signature or its to_dict() form")
+    if registration.input_example is not None:
+        errors = [v.message for v in check_batch(signature, registration.input_example)
+                  if v.severity == "error"]
+        if errors:  # a signature the model's own example breaks would refuse every request
+            raise InvalidArgumentError("input_example", "does not match the signature: "
+                                       + "; ".join(errors))
+    return signature
+
+
+def _signature(model: Any, registration: Registration) -> dict[str, Any] | None:
+    if registration.signature is not None:
+        return _given_signature(registration).to_dict()
     example = registration.input_example
     if example is None:
         return None
