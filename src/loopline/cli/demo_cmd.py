@@ -2,8 +2,9 @@
 
 It exercises what is built so far: a workspace, the metadata store, content-addressed
 artifacts, the event outbox with a durable subscriber, the tamper-evident audit log
-(including catching an edit on a copy of the database), the data layer, and a pipeline run
-with a retried task, a cached second run and lineage from data to result.
+(including catching an edit on a copy of the database), the data layer, a pipeline run
+with a retried task, a cached second run and lineage from data to result, and a model
+registered, aliased and verified in a fresh process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.panel import Panel
 
 from loopline.app import Workspace, workspace_status
 from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_validate
+from loopline.cli.demo_models import register_model
 from loopline.cli.demo_pipeline import run_pipeline
 from loopline.cli.output import console, ok_or_fail, table
 from loopline.core.events import Event, EventType
@@ -84,7 +86,7 @@ def demo(directory: Annotated[Path | None, typer.Option(
         )] = None) -> None:
     """Run loopline end to end in a fresh workspace and print what happened and where to look."""
     root = directory or Path(tempfile.mkdtemp(prefix="loopline-demo-"))
-    console.print(Panel.fit("loopline demo: the stores, the logs, the data layer, pipelines",
+    console.print(Panel.fit("loopline demo: stores, logs, data, pipelines and models",
                             style="bold"))
     _step(1, f"Initialise a workspace in {root}")
     with Workspace.init(root) as workspace:
@@ -113,7 +115,9 @@ def demo(directory: Annotated[Path | None, typer.Option(
         log_predictions(workspace)
         _step(8, "Pipelines: fan out per country, retry a flaky task, reuse the cache")
         run_pipeline(workspace)
-        _step(9, "Status")
+        _step(9, "Models: register with signature and lineage, alias, verify reproducibility")
+        register_model(workspace)
+        _step(10, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
@@ -122,7 +126,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         f"  cd {root}\n  loopline status\n  loopline audit log\n"
         "  loopline audit verify\n  loopline data list\n  loopline data diff orders@1 orders@2\n"
         "  loopline lineage show dataset_snapshot:orders@2\n  loopline events list\n"
-        "  loopline runs list\n  loopline runs logs RUN_ID",
+        "  loopline runs list\n  loopline runs logs RUN_ID\n"
+        "  loopline models show models:/refunds@champion\n  loopline models card refunds/1",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
