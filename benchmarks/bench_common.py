@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
@@ -118,6 +119,16 @@ def machine(**libraries: str) -> dict[str, Any]:
             "implementation": platform.python_implementation(),
             "platform": platform.platform(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "loopline": loopline.__version__, **libraries}
+
+
+def public_settings(settings: Any) -> dict[str, Any]:
+    """Return a settings dataclass for the report, the database URL shown only as given or not.
+
+    The URL may hold a password; the report says only whether PostgreSQL was measured.
+    """
+    shown: dict[str, Any] = dataclasses.asdict(settings)
+    shown["postgres_url"] = bool(settings.postgres_url)
+    return shown
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, tmpdir_help: str) -> None:

@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -56,6 +56,7 @@ from bench_common import (
     on_postgres,
     per_second,
     progress,
+    public_settings,
     ratio,
     scratch,
 )
@@ -648,8 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = bench_memory(work, settings)
         predictions = bench_predictions(work, settings)
         lineage = bench_lineage(work, settings)
-    shown = asdict(settings)
-    shown["postgres_url"] = bool(settings.postgres_url)
+    shown = public_settings(settings)
     report = {
         "benchmark": "loopline data layer",
         "machine": machine(pandas=pd.__version__, pyarrow=pa.__version__, numpy=np.__version__),

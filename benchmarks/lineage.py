@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from bench_common import (
     machine,
     postgres_schema,
     progress,
+    public_settings,
     summary,
 )
 from loopline.core.errors import LooplineError
@@ -274,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="loopline-bench-", dir=settings.tmpdir) as tmp:
         sqlite = bench_backend(f"sqlite:///{Path(tmp) / 'lineage.db'}", graph, settings)
     postgres = bench_postgres(graph, settings)
-    shown = asdict(settings)
-    shown["postgres_url"] = bool(settings.postgres_url)
+    shown = public_settings(settings)
     report = {
         "benchmark": "loopline lineage walks",
         "machine": machine(),

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from bench_common import (
     measure,
     postgres_schema,
     progress,
+    public_settings,
     ratio,
     scratch,
 )
@@ -504,12 +505,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                     process=not (args.no_process or args.quick),
                     postgres_url=None if args.no_postgres else args.postgres_url)
 
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    """Return the settings for the report, without the database URL (it may hold secrets)."""
-    shown = asdict(settings)
-    shown["postgres_url"] = bool(settings.postgres_url)
-    return shown
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from bench_common import (
     measure,
     on_postgres,
     progress,
+    public_settings,
     ratio,
     scratch,
     summary,
@@ -370,8 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
             models[subject.key] = {**describe(subject), "sqlite": run(None),
                                    "postgresql": on_postgres(settings.postgres_url, run)}
-    shown = asdict(settings)
-    shown["postgres_url"] = bool(settings.postgres_url)
+    shown = public_settings(settings)
     report = {
         "benchmark": "loopline model registry",
         "machine": machine(scikit_learn=sklearn.__version__, skops=skops.__version__),

@@ -34,7 +34,7 @@ import tracemalloc
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ from bench_common import (
     measure,
     per_second,
     progress,
+    public_settings,
     ratio,
     scratch,
 )
@@ -674,12 +675,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                     prime=not args.no_prime,
                     postgres_url=None if args.no_postgres else args.postgres_url)
 
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    """Return the settings for the report, without the database URL (it may hold secrets)."""
-    shown = asdict(settings)
-    shown["postgres_url"] = bool(settings.postgres_url)
-    return shown
 
 
 def main(argv: list[str] | None = None) -> int:
