@@ -8,10 +8,10 @@ needs one module does not pay for pandas, SQLAlchemy and the rest.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from loopline._lazy import lazy_exports as _lazy_exports
 from loopline._version import __version__
 from loopline.core.artifacts import ObjectInfo
 from loopline.core.audit import AuditEntry
@@ -37,18 +37,7 @@ _LAZY = {"Workspace": "loopline.app", "current_task": "loopline.pipelines",
          "pipeline": "loopline.pipelines", "shell_task": "loopline.pipelines",
          "task": "loopline.pipelines"}
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
 
 
 def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:

@@ -30,8 +30,9 @@ Names load on first use, so a worker process importing one module pays only for 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from loopline._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from loopline.pipelines.context import TaskContext, current_task
@@ -89,18 +90,7 @@ _LAZY = {
     "task": "loopline.pipelines.definitions",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopline.pipelines' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
