@@ -9,13 +9,11 @@ example.
 from __future__ import annotations
 
 import json
-import pathlib
 import pickle
 import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sklearn
 import yaml
@@ -86,22 +84,3 @@ def write_model_dir(directory: Path, model: Any, document: dict[str, Any] | str,
         (directory / "input_example.json").write_text(json.dumps(split))
     return directory
 
-
-class MeanModel:
-    """A plain Python model, not scikit-learn-compatible: only the python flavor stores it."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def predict(self, batch: Any) -> Any:
-        return np.full(len(batch), self.value)
-
-
-class FileDropper:
-    """A malicious payload: unpickling it creates the file at ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return pathlib.Path.touch, (self.path,)

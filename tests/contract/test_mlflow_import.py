@@ -20,12 +20,11 @@ from mlflow_fixtures import (
     MODEL_UUID,
     REQUIREMENTS,
     RUN_ID,
-    FileDropper,
-    MeanModel,
     column_signature,
     mlmodel,
     write_model_dir,
 )
+from model_payloads import FileDropper, MeanModel
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 

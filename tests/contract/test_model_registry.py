@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import pathlib
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from model_payloads import FileDropper, MeanModel
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -58,28 +58,6 @@ def model(iris: tuple[pd.DataFrame, pd.Series]) -> Pipeline:
     X, y = iris
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
 
-
-class MeanModel:
-    """A plain Python model: only the ``python`` (pickle) flavor stores it."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def predict(self, batch: Any) -> Any:
-        return np.full(len(batch), self.value)
-
-
-class FileDropper:
-    """A malicious payload: unpickling it creates the file at ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return pathlib.Path.touch, (self.path,)
-
-    def predict(self, batch: Any) -> Any:
-        return batch
 
 
 class Deny:
