@@ -21,13 +21,13 @@ import pytest
 
 from loopline import task
 from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import ConfigurationError, InvalidArgumentError
 from loopline.pipelines.context import current_task
 from loopline.pipelines.outputs import INLINE_LIMIT, decode_output, encode_output
 from loopline.pipelines.ray_invoker import RayInvoker
 from loopline.pipelines.remote import (
     AttemptTimeoutError,
-    BlobSpec,
     InputRef,
     RemoteTaskFailure,
     TaskCall,
@@ -74,7 +74,7 @@ def locked() -> str:
         return "locked"
 
 
-def make_call(fn: Callable[..., Any], spec: BlobSpec, *args: Any, key: str = "step",
+def make_call(fn: Callable[..., Any], spec: StoreAddress, *args: Any, key: str = "step",
               attempt: int = 1, **kwargs: Any) -> TaskCall:
     return TaskCall("run-1", key, key, attempt, args, kwargs, spec, INLINE_LIMIT, fn=fn)
 
@@ -85,8 +85,8 @@ def blobs(tmp_path: Path) -> ContentAddressedStore:
 
 
 @pytest.fixture
-def spec(blobs: ContentAddressedStore) -> BlobSpec:
-    return BlobSpec.of(blobs)
+def spec(blobs: ContentAddressedStore) -> StoreAddress:
+    return StoreAddress.of(blobs)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def invoker(ray_runtime: None) -> Iterator[RayInvoker]:
 
 @pytest.mark.ray
 def test_bytes_output_lands_in_the_artifact_store_and_inputs_are_read_from_it(
-        invoker: RayInvoker, blobs: ContentAddressedStore, spec: BlobSpec) -> None:
+        invoker: RayInvoker, blobs: ContentAddressedStore, spec: StoreAddress) -> None:
     upstream = encode_output("load", b"hello", blobs)
     result = invoker.invoke(make_call(shout.fn, spec, InputRef(upstream), 2, key="shout"), None)
     assert result.error is None
@@ -110,7 +110,7 @@ def test_bytes_output_lands_in_the_artifact_store_and_inputs_are_read_from_it(
 
 @pytest.mark.ray
 def test_json_inputs_in_keyword_arguments_are_resolved_on_the_worker(
-        invoker: RayInvoker, blobs: ContentAddressedStore, spec: BlobSpec) -> None:
+        invoker: RayInvoker, blobs: ContentAddressedStore, spec: StoreAddress) -> None:
     upstream = encode_output("numbers", list(range(10)), blobs)
     result = invoker.invoke(make_call(total, spec, numbers=InputRef(upstream), offset=5), None)
     assert result.error is None and result.record == {"kind": "json", "value": 50}
@@ -118,7 +118,7 @@ def test_json_inputs_in_keyword_arguments_are_resolved_on_the_worker(
 
 @pytest.mark.ray
 def test_task_exception_comes_back_as_a_remote_failure_matching_its_class(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     result = invoker.invoke(make_call(refuse, spec, 3), None)
     error = result.error
     assert isinstance(error, RemoteTaskFailure)
@@ -128,7 +128,7 @@ def test_task_exception_comes_back_as_a_remote_failure_matching_its_class(
 
 @pytest.mark.ray
 def test_hanging_task_times_out_and_the_next_call_still_runs(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     started = time.monotonic()
     result = invoker.invoke(make_call(hang, spec, key="hang"), 1.0)
     assert isinstance(result.error, AttemptTimeoutError)
@@ -139,7 +139,7 @@ def test_hanging_task_times_out_and_the_next_call_still_runs(
 
 @pytest.mark.ray
 def test_time_queued_for_a_free_cpu_does_not_count_toward_the_timeout(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     # Three 1 s naps on two CPUs: the third starts about 1 s after it was submitted, so a
     # timeout counted from submission (1.6 s) would end it; counted from its start it does not.
     calls = [make_call(nap, spec, 1.0, key=f"nap-{n}") for n in range(3)]
@@ -150,7 +150,7 @@ def test_time_queued_for_a_free_cpu_does_not_count_toward_the_timeout(
 
 @pytest.mark.ray
 def test_task_sees_its_key_and_attempt_through_current_task(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     result = invoker.invoke(make_call(whoami, spec, key="who", attempt=2), None)
     assert result.error is None and result.record is not None
     value = result.record["value"]
@@ -160,7 +160,7 @@ def test_task_sees_its_key_and_attempt_through_current_task(
 
 @pytest.mark.ray
 def test_task_defined_inside_a_test_function_travels_by_value(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     factor = 7
 
     def scale(x: int) -> int:
@@ -172,14 +172,14 @@ def test_task_defined_inside_a_test_function_travels_by_value(
 
 @pytest.mark.ray
 def test_unpicklable_module_level_task_is_imported_from_its_file_by_the_worker(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     result = invoker.invoke(make_call(locked, spec), None)
     assert result.error is None and result.record == {"kind": "json", "value": "locked"}
 
 
 @pytest.mark.ray
 def test_local_task_that_cannot_be_pickled_is_refused_naming_it(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     lock = threading.Lock()
 
     def guarded() -> int:
@@ -192,7 +192,7 @@ def test_local_task_that_cannot_be_pickled_is_refused_naming_it(
 
 @pytest.mark.ray
 def test_crashed_worker_ends_the_attempt_as_worker_lost(
-        invoker: RayInvoker, spec: BlobSpec) -> None:
+        invoker: RayInvoker, spec: StoreAddress) -> None:
     result = invoker.invoke(make_call(crash, spec, key="crash"), 30.0)
     assert isinstance(result.error, WorkerLostError)
     assert "'crash'" in str(result.error)
@@ -200,13 +200,13 @@ def test_crashed_worker_ends_the_attempt_as_worker_lost(
 
 @pytest.mark.ray
 def test_memory_artifact_store_is_refused(invoker: RayInvoker) -> None:
-    call = make_call(total, BlobSpec("memory://loopline-test"), [1])
+    call = make_call(total, StoreAddress("memory://loopline-test"), [1])
     with pytest.raises(InvalidArgumentError, match="memory:// lives inside one process"):
         invoker.invoke(call, None)
 
 
 @pytest.mark.ray
-def test_close_leaves_a_ray_it_did_not_start_running(ray_runtime: None, spec: BlobSpec) -> None:
+def test_close_leaves_a_ray_it_did_not_start_running(ray_runtime: None, spec: StoreAddress) -> None:
     import ray
 
     joined = RayInvoker(num_cpus=1)
@@ -271,7 +271,7 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
 
 
 def test_local_ray_is_started_with_num_cpus_and_shut_down_by_close(
-        fake_ray: FakeRay, spec: BlobSpec) -> None:
+        fake_ray: FakeRay, spec: StoreAddress) -> None:
     invoker = RayInvoker(num_cpus=3)
     assert fake_ray.inits == []  # nothing starts before the first call
     assert invoker.invoke(make_call(total, spec, [4]), None).record == {"kind": "json",
@@ -284,7 +284,7 @@ def test_local_ray_is_started_with_num_cpus_and_shut_down_by_close(
 
 
 def test_address_from_the_environment_joins_a_cluster_without_num_cpus(
-        fake_ray: FakeRay, spec: BlobSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_ray: FakeRay, spec: StoreAddress, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPLINE_RAY_ADDRESS", "ray://head:10001")
     invoker = RayInvoker(num_cpus=3)
     invoker.invoke(make_call(total, spec, [1]), None)
@@ -293,7 +293,7 @@ def test_address_from_the_environment_joins_a_cluster_without_num_cpus(
 
 
 def test_a_running_ray_is_used_and_left_running(
-        monkeypatch: pytest.MonkeyPatch, spec: BlobSpec) -> None:
+        monkeypatch: pytest.MonkeyPatch, spec: StoreAddress) -> None:
     fake = FakeRay(initialized=True)
     monkeypatch.setitem(sys.modules, "ray", fake)
     invoker = RayInvoker(address="ray://elsewhere:10001")

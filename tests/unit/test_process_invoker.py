@@ -13,12 +13,12 @@ import process_tasks
 import pytest
 
 from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import InvalidArgumentError
 from loopline.pipelines.outputs import INLINE_LIMIT, encode_output
 from loopline.pipelines.process_pool import ProcessInvoker
 from loopline.pipelines.remote import (
     AttemptTimeoutError,
-    BlobSpec,
     CallResult,
     InputRef,
     Invoker,
@@ -46,7 +46,7 @@ def invoker() -> Iterator[ProcessInvoker]:
 
 def make_call(fn: Callable[..., Any], store: ContentAddressedStore, *args: Any,
               key: str = "task", **kwargs: Any) -> TaskCall:
-    return TaskCall("run-1", key, fn.__name__, 1, args, kwargs, BlobSpec.of(store),
+    return TaskCall("run-1", key, fn.__name__, 1, args, kwargs, StoreAddress.of(store),
                     INLINE_LIMIT, fn)
 
 
@@ -209,7 +209,7 @@ def test_arguments_that_cannot_be_pickled_are_refused_naming_the_task(
 
 
 def test_a_memory_artifact_store_is_refused(invoker: ProcessInvoker) -> None:
-    call = TaskCall("run-1", "task", "add", 1, (1, 2), {}, BlobSpec("memory://blobs"),
+    call = TaskCall("run-1", "task", "add", 1, (1, 2), {}, StoreAddress("memory://blobs"),
                     INLINE_LIMIT, process_tasks.add)
 
     with pytest.raises(InvalidArgumentError, match="memory:// lives inside one process") as info:

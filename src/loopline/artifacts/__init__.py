@@ -13,6 +13,7 @@ AES-256-GCM. Imports only the standard library, ``loopline.core``, fsspec and cr
     keys.py           key material and the Keyring
     streams.py        chunking and the verifying reader
     content_store.py  ContentAddressedStore
+    store_address.py  StoreAddress: how another process opens the same store
 """
 
 from loopline.artifacts.content_store import DEFAULT_CHUNK_SIZE, ContentAddressedStore

@@ -17,13 +17,13 @@ from datetime import timedelta
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import LooplineError, UserCodeError
 from loopline.core.runs import TaskState
 from loopline.pipelines.executors import TimedOutAttempt
 from loopline.pipelines.graph import Node, map_structure
 from loopline.pipelines.options import RunnerOptions
 from loopline.pipelines.remote import (
-    BlobSpec,
     CallResult,
     InputRef,
     Invoker,
@@ -42,7 +42,7 @@ class WorkerContext:
 
     store: MetadataStore
     blobs: ContentAddressedStore
-    blob_spec: BlobSpec
+    blob_spec: StoreAddress
     options: RunnerOptions
     run_id: str
     lease_owner: str

@@ -15,13 +15,13 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loopline.artifacts import ContentAddressedStore, Keyring
+from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.lineage_reads import listening_for_reads
 from loopline.pipelines.context import TaskContext, reset_current, set_current
@@ -85,34 +85,6 @@ def traceback_of(error: BaseException) -> str:
     if isinstance(error, RemoteTaskFailure):
         return error.traceback_text
     return "".join(traceback.format_exception(error))
-
-
-@dataclass(frozen=True, slots=True)
-class BlobSpec:
-    """How a worker opens the run's artifact store: its URL and the encryption keys."""
-
-    url: str
-    keys: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, blobs: ContentAddressedStore) -> BlobSpec:
-        """Describe ``blobs`` so another process can open the same store."""
-        keyring = blobs.keyring
-        return cls(blobs.storage.url, keyring.encoded() if keyring is not None else ())
-
-    def open(self) -> ContentAddressedStore:
-        """Open the store (once per process; later calls reuse it)."""
-        with _OPEN_LOCK:
-            store = _OPEN_STORES.get(self)
-            if store is None:
-                keyring = Keyring.from_encoded(self.keys) if self.keys else None
-                store = ContentAddressedStore.from_url(self.url, keyring, sweep_on_open=False)
-                _OPEN_STORES[self] = store
-            return store
-
-
-_OPEN_STORES: dict[BlobSpec, ContentAddressedStore] = {}
-_OPEN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +161,7 @@ class TaskCall:
     attempt: int
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
-    blobs: BlobSpec
+    blobs: StoreAddress
     inline_limit: int
     fn: Callable[..., Any] | None = None  # in-process workers call it directly
     locator: TaskLocator | None = None  # other processes import it from here

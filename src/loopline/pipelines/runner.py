@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import (
     ConflictError,
     InvalidArgumentError,
@@ -44,7 +45,7 @@ from loopline.pipelines.heartbeat import Heartbeat
 from loopline.pipelines.options import EXECUTORS, RunnerOptions
 from loopline.pipelines.outputs import LazyOutputs
 from loopline.pipelines.plan import ExecutionPlan, build_plan
-from loopline.pipelines.remote import BlobSpec, Invoker
+from loopline.pipelines.remote import Invoker
 from loopline.pipelines.run_lineage import record_run_lineage
 from loopline.pipelines.run_records import Provenance, capture_provenance, run_lineage
 from loopline.store import MetadataStore
@@ -297,7 +298,7 @@ class Runner:
                 if provenance is not None:
                     record_provenance(uow, run_id, provenance.code.as_dict(),
                                       provenance.environment)
-            ctx = WorkerContext(self.store, self.blobs, BlobSpec.of(self.blobs), self.options,
+            ctx = WorkerContext(self.store, self.blobs, StoreAddress.of(self.blobs), self.options,
                                 run_id, owner, self._invoker_for_run(),
                                 RunControl(self.store.engine).task_ids(run_id))
             self._run_plan(plan, ctx, progress)

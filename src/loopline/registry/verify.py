@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
+from loopline.artifacts.store_address import StoreAddress
 from loopline.core.errors import (
     ConfigurationError,
     IntegrityError,
@@ -53,27 +54,17 @@ STAGES = ("worker", "artifact", "load", "inputs", "score")  # in the order the w
 _STDERR_TAIL = 2_000
 
 
-@dataclass(frozen=True, slots=True)
-class StoreAddress:
-    """How another process opens the same artifact store: its URL and encryption keys."""
+def _address(blobs: BlobStore) -> StoreAddress:
+    """Describe ``blobs`` for the worker process.
 
-    url: str
-    keys: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, blobs: BlobStore) -> StoreAddress:
-        """Describe ``blobs`` for a worker process.
-
-        Raises:
-            ConfigurationError: when the store is not one another process can open.
-        """
-        if not isinstance(blobs, ContentAddressedStore) \
-                or blobs.storage.url.startswith("memory:"):
-            raise ConfigurationError("verify needs an artifact store another process can "
-                                     "open (a folder or an object store URL), not an "
-                                     "in-memory one")
-        keyring = blobs.keyring
-        return cls(blobs.storage.url, keyring.encoded() if keyring is not None else ())
+    Raises:
+        ConfigurationError: when the store is not one another process can open.
+    """
+    address = StoreAddress.of(blobs) if isinstance(blobs, ContentAddressedStore) else None
+    if address is None or address.in_memory:
+        raise ConfigurationError("verify needs an artifact store another process can open (a "
+                                 "folder or an object store URL), not an in-memory one")
+    return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +216,7 @@ def verify_version(blobs: BlobStore, version: ModelVersion, trusted: bool,
         UntrustedModelError: when the flavor needs a trust decision the version lacks.
     """
     started = time.perf_counter()
-    job = _Job(StoreAddress.of(blobs), version, HoldoutRecord.of(version), trusted, timeout)
+    job = _Job(_address(blobs), version, HoldoutRecord.of(version), trusted, timeout)
     recorded, recorded_check = _recorded(blobs, job.record)
     with tempfile.TemporaryDirectory(prefix="loopline-verify-") as folder:
         answer = _run_worker(job, Path(folder))

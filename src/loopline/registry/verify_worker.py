@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopline.artifacts import ContentAddressedStore, Keyring
+from loopline.artifacts.store_address import StoreAddress
 from loopline.registry.flavors import TrustContext, flavor_named
 from loopline.registry.holdout_io import decode_inputs, encode_outputs, score
 
@@ -91,10 +91,7 @@ def run(request: Request) -> dict[str, Any]:
     Raises:
         StageFailed: naming the stage that failed and the error.
     """
-    keyring = _stage("artifact", lambda: Keyring.from_encoded(request.keys)
-                     if request.keys else None)
-    blobs = _stage("artifact", lambda: ContentAddressedStore.from_url(
-        request.url, keyring, sweep_on_open=False))
+    blobs = _stage("artifact", StoreAddress(request.url, request.keys).open)
     data: bytes = _stage("artifact", blobs.get_bytes, request.artifact)
     started = time.perf_counter()
     model = _stage("load", lambda: flavor_named(request.flavor).load(
