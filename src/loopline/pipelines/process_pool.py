@@ -172,7 +172,7 @@ class ProcessInvoker:
     def _prepare(self, call: TaskCall) -> bytes:
         if self._pool.closed:
             raise InvalidArgumentError("invoker", "is closed; create a new ProcessInvoker")
-        if call.blobs.url.lower().startswith("memory://"):
+        if call.blobs.in_memory:
             raise InvalidArgumentError(
                 "executor", f"cannot run task {call.task_key!r} with artifact store "
                 f"{call.blobs.url!r}: the process executor needs an artifact store its "

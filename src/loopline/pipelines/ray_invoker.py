@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from functools import cache
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
 
 from loopline.core.errors import ConfigurationError, InvalidArgumentError
 from loopline.pipelines.remote import (
@@ -186,7 +185,7 @@ def _import_ray() -> Any:
 
 
 def _require_reachable_store(call: TaskCall) -> None:
-    if urlsplit(call.blobs.url).scheme == "memory":
+    if call.blobs.in_memory:
         raise InvalidArgumentError(
             "executor", f"task {call.task_key!r} cannot run on Ray with the artifact store "
             f"{call.blobs.url!r}: the ray executor needs an artifact store its workers can "
