@@ -9,6 +9,7 @@
     │   └── LeaseLostError       another runner took over a run this one was executing
     ├── InvalidTransitionError   a state machine refused a move
     ├── PolicyDeniedError        governance said no
+    │   ├── AccessDeniedError    the actor's roles do not permit the action
     │   └── UntrustedModelError  a model artifact needs a trust decision it does not have
     ├── UserCodeError            user code raised; keeps the original as __cause__
     ├── ValidationFailedError    a dataset failed its expectation suite; carries the report
@@ -88,6 +89,21 @@ class InvalidTransitionError(LooplineError):
 
 class PolicyDeniedError(LooplineError):
     """A governance policy refused the action."""
+
+
+class AccessDeniedError(PolicyDeniedError):
+    """The actor holds no role that permits the action (on that model, when one is named)."""
+
+    def __init__(self, actor: str, permission: str, resource: str | None = None,
+                 roles: tuple[str, ...] = ()) -> None:
+        self.actor = actor
+        self.permission = permission
+        self.resource = resource
+        self.roles = roles
+        where = f" on {resource}" if resource else ""
+        held = ", ".join(roles) if roles else "no role"
+        super().__init__(f"{actor!r} may not {permission}{where}: holds {held}; an admin can "
+                         "grant a role with `loopline users grant`")
 
 
 class UntrustedModelError(PolicyDeniedError):

@@ -35,6 +35,10 @@ class EventType(StrEnum):
     ALERT_FIRED = "monitoring.alert_fired"
     PLAYBOOK_ACTION = "loop.playbook_action"
     APPROVAL_CHANGED = "governance.approval_changed"
+    ROLES_CHANGED = "governance.roles_changed"
+    POLICY_APPLIED = "governance.policy_applied"
+    LEGAL_HOLD_CHANGED = "governance.legal_hold_changed"
+    RETENTION_APPLIED = "governance.retention_applied"
     FEATURE_VIEW_CHANGED = "feature.view_changed"
     EVALUATION_COMPLETED = "evaluation.completed"
 

@@ -25,6 +25,8 @@ class GateAction(StrEnum):
     DELETE_ALIAS = "delete_alias"
     STATUS = "status"
     TRUST = "trust"
+    DEPLOY = "deploy"
+    ROLLOUT_STEP = "rollout_step"
 
 
 @dataclass(frozen=True, slots=True)

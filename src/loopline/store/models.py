@@ -137,6 +137,8 @@ class DatasetVersionRow(Base):
     parents: Mapped[list[Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(sa.String(256))
+    # Set when retention deleted the version's data: the record stays as evidence.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class DatasetPartitionRow(Base):
@@ -404,3 +406,107 @@ REGISTERED_MODELS = cast(sa.Table, RegisteredModelRow.__table__)
 MODEL_VERSIONS = cast(sa.Table, ModelVersionRow.__table__)
 MODEL_ALIASES = cast(sa.Table, ModelAliasRow.__table__)
 MODEL_TRUST_DECISIONS = cast(sa.Table, ModelTrustDecisionRow.__table__)
+
+
+class IdentityRow(Base):
+    """A user or service account loopline knows (made on first grant, or explicitly)."""
+
+    __tablename__ = "identities"
+
+    name: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    disabled: Mapped[bool] = mapped_column(sa.Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class RoleBindingRow(Base):
+    """``subject`` holds ``role`` on the models matching the glob ``models`` (``*``: all)."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["subject"], ["identities.name"], ondelete="CASCADE"),
+    )
+
+    subject: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    role: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    models: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class PolicySetRow(Base):
+    """One applied set of policy files; the newest row is the set the gates evaluate."""
+
+    __tablename__ = "policy_sets"
+    __table_args__ = (sa.Index("ix_policy_sets_applied_at", "applied_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(sa.String(64))
+    files: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class ApprovalRequestRow(Base):
+    """A request that a governed action on a model version be approved."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (
+        sa.Index("ix_approval_requests_model_version_gate", "model", "version", "gate"),
+        sa.Index("ix_approval_requests_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    gate: Mapped[str] = mapped_column(sa.String(32))
+    target: Mapped[str | None] = mapped_column(sa.String(128))
+    requester: Mapped[str] = mapped_column(sa.String(256))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    required: Mapped[int] = mapped_column(sa.Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApprovalVoteRow(Base):
+    """One approver's verdict on a request (one per approver)."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["request_id"], ["approval_requests.id"], ondelete="CASCADE"),
+    )
+
+    request_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    approver: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    verdict: Mapped[str] = mapped_column(sa.String(16))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    comment: Mapped[str] = mapped_column(sa.Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LegalHoldRow(Base):
+    """Retention must not delete what an active hold covers."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    data_class: Mapped[str] = mapped_column(sa.String(64))
+    ref: Mapped[str] = mapped_column(sa.String(512))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_by: Mapped[str | None] = mapped_column(sa.String(256))
+
+
+IDENTITIES = cast(sa.Table, IdentityRow.__table__)
+ROLE_BINDINGS = cast(sa.Table, RoleBindingRow.__table__)
+POLICY_SETS = cast(sa.Table, PolicySetRow.__table__)
+APPROVAL_REQUESTS = cast(sa.Table, ApprovalRequestRow.__table__)
+APPROVAL_VOTES = cast(sa.Table, ApprovalVoteRow.__table__)
+LEGAL_HOLDS = cast(sa.Table, LegalHoldRow.__table__)
