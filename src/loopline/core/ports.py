@@ -13,6 +13,7 @@ from typing import BinaryIO, Protocol
 from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
 from loopline.core.events import Event
 from loopline.core.gates import GateDecision, GateRequest
+from loopline.core.governance import Permission, Role
 
 
 class BlobStore(Protocol):
@@ -103,4 +104,20 @@ class Gate(Protocol):
 
     def check(self, request: GateRequest) -> GateDecision:
         """Decide ``request``; the decision names the rules it evaluated and what they saw."""
+        ...
+
+
+class Authorizer(Protocol):
+    """The one authorisation function: may ``actor`` do what ``permission`` covers?
+
+    ``governance.access.AccessControl`` implements it. A workspace with no role binding at
+    all is open (everyone acts as admin); granting the first role turns enforcement on.
+    """
+
+    def authorize(self, actor: str, permission: Permission, model: str | None = None) -> Role:
+        """Return the role that permits it (``admin`` in an open workspace).
+
+        Raises:
+            AccessDeniedError: naming the actor, the permission, the model and the roles held.
+        """
         ...
