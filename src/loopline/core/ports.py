@@ -108,7 +108,7 @@ class Gate(Protocol):
 
 
 class Authorizer(Protocol):
-    """The one authorisation function: may ``actor`` do what ``permission`` covers?
+    """The one authorisation function: whether ``actor`` may do what ``permission`` covers.
 
     ``governance.access.AccessControl`` implements it. A workspace with no role binding at
     all is open (everyone acts as admin); granting the first role turns enforcement on.
