@@ -87,3 +87,12 @@ def test_an_unknown_node_exits_3_and_a_malformed_one_exits_5(workspace: Path) ->
         malformed = _run(workspace, "lineage", "show", bad)
         assert malformed.returncode == 5, (bad, malformed.stderr)
         assert "invalid NODE" in malformed.stderr
+
+
+def test_openlineage_export_writes_a_file_and_a_bad_url_exits_5(workspace: Path) -> None:
+    out = workspace / "lineage.jsonl"
+    done = _run(workspace, "lineage", "openlineage", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "OpenLineage events written to" in done.stdout and out.exists()
+    refused = _run(workspace, "lineage", "openlineage", "--url", "ftp://marquez.example/")
+    assert refused.returncode == 5 and "http:// or https://" in refused.stderr

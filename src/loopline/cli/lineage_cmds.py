@@ -1,7 +1,12 @@
-"""``loopline lineage``: show where a node came from and what it influenced."""
+"""``loopline lineage``: show a node's upstream and downstream; export OpenLineage events."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,13 +15,26 @@ from rich.tree import Tree
 
 from loopline.app import Workspace
 from loopline.cli.context import open_workspace
-from loopline.cli.output import console, emit_json
+from loopline.cli.output import console, emit_json, success
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.core.lineage import Direction, LineageGraphView, LineageNode, NodeRef
 from loopline.data.lineage import DEFAULT_LIMIT, LineageService
+from loopline.governance.openlineage import (
+    DEFAULT_NAMESPACE,
+    openlineage_all_events,
+    openlineage_run_events,
+)
+from loopline.governance.openlineage_export import (
+    DEFAULT_ENDPOINT,
+    ExportResult,
+    endpoint_url,
+    export_to_file,
+    export_to_url,
+)
 
-app = typer.Typer(help="The lineage graph: show upstream and downstream of a node.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The lineage graph: show upstream and downstream of a node; export it "
+                       "as OpenLineage events.", no_args_is_help=True)
 
 
 def _service(workspace: Workspace) -> LineageService:
@@ -115,3 +133,85 @@ def render(view: LineageGraphView) -> Tree:
         if not branch.children:
             branch.add(Text("(nothing recorded)", style="dim"))
     return tree
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            "--since", f"{text!r} is not an ISO 8601 time such as 2026-01-31T09:00Z") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _api_key(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise InvalidArgumentError("--api-key-env", f"environment variable {variable} is not "
+                                                    "set or empty")
+    return key
+
+
+def _check_flags(run: str | None, since: str | None, out: Path | None,
+                 url: str | None) -> None:
+    if out is not None and url is not None:
+        raise InvalidArgumentError("--out/--url", "give one destination, not both")
+    if run is not None and since is not None:
+        raise InvalidArgumentError("--run/--since", "give a run or a start time, not both")
+
+
+def _print_lines(events: Iterator[dict[str, Any]]) -> None:
+    for event in events:  # one line each, as they come: the history may be long
+        print(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+
+
+@app.command()
+def openlineage(  # noqa: PLR0913 - one parameter per flag is how typer declares them
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only this pipeline run (and its tasks).")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Only runs ended and snapshots made at or after this ISO 8601 time "
+             "(UTC when no offset is given).")] = None,
+    namespace: Annotated[str, typer.Option(
+        help="OpenLineage namespace of jobs and datasets.")] = DEFAULT_NAMESPACE,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write JSON Lines to this file (replaced whole).")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="POST each event to this OpenLineage endpoint (e.g. Marquez).")] = None,
+    endpoint: Annotated[str, typer.Option(
+        help="Path appended to --url.")] = DEFAULT_ENDPOINT,
+    api_key_env: Annotated[str | None, typer.Option(
+        "--api-key-env", help="Environment variable holding the endpoint's API key "
+                              "(sent as a Bearer token).")] = None,
+) -> None:
+    """Export runs, tasks and dataset snapshots as OpenLineage events.
+
+    Without --out or --url the events are printed as JSON lines.
+    """
+    _check_flags(run, since, out, url)
+    start = _since(since)
+    key = _api_key(api_key_env)
+    if url is not None:
+        endpoint_url(url, endpoint)  # a bad URL fails before the workspace is opened
+    with open_workspace(ctx) as workspace:
+        events = (iter(openlineage_run_events(workspace.store, run, namespace))
+                  if run is not None
+                  else openlineage_all_events(workspace.store, start, namespace))
+        if out is None and url is None:
+            _print_lines(events)
+            return
+        result = (export_to_file(events, out) if out is not None
+                  else export_to_url(events, url or "", endpoint, key))
+    _report(result, "written to" if out is not None else "sent to")
+
+
+def _report(result: ExportResult, verb: str) -> None:
+    if not result.ok:
+        raise BackendError(f"OpenLineage export to {result.target} stopped after "
+                           f"{result.sent} events: {result.error}")
+    success(f"{result.sent} OpenLineage events {verb} {result.target}")

@@ -2,17 +2,21 @@
 
 Other services record their nodes and edges with ``record_in`` inside their own unit of
 work, so a snapshot, a run or a deployment and its lineage commit together. The export
-(``to_openlineage``) only builds the event dicts; sending them is left to the caller.
+(``to_openlineage``) only builds the event dicts; sending them is left to the caller. The
+OpenLineage basics here (``openlineage_run_id``, ``openlineage_event``) are the one mapping
+of runs, jobs and datasets that every export shares, this generic one and the richer run
+export in ``loopline.governance.openlineage``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from loopline._version import __version__
-from loopline.core.errors import NotFoundError
+from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.core.lineage import (
     Direction,
     LineageCount,
@@ -29,7 +33,11 @@ from loopline.store.lineage import record as record_rows
 
 DEFAULT_DEPTH = 50
 DEFAULT_LIMIT = 10_000
-OPENLINEAGE_SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+# The core spec version the events follow; tests validate against this version's schema
+# (tests/fixtures/openlineage).
+OPENLINEAGE_SPEC = "https://openlineage.io/spec/1-0-2/OpenLineage.json"
+OPENLINEAGE_SCHEMA_URL = f"{OPENLINEAGE_SPEC}#/$defs/RunEvent"
+OPENLINEAGE_EVENT_TYPES = frozenset({"START", "COMPLETE", "ABORT", "FAIL", "OTHER"})
 PRODUCER = f"https://github.com/loopline/loopline/tree/v{__version__}"
 RUN_KINDS = frozenset({NodeKind.PIPELINE_RUN, NodeKind.TASK_RUN, NodeKind.VALIDATION,
                        NodeKind.EVALUATION, NodeKind.PLAYBOOK_RUN})
@@ -141,8 +149,12 @@ class LineageService:
         return openlineage_events(view, namespace, producer)
 
 
-def _run_id(node_id: str) -> str:
-    """Return a run's ``runId``: its own UUID when the ref is one, else a stable UUID5."""
+def openlineage_run_id(node_id: str) -> str:
+    """Return a run node's OpenLineage ``runId``.
+
+    That is the ref itself when it is a UUID (a pipeline run's UUIDv7 hex, as canonical
+    text), else a stable UUID5 of the node id, so every export names a run the same way.
+    """
     ref = node_id.partition(":")[2]
     try:
         return str(uuid.UUID(hex=ref))
@@ -150,26 +162,50 @@ def _run_id(node_id: str) -> str:
         return str(uuid.uuid5(_RUN_NAMESPACE, node_id))
 
 
-def _dataset(node: LineageNode, namespace: str) -> dict[str, Any]:
-    return {"namespace": namespace, "name": node.id}
+def openlineage_dataset(node_id: str, namespace: str,
+                        facets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the OpenLineage dataset for a node: named by its ``<kind>:<ref>``."""
+    dataset: dict[str, Any] = {"namespace": namespace, "name": node_id}
+    if facets:
+        dataset["facets"] = dict(facets)
+    return dataset
+
+
+def openlineage_event(event_type: str, event_time: datetime | None, run: Mapping[str, Any],
+                      job: Mapping[str, Any], datasets: tuple[Sequence[Mapping[str, Any]],
+                                                              Sequence[Mapping[str, Any]]],
+                      producer: str = PRODUCER) -> dict[str, Any]:
+    """Return one OpenLineage ``RunEvent``: ``datasets`` is (inputs, outputs).
+
+    Raises:
+        InvalidArgumentError: when ``event_type`` is not an OpenLineage event type.
+    """
+    if event_type not in OPENLINEAGE_EVENT_TYPES:
+        raise InvalidArgumentError(
+            "event_type", f"{event_type!r} is not one of {sorted(OPENLINEAGE_EVENT_TYPES)}")
+    inputs, outputs = datasets
+    return {
+        "eventType": event_type,
+        "eventTime": event_time.isoformat() if event_time is not None else None,
+        "run": dict(run),
+        "job": dict(job),
+        "inputs": [dict(d) for d in inputs],
+        "outputs": [dict(d) for d in outputs],
+        "producer": producer,
+        "schemaURL": OPENLINEAGE_SCHEMA_URL,
+    }
 
 
 def _event(job: LineageNode, inputs: Sequence[LineageNode], outputs: Sequence[LineageNode],
            context: tuple[str, str]) -> dict[str, Any]:
     namespace, producer = context
-    time = job.created_at.isoformat() if job.created_at is not None else None
     state = str(job.attributes.get("state", "COMPLETE")).upper()
-    return {
-        "eventType": state if state in {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL",
-                                        "OTHER"} else "OTHER",
-        "eventTime": time,
-        "run": {"runId": _run_id(job.id)},
-        "job": {"namespace": namespace, "name": str(job.attributes.get("job", job.id))},
-        "inputs": [_dataset(n, namespace) for n in inputs],
-        "outputs": [_dataset(n, namespace) for n in outputs],
-        "producer": producer,
-        "schemaURL": OPENLINEAGE_SCHEMA_URL,
-    }
+    return openlineage_event(
+        state if state in OPENLINEAGE_EVENT_TYPES else "OTHER", job.created_at,
+        {"runId": openlineage_run_id(job.id)},
+        {"namespace": namespace, "name": str(job.attributes.get("job", job.id))},
+        ([openlineage_dataset(n.id, namespace) for n in inputs],
+         [openlineage_dataset(n.id, namespace) for n in outputs]), producer)
 
 
 def openlineage_events(view: LineageGraphView, namespace: str = "loopline",
