@@ -28,7 +28,6 @@ from loopline.artifacts import ContentAddressedStore, Keyring
 from loopline.core.clock import Clock
 from loopline.core.errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
-from loopline.core.gates import AllowAll
 from loopline.core.validation import ValidationReport
 from loopline.data.lineage import LineageService
 from loopline.data.partitions import PartitionService
@@ -36,6 +35,15 @@ from loopline.data.prediction_log import PredictionLog
 from loopline.data.snapshots import DatasetService
 from loopline.data.validation import Suite
 from loopline.data.validation_service import ValidationService
+from loopline.governance.access import AccessControl
+from loopline.governance.approvals import ApprovalService
+from loopline.governance.engine import approval_requirement
+from loopline.governance.fact_gathering import FactGatherer
+from loopline.governance.gate import GovernanceGate
+from loopline.governance.legal_holds import LegalHolds
+from loopline.governance.policy_sets import PolicySets
+from loopline.governance.report import ReportBuilder
+from loopline.governance.retention import RetentionService
 from loopline.loop import Dispatcher
 from loopline.pipelines import Runner, RunnerOptions
 from loopline.pipelines.faults import FaultInjector, parse_faults
@@ -76,6 +84,7 @@ class Workspace:
         self.actor = actor_of(settings)
         self.artifacts = ArtifactService(blobs, store, self.actor)
         self.lineage = LineageService(store)
+        self.access = AccessControl(store)
         self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock)
         self.partitions = PartitionService(store, blobs, self.actor, store.clock)
         self.validation = ValidationService(store, self.actor)
@@ -86,9 +95,24 @@ class Workspace:
             actor=self.actor, faults=faults, executor=settings.executor,
             max_workers=settings.max_workers, ray_address=settings.ray_address)
         self.pipelines = Runner(store, blobs, self._runner_options)
-        # Governance will provide the gate from its policies; until then everything is allowed
-        # (each decision is still recorded in the audit entry of the change it allowed).
-        self.models = ModelRegistry(store, blobs, self.actor, gate=AllowAll())
+        self._wire_governance(store, blobs)
+
+    def _wire_governance(self, store: MetadataStore, blobs: ContentAddressedStore) -> None:
+        """Build the governance services and the gate every registry change goes through."""
+        self.policies = PolicySets(store, self.access)
+        self.approvals = ApprovalService(
+            store, self.access, self.actor,
+            requirement=lambda model, gate, target: approval_requirement(
+                self.policies.active(), model, gate, target))
+        self.facts = FactGatherer(store, blobs, self.approvals)
+        # The gate reads time from the store's clock, as the approval service does, so an
+        # approval's expiry is judged at one time by both.
+        self.gate = GovernanceGate(self.access, self.policies, self.facts, store.clock)
+        self.models = ModelRegistry(store, blobs, self.actor, gate=self.gate)
+        self.retention = RetentionService(store, blobs, self.access, self.actor)
+        self.legal_holds = LegalHolds(store, self.access, self.actor)
+        self.governance_report = ReportBuilder(store, self.facts, self.policies.active,
+                                               store.clock)
 
     def runner(self, **options: Any) -> Runner:
         """Return a runner with some ``RunnerOptions`` changed (``executor``, ``cache`` ...).

@@ -14,18 +14,23 @@ import typer
 
 from loopline._version import __version__
 from loopline.cli import (
+    approvals_cmds,
     artifacts_cmds,
     audit_cmds,
     data_cmds,
     db_cmds,
     demo_cmd,
     events_cmds,
+    governance_cmds,
     lineage_cmds,
     models_bundle_cmds,
     models_cmds,
     models_mlflow_cmd,
+    policy_cmds,
+    retention_cmds,
     runs_cmds,
     scheduler_cmd,
+    users_cmds,
     workspace_cmds,
 )
 from loopline.cli.context import CliOptions
@@ -77,6 +82,11 @@ app.add_typer(artifacts_cmds.app, name="artifacts")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
+app.add_typer(policy_cmds.app, name="policy")
+app.add_typer(users_cmds.app, name="users")
+app.add_typer(approvals_cmds.app, name="approvals")
+app.add_typer(retention_cmds.app, name="retention")
+app.add_typer(governance_cmds.app, name="governance")
 demo_cmd.register(app)
 runs_cmds.register(app)
 models_bundle_cmds.register(models_cmds.app)

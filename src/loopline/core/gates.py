@@ -48,16 +48,28 @@ class GateRequest:
 
 @dataclass(frozen=True, slots=True)
 class GateDecision:
-    """A gate's answer: allowed or not, why, and the rules it evaluated (with what they saw)."""
+    """A gate's answer: allowed or not, why, and the rules it evaluated (with what they saw).
+
+    ``policy_set`` is the digest of the policy set that decided, and ``facts`` the record of
+    what the rules read (``governance.facts``), so the decision can be re-evaluated later;
+    both are None for a gate without policies (``AllowAll``).
+    """
 
     allowed: bool
     reason: str
     rules: tuple[Mapping[str, Any], ...] = ()
+    policy_set: str | None = None
+    facts: Mapping[str, Any] | None = None
 
     def as_record(self) -> dict[str, Any]:
         """Return the decision as the JSON mapping kept in audit entries."""
-        return {"allowed": self.allowed, "reason": self.reason,
-                "rules": [dict(rule) for rule in self.rules]}
+        record: dict[str, Any] = {"allowed": self.allowed, "reason": self.reason,
+                                  "rules": [dict(rule) for rule in self.rules]}
+        if self.policy_set is not None:
+            record["policy_set"] = self.policy_set
+        if self.facts is not None:
+            record["facts"] = dict(self.facts)
+        return record
 
     def require(self, what: str) -> None:
         """Return when the decision allows the action; ``what`` names it for the error.

@@ -178,6 +178,7 @@ class DatasetService:
             missing = sorted(set(columns) - {c.name for c in version.columns})
             if missing:
                 raise InvalidArgumentError("columns", f"{version.ref} has no column {missing}")
+        self._require_data(version)
         with open_stored(self._blobs, version.blob_digest) as parquet:
             table: pa.Table = parquet.read(columns=columns)
         note_read(snapshot_node(version))  # a running pipeline task's lineage hears of it
@@ -186,9 +187,22 @@ class DatasetService:
     def iter_batches(self, ref: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream a version's rows in batches, in bounded memory."""
         version = self.get(ref)
+        self._require_data(version)
         note_read(snapshot_node(version))
         with open_stored(self._blobs, version.blob_digest) as parquet:
             yield from parquet.iter_batches(batch_size=batch_rows)
+
+    def _require_data(self, version: DatasetVersion) -> None:
+        """Refuse to read a version whose data retention deleted (its record stays).
+
+        Raises:
+            NotFoundError: naming the version and the day it was purged.
+        """
+        purged = self.queries.purged_at(version.id)
+        if purged is not None:
+            raise NotFoundError("dataset data", version.ref,
+                                f"it was purged by retention on {purged:%Y-%m-%d}; the "
+                                "version's record (hash, profile, lineage) remains")
 
 
 def _unchanged(latest: DatasetVersion | None, written: _Written,

@@ -135,7 +135,11 @@ class ModelRegistry:
                 "artifact_digest": new.artifact_digest, "flavor": new.flavor,
                 "metrics": dict(new.metrics), "tags": dict(new.tags),
                 "datasets": list(new.datasets), "run_id": new.run_id,
-                "imported_from": new.extra.get("imported_from")}))
+                "imported_from": new.extra.get("imported_from"),
+                "code_version": None if new.code_version is None else dict(new.code_version),
+                "environment_recorded": bool(new.environment),
+                "signature_recorded": new.signature is not None,
+                "description": new.description}))
         decision.require(f"registering a version of model {new.name!r}")
         for payload in payloads:
             payload.store(self._blobs)

@@ -100,6 +100,12 @@ class DatasetQueries:
             row = session.get(DatasetVersionRow, version_id)
             return _version(row) if row else None
 
+    def purged_at(self, version_id: str) -> datetime | None:
+        """Return when retention deleted the data of version ``version_id`` (None: it did not)."""
+        query = sa.select(DatasetVersionRow.purged_at).where(DatasetVersionRow.id == version_id)
+        with Session(self._engine) as session:
+            return session.scalar(query)
+
     def versions(self, dataset: str | None = None, limit: int = 100) -> list[DatasetVersion]:
         """List versions (of one dataset, or all), newest first."""
         query = sa.select(DatasetVersionRow)

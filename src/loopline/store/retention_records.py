@@ -1,0 +1,350 @@
+"""Retention and legal holds in SQL: expired candidates, digest references, deletions, holds.
+
+Reads take a ``Connection`` so the same queries serve a dry run (a read connection) and a
+real run (the connection of the write transaction that then deletes). Writes run inside
+the caller's unit of work. A *reference* is a record that names a blob digest: the digest
+columns, and every 64-hex string in the JSON columns that can hold digests. The artifact
+catalogue, events and audit entries are not references: they describe history, and counting
+them would keep every blob forever.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from loopline.core.governance import LegalHold
+from loopline.core.lineage import Direction
+from loopline.store.lineage import MAX_DEPTH, MAX_LIMIT, NODES, _statements
+from loopline.store.metadata_store import UnitOfWork
+from loopline.store.models import (
+    LEGAL_HOLDS,
+    MODEL_ALIASES,
+    MODEL_VERSIONS,
+    PIPELINE_RUNS,
+    TASK_ATTEMPTS,
+    TASK_RUNS,
+    ArtifactRow,
+    DatasetPartitionRow,
+    DatasetVersionRow,
+    PredictionSegmentRow,
+)
+
+ARTIFACTS = cast(sa.Table, ArtifactRow.__table__)
+VERSIONS = cast(sa.Table, DatasetVersionRow.__table__)
+PARTITIONS = cast(sa.Table, DatasetPartitionRow.__table__)
+SEGMENTS = cast(sa.Table, PredictionSegmentRow.__table__)
+# What governance passes back in: a connection, opaque outside the store.
+Handle = Connection
+CHUNK = 500  # keys per IN (...) list: well under every backend's bound-parameter limit
+PRODUCTION = "production"
+_DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+# Who holds a reference; retention removes the references of the holders it deletes.
+HOLDER_SEGMENT = "segment"
+HOLDER_SNAPSHOT = "snapshot"
+HOLDER_RUN_LOGS = "run_logs"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCandidate:
+    """A prediction log segment whose rows all precede the cut-off."""
+
+    id: str
+    kind: str
+    deployment: str | None
+    blob_digest: str
+    rows: int
+    max_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCandidate:
+    """A dataset version made before the cut-off that is not its dataset's newest."""
+
+    id: str
+    dataset: str
+    version: int
+    blob_digest: str
+    rows: int
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """The human reference ``name@version``."""
+        return f"{self.dataset}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunLogCandidate:
+    """A pipeline run that finished before the cut-off and still keeps attempt logs."""
+
+    run_id: str
+    pipeline: str
+    finished_at: datetime
+    attempts: int
+    digests: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """``holder`` (``segment``, ``snapshot``, ``model`` ...) ``key`` names blob ``digest``."""
+
+    holder: str
+    key: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductionVersion:
+    """A model version in production (by status or by the ``production`` alias)."""
+
+    name: str
+    version: int
+    digests: tuple[str, ...]
+    datasets: tuple[str, ...]
+
+
+def digests_in(value: Any) -> set[str]:
+    """Return every 64-hex string inside ``value`` (JSON-able data or text)."""
+    if value is None:
+        return set()
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return set(_DIGEST.findall(text))
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+# -- candidates ----------------------------------------------------------------------------
+
+
+def expired_segments(connection: Connection, kind: str, cutoff: datetime,
+                     ) -> list[SegmentCandidate]:
+    """List the segments of ``kind`` whose newest row precedes ``cutoff``, oldest first."""
+    query = (sa.select(SEGMENTS.c.id, SEGMENTS.c.kind, SEGMENTS.c.deployment,
+                       SEGMENTS.c.blob_digest, SEGMENTS.c.rows, SEGMENTS.c.max_time)
+             .where(SEGMENTS.c.kind == kind, SEGMENTS.c.max_time < cutoff)
+             .order_by(SEGMENTS.c.max_time, SEGMENTS.c.id))
+    return [SegmentCandidate(r.id, r.kind, r.deployment, r.blob_digest, int(r.rows),
+                             r.max_time)
+            for r in connection.execute(query)]
+
+
+def expired_snapshots(connection: Connection, cutoff: datetime) -> list[SnapshotCandidate]:
+    """List unpurged versions made before ``cutoff`` that are not their dataset's newest."""
+    newer = VERSIONS.alias("newer")
+    has_newer = sa.exists().where(newer.c.dataset == VERSIONS.c.dataset,
+                                  newer.c.version > VERSIONS.c.version)
+    query = (sa.select(VERSIONS.c.id, VERSIONS.c.dataset, VERSIONS.c.version,
+                       VERSIONS.c.blob_digest, VERSIONS.c.rows, VERSIONS.c.created_at)
+             .where(VERSIONS.c.created_at < cutoff, VERSIONS.c.purged_at.is_(None), has_newer)
+             .order_by(VERSIONS.c.dataset, VERSIONS.c.version))
+    return [SnapshotCandidate(r.id, r.dataset, int(r.version), r.blob_digest, int(r.rows),
+                              r.created_at) for r in connection.execute(query)]
+
+
+def expired_run_logs(connection: Connection, cutoff: datetime) -> list[RunLogCandidate]:
+    """List runs finished before ``cutoff`` whose attempts still keep logs or tracebacks."""
+    query = (sa.select(PIPELINE_RUNS.c.id, PIPELINE_RUNS.c.pipeline, PIPELINE_RUNS.c.finished_at,
+                       TASK_ATTEMPTS.c.logs, TASK_ATTEMPTS.c.traceback)
+             .select_from(PIPELINE_RUNS.join(TASK_RUNS, TASK_RUNS.c.run_id == PIPELINE_RUNS.c.id)
+                          .join(TASK_ATTEMPTS, TASK_ATTEMPTS.c.task_run_id == TASK_RUNS.c.id))
+             .where(PIPELINE_RUNS.c.finished_at < cutoff,
+                    sa.or_(TASK_ATTEMPTS.c.logs.is_not(None),
+                           TASK_ATTEMPTS.c.traceback.is_not(None)))
+             .order_by(PIPELINE_RUNS.c.finished_at, PIPELINE_RUNS.c.id))
+    found: dict[str, RunLogCandidate] = {}
+    for row in connection.execute(query):
+        if not row.logs and row.traceback is None:
+            continue  # a JSON ``null`` left by a driver: nothing to clear
+        seen = found.get(row.id) or RunLogCandidate(row.id, row.pipeline, row.finished_at, 0, ())
+        digests = tuple(sorted(set(seen.digests) | digests_in(row.logs)))
+        found[row.id] = replace(seen, attempts=seen.attempts + 1, digests=digests)
+    return list(found.values())
+
+
+def catalogue(connection: Connection) -> dict[str, datetime]:
+    """Return when each catalogued artifact was recorded, by digest."""
+    query = sa.select(ARTIFACTS.c.digest, ARTIFACTS.c.created_at)
+    return {row.digest: row.created_at for row in connection.execute(query)}
+
+
+# -- references ----------------------------------------------------------------------------
+
+
+def _column_references(connection: Connection) -> Iterator[Reference]:
+    for holder, table, key in ((HOLDER_SEGMENT, SEGMENTS, SEGMENTS.c.id),
+                               ("partition", PARTITIONS, PARTITIONS.c.id),
+                               (HOLDER_SNAPSHOT, VERSIONS, VERSIONS.c.id)):
+        query = sa.select(key.label("key"), table.c.blob_digest)
+        if table is VERSIONS:  # a purged version's bytes are gone or going: not a reference
+            query = query.where(VERSIONS.c.purged_at.is_(None))
+        for row in connection.execute(query):
+            yield Reference(holder, row.key, row.blob_digest)
+
+
+def _json_references(connection: Connection) -> Iterator[Reference]:
+    model_key = MODEL_VERSIONS.c.name + "@" + sa.cast(MODEL_VERSIONS.c.version, sa.String)
+    scans: list[tuple[str, sa.Select[Any]]] = [
+        ("model", sa.select(model_key.label("key"), MODEL_VERSIONS.c.artifact_digest,
+                            MODEL_VERSIONS.c.signature, MODEL_VERSIONS.c.code_version,
+                            MODEL_VERSIONS.c.environment, MODEL_VERSIONS.c.extra)),
+        ("task_run", sa.select(TASK_RUNS.c.id.label("key"), TASK_RUNS.c.outputs)),
+        ("run", sa.select(PIPELINE_RUNS.c.id.label("key"), PIPELINE_RUNS.c.parameters,
+                          PIPELINE_RUNS.c.code_version, PIPELINE_RUNS.c.environment)),
+        (HOLDER_RUN_LOGS, sa.select(TASK_RUNS.c.run_id.label("key"), TASK_ATTEMPTS.c.logs)
+         .select_from(TASK_ATTEMPTS.join(TASK_RUNS, TASK_RUNS.c.id == TASK_ATTEMPTS.c.task_run_id))
+         .where(TASK_ATTEMPTS.c.logs.is_not(None))),
+        ("lineage", sa.select(NODES.c.id.label("key"), NODES.c.ref,
+                              NODES.c.attributes)),
+    ]
+    for holder, query in scans:
+        for row in connection.execute(query):
+            key, *values = row
+            for digest in digests_in(values):
+                yield Reference(holder, str(key), digest)
+
+
+def references(connection: Connection) -> list[Reference]:
+    """Return every reference to a blob digest that a record holds."""
+    return [*_column_references(connection), *_json_references(connection)]
+
+
+def directly_referenced(connection: Connection, digests: Sequence[str]) -> set[str]:
+    """Return those of ``digests`` a segment, partition, unpurged version or model names.
+
+    The cheap recheck before deleting blobs after commit: a snapshot of the same rows made
+    meanwhile names the same Parquet bytes.
+    """
+    found: set[str] = set()
+    columns = (SEGMENTS.c.blob_digest, PARTITIONS.c.blob_digest, MODEL_VERSIONS.c.artifact_digest)
+    for part in _chunks(sorted(digests)):
+        for column in columns:
+            found.update(connection.execute(
+                sa.select(column).where(column.in_(part)).distinct()).scalars())
+        found.update(connection.execute(
+            sa.select(VERSIONS.c.blob_digest).where(VERSIONS.c.blob_digest.in_(part),
+                                                    VERSIONS.c.purged_at.is_(None))
+            .distinct()).scalars())
+    return found
+
+
+# -- production lineage --------------------------------------------------------------------
+
+
+def production_versions(connection: Connection) -> list[ProductionVersion]:
+    """List versions with status ``production`` or pointed at by a ``production`` alias."""
+    aliased = sa.select(MODEL_ALIASES.c.name, MODEL_ALIASES.c.version).where(
+        MODEL_ALIASES.c.alias == PRODUCTION)
+    query = sa.select(MODEL_VERSIONS).where(sa.or_(
+        MODEL_VERSIONS.c.status == PRODUCTION,
+        sa.tuple_(MODEL_VERSIONS.c.name, MODEL_VERSIONS.c.version).in_(aliased)))
+    found = []
+    for row in connection.execute(query.order_by(MODEL_VERSIONS.c.name,
+                                                 MODEL_VERSIONS.c.version)).mappings():
+        digests = {row["artifact_digest"]} | digests_in([row["extra"], row["environment"]])
+        found.append(ProductionVersion(row["name"], int(row["version"]),
+                                       tuple(sorted(digests)), tuple(row["datasets"] or ())))
+    return found
+
+
+def upstream_nodes(connection: Connection, node_id: str,
+                   ) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """Return ``(kind, ref, attributes)`` of ``node_id`` and every node upstream of it.
+
+    The walk of ``store.lineage``, on the caller's connection so it sees the same
+    transaction; empty when the node is not recorded.
+    """
+    nodes_query, _ = _statements(Direction.UPSTREAM)
+    rows = connection.execute(nodes_query, {"root": node_id, "max_depth": MAX_DEPTH,
+                                            "limit": MAX_LIMIT})
+    return [(row.kind, row.ref, row.attributes or {}) for row in rows]
+
+
+# -- deletions -----------------------------------------------------------------------------
+
+
+def delete_segments(connection: Connection, ids: Sequence[str]) -> None:
+    """Delete the index rows of segments ``ids``."""
+    for part in _chunks(list(ids)):
+        connection.execute(sa.delete(SEGMENTS).where(SEGMENTS.c.id.in_(part)))
+
+
+def mark_purged(connection: Connection, version_ids: Sequence[str], at: datetime) -> None:
+    """Set ``purged_at`` on dataset versions ``version_ids`` (the rows stay as evidence)."""
+    for part in _chunks(list(version_ids)):
+        connection.execute(sa.update(VERSIONS).where(VERSIONS.c.id.in_(part),
+                                                     VERSIONS.c.purged_at.is_(None))
+                           .values(purged_at=at))
+
+
+def clear_run_logs(connection: Connection, run_ids: Sequence[str]) -> int:
+    """Set the logs and tracebacks of every attempt of runs ``run_ids`` to NULL; count rows."""
+    cleared = 0
+    for part in _chunks(list(run_ids)):
+        tasks = sa.select(TASK_RUNS.c.id).where(TASK_RUNS.c.run_id.in_(part))
+        result = connection.execute(
+            sa.update(TASK_ATTEMPTS)
+            .where(TASK_ATTEMPTS.c.task_run_id.in_(tasks),
+                   sa.or_(TASK_ATTEMPTS.c.logs.is_not(None),
+                          TASK_ATTEMPTS.c.traceback.is_not(None)))
+            .values(logs=sa.null(), traceback=None))
+        cleared += int(result.rowcount or 0)
+    return cleared
+
+
+def uncatalogue(connection: Connection, digests: Sequence[str]) -> None:
+    """Delete the catalogue rows of ``digests`` (their blobs go after the commit)."""
+    for part in _chunks(sorted(digests)):
+        connection.execute(sa.delete(ARTIFACTS).where(ARTIFACTS.c.digest.in_(part)))
+
+
+# -- legal holds ---------------------------------------------------------------------------
+
+
+def _hold(row: Any) -> LegalHold:
+    return LegalHold(id=row.id, data_class=row.data_class, ref=row.ref, reason=row.reason,
+                     created_at=row.created_at, created_by=row.created_by,
+                     released_at=row.released_at, released_by=row.released_by)
+
+
+def insert_hold(uow: UnitOfWork, hold: LegalHold) -> None:
+    """Record ``hold`` in the caller's write transaction."""
+    uow.session.connection().execute(sa.insert(LEGAL_HOLDS), {
+        "id": hold.id, "data_class": hold.data_class, "ref": hold.ref, "reason": hold.reason,
+        "created_at": hold.created_at, "created_by": hold.created_by,
+        "released_at": None, "released_by": None})
+
+
+def get_hold(connection: Connection, hold_id: str, lock: bool = False) -> LegalHold | None:
+    """Return the hold ``hold_id`` (locked for the transaction when ``lock``), or None."""
+    query = sa.select(LEGAL_HOLDS).where(LEGAL_HOLDS.c.id == hold_id)
+    row = connection.execute(query.with_for_update() if lock else query).first()
+    return _hold(row) if row is not None else None
+
+
+def release_hold(uow: UnitOfWork, hold_id: str, at: datetime) -> None:
+    """Mark the hold ``hold_id`` released by the unit's actor at ``at``."""
+    uow.session.connection().execute(
+        sa.update(LEGAL_HOLDS).where(LEGAL_HOLDS.c.id == hold_id,
+                                     LEGAL_HOLDS.c.released_at.is_(None))
+        .values(released_at=at, released_by=uow.actor))
+
+
+def list_holds(connection: Connection, active_only: bool = True) -> list[LegalHold]:
+    """List holds, oldest first (only those not released when ``active_only``)."""
+    query = sa.select(LEGAL_HOLDS)
+    if active_only:
+        query = query.where(LEGAL_HOLDS.c.released_at.is_(None))
+    return [_hold(row) for row in connection.execute(
+        query.order_by(LEGAL_HOLDS.c.created_at, LEGAL_HOLDS.c.id))]
