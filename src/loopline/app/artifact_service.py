@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
 from loopline.core.events import EventType
-from loopline.core.ports import BlobStore
+from loopline.core.governance import Permission
+from loopline.core.ports import Authorizer, BlobStore, authorize_if_wired
 from loopline.store import MetadataStore
 from loopline.store.artifact_catalog import record_if_new
 
@@ -25,10 +26,15 @@ from loopline.store.artifact_catalog import record_if_new
 class ArtifactService:
     """Content-addressed artifacts of one workspace, audited."""
 
-    def __init__(self, blobs: BlobStore, store: MetadataStore, actor: str) -> None:
+    def __init__(self, blobs: BlobStore, store: MetadataStore, actor: str,
+                 authorizer: Authorizer | None = None) -> None:
         self.blobs = blobs
+        self._authorizer = authorizer
         self._store = store
         self._actor = actor
+
+    def _allowed(self, permission: Permission = Permission.WRITE) -> None:
+        authorize_if_wired(self._authorizer, self._actor, permission)
 
     def _record(self, info: ObjectInfo, source: str) -> ObjectInfo:
         # "New" is decided by the catalogue, in the audit's own transaction, not by the blob
@@ -46,14 +52,17 @@ class ArtifactService:
 
     def put_bytes(self, data: bytes) -> ObjectInfo:
         """Store ``data`` and return its digest; idempotent."""
+        self._allowed()
         return self._record(self.blobs.put_bytes(data), "bytes")
 
     def put_stream(self, chunks: BinaryIO | Iterable[bytes]) -> ObjectInfo:
         """Store a stream in bounded memory; idempotent."""
+        self._allowed()
         return self._record(self.blobs.put_stream(chunks), "stream")
 
     def put_file(self, path: str | Path) -> ObjectInfo:
         """Store the file at ``path``; idempotent."""
+        self._allowed()
         return self._record(self.blobs.put_file(path), Path(path).name)
 
     def open(self, digest: str) -> AbstractContextManager[BinaryIO]:
@@ -85,7 +94,12 @@ class ArtifactService:
         return self.blobs.verify(digests)
 
     def rotate_key(self) -> RotationReport:
-        """Re-encrypt every object under the active key, and audit the rotation."""
+        """Re-encrypt every object under the active key, and audit the rotation.
+
+        Raises:
+            AccessDeniedError: when roles are enforced and the actor is not an admin.
+        """
+        self._allowed(Permission.ADMIN)
         report = self.blobs.rotate_key()
         self._record_rotation(report)
         return report

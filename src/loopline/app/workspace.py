@@ -82,18 +82,21 @@ class Workspace:
         self.store = store
         self._blobs = blobs
         self.actor = actor_of(settings)
-        self.artifacts = ArtifactService(blobs, store, self.actor)
-        self.lineage = LineageService(store)
+        # The one authorisation function: every service that changes something asks it.
         self.access = AccessControl(store)
-        self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock)
-        self.partitions = PartitionService(store, blobs, self.actor, store.clock)
-        self.validation = ValidationService(store, self.actor)
+        self.artifacts = ArtifactService(blobs, store, self.actor, self.access)
+        self.lineage = LineageService(store)
+        self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock,
+                                       self.access)
+        self.partitions = PartitionService(store, blobs, self.actor, store.clock, self.access)
+        self.validation = ValidationService(store, self.actor, self.access)
         self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
         faults = FaultInjector(parse_faults(settings.faults, "faults")) if settings.faults \
             else None
         self._runner_options = RunnerOptions(
             actor=self.actor, faults=faults, executor=settings.executor,
-            max_workers=settings.max_workers, ray_address=settings.ray_address)
+            max_workers=settings.max_workers, ray_address=settings.ray_address,
+            authorizer=self.access)
         self.pipelines = Runner(store, blobs, self._runner_options)
         self._wire_governance(store, blobs)
 

@@ -121,3 +121,14 @@ class Authorizer(Protocol):
             AccessDeniedError: naming the actor, the permission, the model and the roles held.
         """
         ...
+
+
+def authorize_if_wired(authorizer: Authorizer | None, actor: str, permission: Permission,
+                       model: str | None = None) -> None:
+    """Ask ``authorizer`` when a service was given one (a bare service checks no roles).
+
+    Raises:
+        AccessDeniedError: when the authorizer refuses.
+    """
+    if authorizer is not None:
+        authorizer.authorize(actor, permission, model)

@@ -18,9 +18,10 @@ from loopline.core.clock import Clock
 from loopline.core.datasets import DatasetPartition
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
+from loopline.core.governance import Permission
 from loopline.core.ids import new_id
 from loopline.core.names import validate_name
-from loopline.core.ports import BlobStore
+from loopline.core.ports import Authorizer, BlobStore, authorize_if_wired
 from loopline.data.normalise import RowHasher, normalise_schema
 from loopline.data.parquet_io import (
     ParquetSink,
@@ -56,8 +57,10 @@ class Window:
 class PartitionService:
     """Appends partitions to incremental datasets and reads windows of them."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, actor: str, clock: Clock) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, actor: str, clock: Clock,
+                 authorizer: Authorizer | None = None) -> None:
         self._store = store
+        self._authorizer = authorizer
         self._blobs = blobs
         self._actor = actor
         self._clock = clock
@@ -70,7 +73,9 @@ class PartitionService:
         Raises:
             InvalidArgumentError: for a bad name, source, schema that differs from earlier
                 partitions, or a time column that is missing or not a timestamp.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
         validate_name(name, "name")
         stream = open_source(source)
         schema = normalise_schema(stream.schema)

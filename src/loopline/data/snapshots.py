@@ -19,10 +19,11 @@ from loopline.core.clock import Clock
 from loopline.core.datasets import DatasetRef, DatasetVersion
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
+from loopline.core.governance import Permission
 from loopline.core.ids import new_id
 from loopline.core.lineage_reads import note_read
 from loopline.core.names import validate_name
-from loopline.core.ports import BlobStore
+from loopline.core.ports import Authorizer, BlobStore, authorize_if_wired
 from loopline.data.lineage import LineageService
 from loopline.data.lineage_records import snapshot_lineage, snapshot_node
 from loopline.data.normalise import RowHasher, columns_of, normalise_schema
@@ -63,8 +64,9 @@ class DatasetService:
     """Snapshots, versions and reads of named datasets."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, lineage: LineageService,
-                 actor: str, clock: Clock) -> None:
+                 actor: str, clock: Clock, authorizer: Authorizer | None = None) -> None:
         self._store = store
+        self._authorizer = authorizer
         self._blobs = blobs
         self._lineage = lineage
         self._actor = actor
@@ -78,7 +80,9 @@ class DatasetService:
         Raises:
             InvalidArgumentError: naming the field for a bad name, parent or source.
             NotFoundError: when a parent does not exist.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
         validate_name(name, "name")
         parent_versions = [self.get(parent, field="parents") for parent in parents]
         parent_ids = tuple(p.id for p in parent_versions)

@@ -16,7 +16,9 @@ import pyarrow as pa
 
 from loopline.core.errors import NotFoundError
 from loopline.core.events import EventType
+from loopline.core.governance import Permission
 from loopline.core.ids import new_id
+from loopline.core.ports import Authorizer, authorize_if_wired
 from loopline.core.validation import ValidationReport, ValidationRun
 from loopline.data.validation import Suite, evaluate
 from loopline.store import MetadataStore
@@ -28,8 +30,10 @@ MAX_LISTED_FAILURES = 10
 class ValidationService:
     """Validation of the dataset versions of one workspace, stored and audited."""
 
-    def __init__(self, store: MetadataStore, actor: str) -> None:
+    def __init__(self, store: MetadataStore, actor: str,
+                 authorizer: Authorizer | None = None) -> None:
         self._store = store
+        self._authorizer = authorizer
         self._actor = actor
         self._queries = ValidationQueries(store.engine)
 
@@ -44,7 +48,9 @@ class ValidationService:
         Raises:
             NotFoundError: when no dataset version has ``version_id``.
             InvalidArgumentError: when the suite compares profiles and none was given.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
         report = evaluate(suite, table, current_profile=current_profile,
                           previous_profile=previous_profile, dataset_version_id=version_id)
         with self._store.write(self._actor) as uow:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from loopline.core.ports import Authorizer
 from loopline.core.runs import TaskState
 from loopline.pipelines.faults import FaultInjector
 from loopline.pipelines.outputs import INLINE_LIMIT
@@ -44,6 +45,8 @@ class RunnerOptions:
     cache: bool = True  # False: run every task (``--no-cache``)
     record_provenance: bool = True  # code version, environment and lineage of each run
     faults: FaultInjector | None = None  # fail named tasks on purpose (tests, evaluation)
+    # Roles are checked before a run is created, resumed or cancelled (governance wires it).
+    authorizer: Authorizer | None = None
     inline_limit: int = INLINE_LIMIT
     observer: Callable[[TaskUpdate], None] | None = None
     sleep: Callable[[float], None] = field(default=time.sleep)

@@ -26,7 +26,9 @@ from loopline.core.errors import (
     LeaseLostError,
     LooplineError,
 )
+from loopline.core.governance import Permission
 from loopline.core.ids import new_id
+from loopline.core.ports import authorize_if_wired
 from loopline.core.runs import (
     DONE_TASK_STATES,
     FINAL_TASK_STATES,
@@ -152,7 +154,9 @@ class Runner:
             InvalidArgumentError: for bad parameters or graphs, before anything is recorded.
             UserCodeError: when the pipeline function itself raises while planning.
             AlreadyExistsError: when ``trigger.key`` already started a run.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        self._allowed()
         plan = build_plan(pipeline, parameters)
         with self.store.write(self.options.actor) as uow:
             return create_run(uow, pipeline.name, plan.parameters, plan.order,
@@ -169,7 +173,9 @@ class Runner:
             InvalidArgumentError: for bad parameters or graphs, before anything is recorded.
             UserCodeError: when the pipeline function itself raises while planning.
             BackendError: when the metadata store fails (the run can be resumed).
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        self._allowed()
         plan = build_plan(pipeline, parameters)
         with self.store.write(self.options.actor) as uow:
             run = create_run(uow, pipeline.name, plan.parameters, plan.order,
@@ -192,7 +198,9 @@ class Runner:
             InvalidArgumentError: when the run belongs to another pipeline.
             ConflictError: when the pipeline's tasks changed, or a live runner holds a task.
             LeaseLostError: when another runner took the run over while this one ran it.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        self._allowed()
         run = self.runs.run(run_id)
         if run.pipeline != pipeline.name:
             raise InvalidArgumentError("pipeline", f"run {run_id} is of pipeline "
@@ -224,9 +232,14 @@ class Runner:
         Raises:
             NotFoundError: when there is no such run.
             InvalidTransitionError: when the run already succeeded or was cancelled.
+            AccessDeniedError: when roles are enforced and the actor may not write.
         """
+        self._allowed()
         with self.store.write(self.options.actor) as uow:
             return request_cancel(uow, run_id, self.store.clock.now())
+
+    def _allowed(self) -> None:
+        authorize_if_wired(self.options.authorizer, self.options.actor, Permission.WRITE)
 
     def close(self) -> None:
         """Stop the worker processes (or the Ray runtime) this runner started."""
