@@ -132,6 +132,19 @@ def test_disabled_identity_is_refused_what_its_roles_permit(enforced: AccessCont
         ("ann", "identity:vic", {"disabled": False}, {"disabled": True})]
 
 
+def test_an_enabled_identity_holds_its_roles_again(enforced: AccessControl,
+                                                   store: MetadataStore) -> None:
+    enforced.disable("root", "vic")
+    with pytest.raises(AccessDeniedError):
+        enforced.enable("vic", "vic")  # a viewer cannot re-enable anyone, itself included
+    assert not enforced.enable("root", "vic").disabled
+    assert enforced.authorize("vic", Permission.READ) is Role.VIEWER
+    assert enforced.enable("root", "vic").disabled is False  # already enabled: no entry
+    assert len(_actions(store, "governance.identity_enabled")) == 1
+    with pytest.raises(NotFoundError):
+        enforced.enable("root", "nobody")
+
+
 def test_last_admin_cannot_disable_themselves(enforced: AccessControl) -> None:
     with pytest.raises(ConflictError, match="last enabled admin"):
         enforced.disable("root", "root")

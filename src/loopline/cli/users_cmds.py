@@ -126,3 +126,11 @@ def disable(ctx: typer.Context, name: Subject) -> None:
     with open_workspace(ctx) as workspace:
         identity = workspace.access.disable(workspace.actor, name)
     success(f"{identity.name} is disabled")
+
+
+@app.command()
+def enable(ctx: typer.Context, name: Subject) -> None:
+    """Enable a disabled identity again: its roles count once more."""
+    with open_workspace(ctx) as workspace:
+        identity = workspace.access.enable(workspace.actor, name)
+    success(f"{identity.name} is enabled")

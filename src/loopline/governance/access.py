@@ -316,3 +316,21 @@ class AccessControl:
                     f"cannot disable {name!r}: it is the last enabled admin on '*' and a "
                     "workspace must keep one; grant admin to another identity first")
             return records.set_disabled(uow, identity, True)
+
+    def enable(self, actor: str, name: str) -> Identity:
+        """Enable ``name`` again: its bindings count once more; return the identity.
+
+        Enabling an identity that is not disabled changes nothing.
+
+        Raises:
+            InvalidArgumentError: naming ``subject`` when the name is invalid.
+            AccessDeniedError: when ``actor`` may not administer roles.
+            NotFoundError: when ``name`` is not a known identity.
+        """
+        name = validate_subject(name)
+        with self._store.write(actor) as uow:
+            self.authorize_in(uow, actor, Permission.ADMIN)
+            identity = records.identity_in(uow, name)
+            if identity is None:
+                raise NotFoundError("identity", name, LIST_HINT)
+            return records.set_disabled(uow, identity, False)
