@@ -375,7 +375,7 @@ def test_every_rule_passing_allows_and_records_each_rule() -> None:
     decision = evaluate(policy_set, facts())
 
     assert decision.allowed
-    assert decision.reason == f"7 rules of 1 policies passed (policy set {policy_set.digest[:12]})"
+    assert decision.reason == f"7 rules of 1 policy passed (policy set {policy_set.digest[:12]})"
     assert [r["rule"] for r in decision.rules] == ["card", "lineage", "recall-eu", "auc",
                                                     "fairness", "encrypted", "four-eyes"]
     assert set(decision.rules[0]) == {"policy", "rule", "kind", "passed", "observed",

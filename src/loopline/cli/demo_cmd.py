@@ -23,6 +23,7 @@ from rich.panel import Panel
 
 from loopline.app import Workspace, workspace_status
 from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_validate
+from loopline.cli.demo_governance import govern_production
 from loopline.cli.demo_models import register_model
 from loopline.cli.demo_pipeline import run_pipeline
 from loopline.cli.output import console, ok_or_fail, table
@@ -117,7 +118,9 @@ def demo(directory: Annotated[Path | None, typer.Option(
         run_pipeline(workspace)
         _step(9, "Models: register with signature and lineage, alias, verify reproducibility")
         register_model(workspace)
-        _step(10, "Status")
+        _step(10, "Governance: a policy gates production; a second person approves")
+        govern_production(workspace, root)
+        _step(11, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
@@ -127,7 +130,9 @@ def demo(directory: Annotated[Path | None, typer.Option(
         "  loopline audit verify\n  loopline data list\n  loopline data diff orders@1 orders@2\n"
         "  loopline lineage show dataset_snapshot:orders@2\n  loopline events list\n"
         "  loopline runs list\n  loopline runs logs RUN_ID\n"
-        "  loopline models show models:/refunds@champion\n  loopline models card refunds/1",
+        "  loopline models show models:/refunds@champion\n  loopline models card refunds/1\n"
+        "  loopline policy check models:/refunds/1 --gate alias --target production\n"
+        "  loopline approvals list\n  loopline governance report",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)

@@ -8,7 +8,6 @@ the action would be allowed and 9 when it would be denied.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -140,20 +139,13 @@ def _gate_action(value: str) -> str:
                                              f"{', '.join(GateAction)}") from None
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _print_decision(title: str, decision: GateDecision) -> None:
+    # The message says what the rule saw against what it needed, in words; the full
+    # observed and expected values are in --json (a lineage record does not fit a cell).
     if decision.rules:
-        table(title, ["policy", "rule", "kind", "observed", "expected", "result"], [
-            (r.get("policy"), r.get("rule"), r.get("kind"), _cell(r.get("observed")),
-             _cell(r.get("expected")), ok_or_fail(bool(r.get("passed"))))
-            for r in decision.rules])
+        table(title, ["policy", "rule", "kind", "result", "what it saw"], [
+            (r.get("policy"), r.get("rule"), r.get("kind"), ok_or_fail(bool(r.get("passed"))),
+             r.get("message")) for r in decision.rules])
         for rule in decision.rules:
             if not rule.get("passed"):
                 console.print(f"  {rule.get('policy')}/{rule.get('rule')}: {rule.get('message')}")

@@ -28,11 +28,16 @@ def applicable(policy_set: PolicySet, model: str, gate: str,
             if policy.governs(model, gate, target)]
 
 
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
+
+
 def _reason(policy_set: PolicySet, policies: list[GatePolicy],
             records: list[dict[str, Any]]) -> str:
     failed = [record for record in records if not record["passed"]]
     if not failed:
-        return (f"{len(records)} rules of {len(policies)} policies passed "
+        return (f"{_count(len(records), 'rule')} of {_count(len(policies), 'policy', 'policies')}"
+                " passed "
                 f"(policy set {policy_set.digest[:12]})")
     first = failed[0]
     more = f" (and {len(failed) - 1} more failing rules)" if len(failed) > 1 else ""
