@@ -13,13 +13,12 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, success
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.core.lineage import Direction, LineageGraphView, LineageNode, NodeRef
-from loopline.data.lineage import DEFAULT_LIMIT, LineageService
+from loopline.data.lineage import DEFAULT_LIMIT
 from loopline.governance.openlineage import (
     DEFAULT_NAMESPACE,
     openlineage_all_events,
@@ -35,11 +34,6 @@ from loopline.governance.openlineage_export import (
 
 app = typer.Typer(help="The lineage graph: show upstream and downstream of a node; export it "
                        "as OpenLineage events.", no_args_is_help=True)
-
-
-def _service(workspace: Workspace) -> LineageService:
-    found = getattr(workspace, "lineage", None)  # the workspace wires one once it exists
-    return found if isinstance(found, LineageService) else LineageService(workspace.store)
 
 
 @app.command()
@@ -61,7 +55,7 @@ def show(  # noqa: PLR0913 - one parameter per flag is how typer declares them
     direction = (Direction.UPSTREAM if upstream and not downstream
                  else Direction.DOWNSTREAM if downstream and not upstream else Direction.BOTH)
     with open_workspace(ctx) as workspace:
-        view = _service(workspace).show(ref, direction, depth, limit)
+        view = workspace.lineage.show(ref, direction, depth, limit)
     if as_json:
         emit_json(view_json(view))
         return
