@@ -42,6 +42,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/pipelines.py
 	$(BIN)/python benchmarks/registry.py
+	$(BIN)/python benchmarks/governance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

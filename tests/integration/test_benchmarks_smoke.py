@@ -233,3 +233,46 @@ def test_quick_registry_benchmark_prints_one_json_report(tmp_path: Path) -> None
         assert model["sqlite"]["resolve"]["runs"] == report["settings"]["resolve_repeat"]
         _check_postgres(model["postgresql"], _check_registry_backend)
     assert models["random_forest"]["untrusted_types_skops_reports"]  # skops' Tree
+
+
+# -- benchmarks/governance.py --------------------------------------------------------------------
+
+GATED_TIMINGS = ("alias_move_governed", "alias_move_no_policy", "gate_check",
+                 "gate_check_no_policy", "gather_facts")
+GATED_RATIOS = {"alias_move_governed_vs_no_policy", "gate_check_vs_no_policy",
+                "gate_check_share_of_governed_move"}
+
+
+def _check_governance_backend(figures: dict[str, Any]) -> None:
+    gated = figures["gated_action"]
+    assert gated["rules"] == 50 and gated["moves"] > 0
+    for name in GATED_TIMINGS:
+        _check_latency(gated[name])
+    assert set(gated["ratios"]) == GATED_RATIOS
+    _assert_positive(gated["ratios"], *GATED_RATIOS)
+    report = figures["report"]
+    assert report["versions"] == 100 and report["models"] == 10
+    _assert_positive(report, "report_s", "report_ms_per_version", "write_versions_s")
+    _assert_positive(report["baseline"], "list_floor_s")
+    _assert_positive(report["ratios"], "report_vs_list_floor")
+    assert report["sample"]["examined"] == 10
+    assert report["violation_rate_matches_planted"] is True
+    assert report["violation_rate"] == report["planted_violation_rate"] == 0.2
+    assert report["in_use"] == report["in_use_planted"] > 0
+    assert report["missing_counts"]["run"] == 100  # no version names a producing run
+
+
+def test_quick_governance_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("governance.py", tmp_path)
+    assert report["machine"]["cpu_count"] and report["settings"]["rules"] == 50
+    evaluation = report["evaluation"]
+    assert evaluation["rules"] == 50 and evaluation["allowed"] is True
+    assert sum(evaluation["rule_kinds"].values()) == 50 and len(evaluation["rule_kinds"]) == 7
+    timing = evaluation["evaluate"]
+    _assert_positive(timing, "median_us", "p95_us", "max_us")
+    assert timing["median_us"] <= timing["p95_us"] <= timing["max_us"]
+    _assert_positive(evaluation["baseline"]["hand_written"], "median_us")
+    _assert_positive(evaluation["ratios"], "evaluate_vs_hand_written")
+    _assert_positive(evaluation["load_policy_set"], "first_ms", "median_ms")
+    _check_governance_backend(report["sqlite"])
+    _check_postgres(report["postgresql"], _check_governance_backend)

@@ -27,7 +27,8 @@ POLICY = textwrap.dedent("""\
     applies_to: {models: ["refunds"], gates: [alias, status], targets: [production]}
     rules:
       - {id: card, kind: required_metadata, fields: [owner, purpose]}
-      - {id: trained-on-checked-data, kind: lineage_complete, validated_datasets: true}
+      - {id: trained-on-checked-data, kind: lineage_complete, validated_datasets: true,
+         code_version: false}
       - {id: accuracy, kind: metric, check: "accuracy >= 0.6"}
       - {id: four-eyes, kind: approvals, count: 1, expires_after: 7d}
     """)

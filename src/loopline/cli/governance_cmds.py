@@ -14,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, table
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.governance.policy_files import EMPTY_POLICY_SET
 from loopline.governance.report import COMPLETENESS_CHECKS, GovernanceReport
 
 app = typer.Typer(help="Governance: the completeness and policy report.", no_args_is_help=True)
@@ -30,7 +31,9 @@ def report(
     """Audit registered and in-use model versions for metadata, lineage and policy."""
     with open_workspace(ctx) as workspace, Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=console, transient=True, disable=as_json) as bar:
+            console=console, transient=True,
+            # Pipes get no spinner: a stopped live display still leaves a blank line.
+            disable=as_json or not console.is_terminal) as bar:
         bar.add_task("examining model versions", total=None)
         found = workspace.governance_report.build(sample, seed)
     if as_json:
@@ -46,7 +49,8 @@ def _percent(value: float) -> str:
 def _print(found: GovernanceReport) -> None:
     record = found.as_record()
     table("governance report", ["measure", "value"], [
-        ("policy set", found.policy_set[:12] or "none applied"),
+        ("policy set", "none in force" if found.policy_set == EMPTY_POLICY_SET.digest
+         else found.policy_set[:12]),
         ("versions examined", f"{found.examined} of {found.population}"),
         ("in use (production or aliased)", record["in_use"]),
         ("completeness (checks passed)", _percent(found.completeness)),

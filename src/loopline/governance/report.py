@@ -6,7 +6,9 @@ environment, signature, producing run; and it evaluates the applied policy set f
 the version has passed: ``register`` always, ``status`` to its current status when it left
 ``candidate``, and ``alias`` for each alias that points at it. Approvals are judged by their
 stored status (an approval that was granted and has since expired still justified the move it
-was given for), so the report is stable between runs over the same records. Failing items
+was given for), so the report is stable between runs over the same records. An alias gate
+is judged with the subject who last moved the alias as the actor (the approvals rule never
+counts the actor's own approval), the others with the version's registrant. Failing items
 are named.
 """
 
@@ -23,14 +25,18 @@ from typing import Any, Protocol
 from loopline.core.clock import Clock
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.gates import GateAction, GateRequest
-from loopline.core.models import ModelStatus, ModelVersion, version_uri
-from loopline.governance.engine import evaluate
-from loopline.governance.facts import Facts
+from loopline.core.governance import ApprovalRequest, ApprovalStatus
+from loopline.core.models import ModelAlias, ModelStatus, ModelVersion, version_uri
+from loopline.governance.engine import applicable, evaluate
+from loopline.governance.facts import NOW_KEY, Facts
 from loopline.governance.policy_files import PolicySet
 from loopline.store import MetadataStore
 from loopline.store.model_queries import ModelQueries
 
 MAX_SAMPLE = 1_000_000
+
+_Gate = tuple[str, str | None, str]
+"""A gate a version passed: ``(action, target, actor)``."""
 
 
 class FactSource(Protocol):
@@ -156,7 +162,8 @@ class ReportBuilder:
         Raises:
             InvalidArgumentError: naming ``sample`` when it is not a positive count.
         """
-        if sample is not None and not 0 < sample <= MAX_SAMPLE:
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
+                                   or not 0 < sample <= MAX_SAMPLE):
             raise InvalidArgumentError("sample", f"{sample} must be between 1 and {MAX_SAMPLE}")
         versions = self._all_versions()
         chosen = versions if sample is None or sample >= len(versions) else \
@@ -174,38 +181,63 @@ class ReportBuilder:
         return [version for model in self._queries.models()
                 for version in self._queries.versions(model.name)]
 
-    def _aliases(self, names: Iterable[str]) -> dict[tuple[str, int], tuple[str, ...]]:
-        found: dict[tuple[str, int], list[str]] = {}
+    def _aliases(self, names: Iterable[str]) -> dict[tuple[str, int], tuple[ModelAlias, ...]]:
+        found: dict[tuple[str, int], list[ModelAlias]] = {}
         for name in sorted(names):
             for alias in self._queries.aliases(name):
-                found.setdefault((name, alias.version), []).append(alias.alias)
+                found.setdefault((name, alias.version), []).append(alias)
         return {key: tuple(value) for key, value in found.items()}
 
-    def _item(self, version: ModelVersion, aliases: Sequence[str], policy_set: PolicySet,
+    def _judge(self, version: ModelVersion, gate: _Gate, policy_set: PolicySet,
+               now: datetime) -> tuple[Facts, list[Violation]]:
+        """Return the facts of ``gate`` as recorded, and the rules they fail."""
+        action, target, actor = gate
+        facts = _as_recorded(self._facts.gather(GateRequest(
+            action, version.name, version.version, actor, target), now))
+        return facts, [Violation(action, target, str(rule.get("policy")),
+                                 str(rule.get("rule")), str(rule.get("message")))
+                       for rule in evaluate(policy_set, facts).rules if not rule.get("passed")]
+
+    def _item(self, version: ModelVersion, aliases: Sequence[ModelAlias], policy_set: PolicySet,
               now: datetime) -> ReportItem:
-        gathered = [(gate, target, _without_clock(self._facts.gather(GateRequest(
-            gate, version.name, version.version, version.created_by, target), now)))
-            for gate, target in _gates_passed(version, aliases)]
-        violations = [Violation(gate, target, str(rule.get("policy")), str(rule.get("rule")),
-                                str(rule.get("message")))
-                      for gate, target, facts in gathered
-                      for rule in evaluate(policy_set, facts).rules if not rule.get("passed")]
-        base = gathered[0][2]  # the register gate's facts: the version as recorded
+        # The register gate's facts are the version as recorded: completeness reads them.
+        base, violations = self._judge(
+            version, (GateAction.REGISTER, None, version.created_by), policy_set, now)
+        for gate in _later_gates(version, aliases):
+            # Gathering reads the version, its datasets and its artifact: skip it (as the
+            # gate does) when no policy governs the gate.
+            if applicable(policy_set, version.name, gate[0], gate[1]):
+                violations += self._judge(version, gate, policy_set, now)[1]
         missing = tuple(name for name, check in COMPLETENESS_CHECKS.items() if not check(base))
         return ReportItem(version_uri(version.name, version.version), str(version.status),
-                          tuple(aliases), missing, tuple(violations))
+                          tuple(alias.alias for alias in aliases), missing, tuple(violations))
 
 
-def _gates_passed(version: ModelVersion, aliases: Sequence[str]
-                  ) -> list[tuple[str, str | None]]:
-    gates: list[tuple[str, str | None]] = [(GateAction.REGISTER, None)]
+def _later_gates(version: ModelVersion, aliases: Sequence[ModelAlias]) -> list[_Gate]:
+    """Return the gates the version passed after registering: its status, its aliases."""
+    gates: list[_Gate] = []
     if version.status != ModelStatus.CANDIDATE:
-        gates.append((GateAction.STATUS, str(version.status)))
-    gates += [(GateAction.ALIAS, alias) for alias in aliases]
+        gates.append((GateAction.STATUS, str(version.status), version.created_by))
+    gates += [(GateAction.ALIAS, alias.alias, alias.updated_by) for alias in aliases]
     return gates
 
 
-def _without_clock(facts: Facts) -> Facts:
-    """Drop the evaluation time, so approvals count by their stored status."""
-    details = {key: value for key, value in facts.details.items() if key != "now"}
-    return dataclasses.replace(facts, details=details)
+def _as_stored(request: ApprovalRequest) -> ApprovalRequest:
+    """Return the request with its stored status, undoing the reader's ``expired``.
+
+    ``expired`` is never stored: an open request past its expiry reads as expired. An open
+    request is ``approved`` exactly when its approvers reached the count it required (the
+    approval service's rule), so the stored status follows from the votes.
+    """
+    if request.status != ApprovalStatus.EXPIRED:
+        return request
+    granted = len(request.approvers()) >= request.required
+    return dataclasses.replace(
+        request, status=ApprovalStatus.APPROVED if granted else ApprovalStatus.PENDING)
+
+
+def _as_recorded(facts: Facts) -> Facts:
+    """Drop the evaluation time and restore stored statuses: approvals count as recorded."""
+    details = {key: value for key, value in facts.details.items() if key != NOW_KEY}
+    return dataclasses.replace(facts, details=details,
+                               approvals=tuple(_as_stored(a) for a in facts.approvals))
