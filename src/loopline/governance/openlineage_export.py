@@ -29,7 +29,7 @@ class ExportResult:
     """How many events went where; ``error`` says what stopped an export that failed."""
 
     sent: int
-    target: str  # the file path, or the endpoint URL without its query string
+    target: str  # the file path, or the endpoint shown without secrets (_shown_endpoint)
     error: str | None = None
 
     @property
@@ -92,6 +92,18 @@ def endpoint_url(url: str, endpoint: str = DEFAULT_ENDPOINT) -> httpx.URL:
     return base.copy_with(path=f"{base.path.rstrip('/')}/{cleaned}")
 
 
+def _shown_endpoint(url: str, endpoint: str) -> str:
+    """Return where events go, for results and messages, without secrets.
+
+    The origin, ``/…`` for any path of the caller's URL (a webhook-style URL holds its
+    secret in the path), then the endpoint; never the query string.
+    """
+    base = check_url(url)
+    hidden = "/…" if base.path.strip("/") else ""
+    cleaned = endpoint.strip("/")
+    return f"{display_url(base)}{hidden}{'/' + cleaned if cleaned else ''}"
+
+
 def _auth_headers(api_key: str | None) -> dict[str, str]:
     if api_key is None:
         return {}
@@ -116,6 +128,7 @@ def export_to_url(events: Iterable[Mapping[str, Any]], url: str,
     """
     target = endpoint_url(url, endpoint)
     headers = _auth_headers(api_key)
+    shown = _shown_endpoint(url, endpoint)
     outbound = client or OutboundClient()
     sent = 0
     try:
@@ -123,9 +136,9 @@ def export_to_url(events: Iterable[Mapping[str, Any]], url: str,
             try:
                 outbound.post_json(str(target), event, headers)
             except LooplineError as exc:
-                return ExportResult(sent, display_url(target), exc.message)
+                return ExportResult(sent, shown, exc.message)
             sent += 1
     finally:
         if client is None:
             outbound.close()
-    return ExportResult(sent, display_url(target))
+    return ExportResult(sent, shown)
