@@ -31,6 +31,7 @@ from loopline.core.governance import (
     Verdict,
 )
 from loopline.core.models import NewModelVersion
+from loopline.core.names import validate_text
 from loopline.governance.access import AccessControl
 from loopline.governance.approvals import ApprovalRequirement, ApprovalService
 from loopline.store import AuditFilter, MetadataStore
@@ -141,7 +142,7 @@ def test_approving_needs_the_approve_permission_once_roles_are_enforced(
     with pytest.raises(AccessDeniedError):
         _as(timed_store, "dev2", FakeAuthorizer({"dev2": Role.DEVELOPER})).approve(made.id)
     with pytest.raises(AccessDeniedError, match="'ann' may not write"):
-        _as(timed_store, "ann").request("fraud", 1, "deploy", None, "ship it")
+        _as(timed_store, "ann").request("fraud", 1, "deploy", "prod", "ship it")
     approved = _as(timed_store, "ann").approve(made.id, "looks good")
     assert approved.status is ApprovalStatus.APPROVED
     [vote] = approved.votes
@@ -151,7 +152,7 @@ def test_approving_needs_the_approve_permission_once_roles_are_enforced(
 
 def test_open_workspace_lets_anyone_but_the_requester_approve_as_admin(
         timed_store: MetadataStore) -> None:
-    made = _as(timed_store, "a", FakeAuthorizer()).request("fraud", 2, "deploy", None, "go")
+    made = _as(timed_store, "a", FakeAuthorizer()).request("fraud", 2, "deploy", "prod", "go")
     with pytest.raises(InvalidArgumentError) as caught:
         _as(timed_store, "b", FakeAuthorizer()).approve(made.id, "x" * 2001)
     assert caught.value.field == "comment"
@@ -192,7 +193,7 @@ def test_expired_requests_are_listed_as_expired_and_refuse_votes(
     pending = _ask(timed_store, expires_in=timedelta(hours=1))
     approved = _ask(timed_store, target="staging", expires_in=timedelta(hours=1))
     _as(timed_store, "ann").approve(approved.id)
-    fresh = _ask(timed_store, gate="deploy", target=None)
+    fresh = _ask(timed_store, gate="deploy", target="prod")
     clock.advance(timedelta(hours=1))
     reader = _as(timed_store, "dev")
     assert {r.id for r in reader.list(status="expired")} == {pending.id, approved.id}
@@ -229,9 +230,9 @@ def test_duplicate_open_request_is_refused_naming_the_open_one(
     with pytest.raises(AlreadyExistsError, match=approved_id):
         _ask(timed_store)
     assert _ask(timed_store, target="staging").target == "staging"
-    assert _ask(timed_store, target=None).target is None
+    assert _ask(timed_store, gate="trust", target=None).target is None
     with pytest.raises(AlreadyExistsError):
-        _ask(timed_store, target=None)
+        _ask(timed_store, gate="trust", target=None)
     assert _ask(timed_store, version=2).version == 2
 
 
@@ -292,7 +293,7 @@ def test_every_change_is_audited_and_announced(timed_store: MetadataStore) -> No
     made = _ask_needing(timed_store, _needs(2))
     _as(timed_store, "ann").approve(made.id, "fine")
     _as(timed_store, "bob").reject(made.id, "not yet")
-    other = _ask(timed_store, gate="deploy", target=None)
+    other = _ask(timed_store, gate="deploy", target="prod")
     _as(timed_store, "dev").withdraw(other.id)
     entries = timed_store.audit.entries(AuditFilter(subject=f"approval:{made.id}",
                                                     newest_first=False))
@@ -349,3 +350,73 @@ def test_real_access_control_lets_an_approver_decide_and_refuses_a_developer(
         ApprovalService(timed_store, access, "dev2").approve(made.id)
     approved = ApprovalService(timed_store, access, "ann").approve(made.id)
     assert approved.status is ApprovalStatus.APPROVED and approved.votes[0].role is Role.APPROVER
+
+
+# -- the policy's expiry bounds the requester's, targets match the gate, listing is bounded ---
+
+
+def test_a_requested_lifetime_beyond_the_policys_expires_after_is_cut_to_it_and_recorded(
+        timed_store: MetadataStore, clock: ManualClock) -> None:
+    week = _needs(2, timedelta(days=7))
+    clamped = _ask_needing(timed_store, week, expires_in=timedelta(days=365))
+    assert clamped.expires_at == clock.now() + timedelta(days=7)
+    assert clamped.details == {"policy_expires_after": "1w", "expires_in_asked": "365d",
+                               "expiry_clamped": True}
+    assert _as(timed_store, "ann").get(clamped.id).details == clamped.details
+    shorter = _ask_needing(timed_store, week, "staging", timedelta(days=1))
+    assert shorter.expires_at == clock.now() + timedelta(days=1)
+    assert "expiry_clamped" not in shorter.details
+    unbounded = _ask_needing(timed_store, _needs(1), "archived", timedelta(days=30))
+    assert unbounded.expires_at == clock.now() + timedelta(days=30)
+    assert unbounded.details == {"expires_in_asked": "30d"}
+
+
+@pytest.mark.parametrize("gate", ["alias", "delete_alias", "status", "deploy", "rollout_step"])
+def test_a_request_without_a_target_is_refused_for_a_gate_that_moves_something(
+        timed_store: MetadataStore, gate: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"required for gate '{gate}'") as caught:
+        _ask(timed_store, gate=gate, target=None)
+    assert caught.value.field == "target"
+    assert _as(timed_store, "dev").list() == []
+
+
+def test_trust_takes_no_target_and_register_cannot_be_approved_at_all(
+        timed_store: MetadataStore) -> None:
+    with pytest.raises(InvalidArgumentError, match="'trust' has no target") as caught:
+        _ask(timed_store, gate="trust", target="production")
+    assert caught.value.field == "target"
+    for target in (None, "production"):
+        with pytest.raises(InvalidArgumentError, match="'register' cannot be approved") as raised:
+            _ask(timed_store, gate="register", target=target)
+        assert raised.value.field == "gate"
+    assert _as(timed_store, "dev").list() == []
+    assert _ask(timed_store, gate="trust", target=None).target is None
+
+
+def test_list_returns_at_most_limit_newest_requests_and_refuses_a_bad_limit(
+        timed_store: MetadataStore, clock: ManualClock) -> None:
+    made = []
+    for target in ("a", "b", "c"):
+        made.append(_ask(timed_store, target=target))
+        clock.advance(timedelta(seconds=1))
+    reader = _as(timed_store, "dev")
+    assert [r.target for r in reader.list(limit=2)] == ["c", "b"]
+    assert len(reader.list()) == 3 and len(reader.list(limit=1000)) == 3
+    for bad in (0, -1, 1001, True, "5"):
+        with pytest.raises(InvalidArgumentError, match="1 to 1000") as caught:
+            reader.list(limit=bad)  # type: ignore[arg-type]
+        assert caught.value.field == "limit"
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("   ", "must not be blank"), (None, "must not be blank"), ("x" * 11, "at most 10"),
+])
+def test_validate_text_refuses_blank_missing_and_long_text_naming_the_field(
+        value: Any, problem: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=problem) as caught:
+        validate_text(value, "reason", 10)
+    assert caught.value.field == "reason"
+
+
+def test_validate_text_returns_the_text_stripped() -> None:
+    assert validate_text("  ok \n", "reason", 10) == "ok"

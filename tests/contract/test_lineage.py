@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopline.core.errors import InvalidArgumentError, NotFoundError
+from loopline.core.errors import AccessDeniedError, InvalidArgumentError, NotFoundError
 from loopline.core.lineage import (
     Direction,
     EdgeKind,
@@ -21,6 +21,7 @@ from loopline.core.lineage import (
     NodeRef,
 )
 from loopline.data.lineage import LineageService, openlineage_events
+from loopline.governance.access import AccessControl
 from loopline.store import MetadataStore
 
 SRC = NodeRef(NodeKind.SOURCE, "s3://bucket/raw.csv")
@@ -155,6 +156,24 @@ def test_record_in_commits_with_the_callers_unit_of_work_or_not_at_all(
     assert service.count().nodes == 0
     with store.write("tester") as uow:
         service.record_in(uow, [LineageNode(SNAP)], [LineageEdge(SRC, SNAP, "derived_from")])
+    assert (service.count().nodes, service.count().edges) == (2, 1)
+
+
+def test_recording_lineage_needs_write_for_the_actor_and_a_refusal_records_nothing(
+        store: MetadataStore) -> None:
+    access = AccessControl(store)
+    access.grant("root", "root", "admin")
+    access.grant("root", "val", "viewer")
+    access.grant("root", "dev", "developer")
+    service = LineageService(store, access)
+    with pytest.raises(AccessDeniedError, match="val"):
+        service.record([LineageNode(SRC)], [LineageEdge(SRC, SNAP, EdgeKind.DERIVED_FROM)],
+                       actor="val")
+    assert (service.count().nodes, service.count().edges) == (0, 0)
+    with pytest.raises(AccessDeniedError, match="stranger"):
+        service.record([LineageNode(SRC)], [], actor="stranger")
+    service.record([LineageNode(SRC)], [LineageEdge(SRC, SNAP, EdgeKind.DERIVED_FROM)],
+                   actor="dev")
     assert (service.count().nodes, service.count().edges) == (2, 1)
 
 

@@ -144,6 +144,29 @@ def test_a_malformed_file_is_refused_naming_file_and_line_and_nothing_is_written
     assert _audit(gov.ws.store, "governance.policy_applied") == []
 
 
+@pytest.mark.parametrize("files", [{}, {"notes.yaml": "# nothing yet\n---\n"}])
+def test_an_empty_set_is_refused_unless_allowed_and_then_clears_every_gate(
+        gov: Governed, files: dict[str, str]) -> None:
+    applied = gov.apply(PRODUCTION)
+    with pytest.raises(InvalidArgumentError) as raised:
+        gov.policies.apply("tester", files, source="policies/")
+    assert raised.value.field == "policies/"
+    assert "no gate policy and no retention policy" in raised.value.problem
+    assert "--allow-empty" in raised.value.problem and "allow_empty=True" in raised.value.problem
+    assert gov.policies.active().digest == applied
+    assert len(_audit(gov.ws.store, "governance.policy_applied")) == 1
+
+    cleared = gov.policies.apply("tester", files, allow_empty=True)
+    assert cleared.changed and gov.policies.active().gate_policies == ()
+    version = gov.version(metrics=BAD_METRICS)
+    gov.registry.set_alias(version.name, "production", version.version)  # no gate any more
+
+
+def test_a_set_holding_only_a_retention_policy_is_not_empty(gov: Governed) -> None:
+    retention = "kind: retention\nname: r\nclasses: {run_logs: {max_age: 30d}}\n"
+    assert gov.policies.apply("tester", {"keep.yaml": retention}).changed
+
+
 def test_only_an_admin_may_apply_policies_once_roles_are_enforced(gov: Governed) -> None:
     gov.access.grant("tester", "boss", Role.ADMIN)
     gov.access.grant("boss", "dev", Role.DEVELOPER)
@@ -273,7 +296,7 @@ ENCRYPTED = textwrap.dedent("""\
     kind: gate_policy
     name: at-rest
     applies_to:
-      gates: [alias, register]
+      gates: [alias]
       targets: [production]
     rules:
       - id: encrypted
@@ -482,3 +505,73 @@ def test_registration_facts_come_from_the_request_and_the_keyring(gov: Governed)
     assert facts.environment_recorded and not facts.signature_recorded
     assert facts.artifact_encrypted is False
     assert replace(facts, details={}).version == 0 and "now" in facts.details
+
+
+# -- review fixes: every suite's newest run counts; approvers who lost the right do not -------
+
+
+STRICT = Suite.from_yaml("name: strict\nexpectations:\n"
+                         "  - {type: row_count_between, min: 5, max: 10}\n")
+
+
+def test_a_lenient_suite_passing_later_does_not_hide_a_strict_suite_that_still_fails(
+        gov: Governed) -> None:
+    gov.apply(LINEAGE)
+    snapshot = gov.ws.datasets.snapshot(pd.DataFrame({"amount": [1.0, 2.0]}), "train").version
+    version = gov.version(datasets=(snapshot.ref,))
+    gov.ws.validate_dataset(snapshot.ref, STRICT)
+    gov.ws.validate_dataset(snapshot.ref, Suite(name="nothing"))  # passes, checks nothing
+    with pytest.raises(PolicyDeniedError, match="lineage"):
+        gov.registry.set_alias(version.name, "champion", version.version)
+    [state] = GovernanceQueries(gov.ws.store.engine).snapshot_states([snapshot.ref])
+    assert (state.validated, state.suites, state.failing) == (
+        False, ("nothing", "strict"), ("strict",))
+    request = GateRequest(GateAction.ALIAS, version.name, version.version, "tester", "champion")
+    facts = gov.gatherer.gather(request, gov.ws.store.clock.now())
+    assert [(d.validated, d.suites) for d in facts.datasets] == [(False, ("nothing", "strict"))]
+    assert facts.details["failing_suites"] == {snapshot.ref: ["strict"]}
+    # The strict suite, run again on data it accepts (a relaxed bound), passes: allowed.
+    relaxed = Suite.from_yaml("name: strict\nexpectations:\n"
+                              "  - {type: row_count_between, min: 1, max: 10}\n")
+    gov.ws.validate_dataset(snapshot.ref, relaxed)
+    gov.registry.set_alias(version.name, "champion", version.version)
+    assert "failing_suites" not in gov.gatherer.gather(request, gov.ws.store.clock.now()).details
+
+
+def _enforced_gate(gov: Governed) -> tuple[GovernanceGate, ModelRegistry]:
+    """Roles on (tester admin, requester developer, two approvers); the gatherer checks them."""
+    gov.access.grant("tester", "tester", Role.ADMIN)
+    gov.access.grant("tester", "requester", Role.DEVELOPER)
+    for approver in ("alice", "bob"):
+        gov.access.grant("tester", approver, Role.APPROVER)
+    gatherer = FactGatherer(gov.ws.store, gov.ws._blobs, gov.approvals("tester"), gov.access)
+    gate = GovernanceGate(gov.access, gov.policies, gatherer, gov.ws.store.clock)
+    return gate, ModelRegistry(gov.ws.store, gov.ws._blobs, "tester", gate=gate)
+
+
+@pytest.mark.parametrize("lose_right", ["disable", "revoke"])
+def test_an_approver_who_is_disabled_or_loses_the_role_no_longer_counts(
+        gov: Governed, lose_right: str) -> None:
+    gate, registry = _enforced_gate(gov)
+    gov.apply(FOUR_EYES)
+    version = gov.version()
+    request = gov.approvals("requester").request(version.name, version.version, "alias",
+                                                 "production", "ship it")
+    gov.approvals("alice").approve(request.id, "ok")
+    gov.approvals("bob").approve(request.id, "ok")
+    if lose_right == "disable":
+        gov.access.disable("tester", "bob")
+    else:
+        gov.access.revoke("tester", "bob", Role.APPROVER)
+    with pytest.raises(PolicyDeniedError, match="two-approvers"):
+        registry.set_alias(version.name, "production", version.version)
+    decision = gate.check(GateRequest(GateAction.ALIAS, version.name, version.version,
+                                      "tester", "production"))
+    assert not decision.allowed and decision.facts is not None
+    assert decision.facts["details"]["discounted_approvers"] == ["bob"]
+    assert decision.facts["approvals"][0]["approvers"] == ["alice"]
+    again = decide(gov.policies.active(), facts_from_record(decision.facts))
+    assert again.as_record() == decision.as_record()
+    gov.access.grant("tester", "carol", Role.APPROVER)
+    gov.approvals("carol").approve(request.id, "ok")
+    registry.set_alias(version.name, "production", version.version)

@@ -18,7 +18,12 @@ import pytest
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.canonical import canonical_json
 from loopline.core.clock import ManualClock
-from loopline.core.errors import BackendError, ConflictError, InvalidArgumentError
+from loopline.core.errors import (
+    AccessDeniedError,
+    BackendError,
+    ConflictError,
+    InvalidArgumentError,
+)
 from loopline.core.predictions import (
     RETENTION_ACTION,
     SEGMENT_WRITTEN,
@@ -29,6 +34,8 @@ from loopline.core.predictions import (
 )
 from loopline.data.prediction_log import PredictionLog, ReadOptions
 from loopline.data.prediction_writer import PredictionWriter, WriterOptions
+from loopline.governance.access import AccessControl
+from loopline.governance.legal_holds import LegalHolds
 from loopline.store import AuditFilter, MetadataStore
 from loopline.store.predictions import insert_segment
 
@@ -406,6 +413,66 @@ def test_retention_deletes_only_old_segments_and_blobs_nothing_else_references(
     assert store.audit.verify().ok
     with pytest.raises(InvalidArgumentError, match="cutoff"):
         log.delete_before(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+@pytest.fixture
+def access(store: MetadataStore) -> AccessControl:
+    control = AccessControl(store)
+    control.grant("root", "root", "admin")
+    control.grant("root", "dev", "developer")
+    control.grant("root", "val", "viewer")
+    return control
+
+
+def governed(store: MetadataStore, blobs: Blobs, clock: ManualClock, access: AccessControl,
+             actor: str) -> PredictionLog:
+    return PredictionLog(store, blobs, actor, clock, access)
+
+
+def test_writing_predictions_or_feedback_needs_write_and_a_refusal_writes_nothing(
+        store: MetadataStore, blobs: Blobs, clock: ManualClock, access: AccessControl) -> None:
+    viewer = governed(store, blobs, clock, access, "val")
+    with pytest.raises(AccessDeniedError, match="val"):
+        viewer.append([record(1)])
+    with pytest.raises(AccessDeniedError, match="val"):
+        viewer.log_feedback([FeedbackRecord("req-1", at(1), 1)])
+    assert viewer.segments() == [] and list(blobs.inner.iter_objects()) == []
+    assert governed(store, blobs, clock, access, "dev").append([record(1)]).rows == 1
+
+
+@pytest.mark.parametrize("actor", ["val", "dev"])
+def test_delete_before_needs_admin_and_a_refusal_deletes_nothing(
+        store: MetadataStore, blobs: Blobs, clock: ManualClock, access: AccessControl,
+        actor: str) -> None:
+    segment = governed(store, blobs, clock, access, "dev").append([record(1)])
+    with pytest.raises(AccessDeniedError, match=actor):
+        governed(store, blobs, clock, access, actor).delete_before(at(60))
+    assert [s.id for s in governed(store, blobs, clock, access, "val").segments()] == [segment.id]
+    assert blobs.inner.exists(segment.blob_digest)
+    assert governed(store, blobs, clock, access, "root").delete_before(at(60)) == 1
+
+
+def test_delete_before_keeps_segments_under_an_active_legal_hold_until_it_is_released(
+        store: MetadataStore, blobs: Blobs, clock: ManualClock, access: AccessControl) -> None:
+    admin = governed(store, blobs, clock, access, "root")
+    churn = admin.append([record(1)])
+    fraud = admin.append([record(2, deployment="fraud")])
+    label = admin.log_feedback([FeedbackRecord("req-1", at(1), 1)])
+    holds = LegalHolds(store, access, "root")
+    by_deployment = holds.add("prediction_log", "churn", "litigation")
+    all_feedback = holds.add("feedback", "*", "audit")
+
+    assert admin.delete_before(at(60)) == 1
+
+    assert [s.id for s in admin.segments()] == [churn.id]
+    assert [s.id for s in admin.segments(kind="feedback")] == [label.id]
+    assert not blobs.inner.exists(fraud.blob_digest) and blobs.inner.exists(churn.blob_digest)
+    [entry] = store.audit.entries(AuditFilter(action=RETENTION_ACTION))
+    assert entry.after is not None and entry.after["held"] == 2
+    holds.release(by_deployment.id)
+    holds.release(all_feedback.id)
+    assert admin.delete_before(at(60)) == 2
+    assert admin.segments() == [] and admin.segments(kind="feedback") == []
 
 
 class RetentionDuringRead(Blobs):

@@ -1,5 +1,5 @@
 """Retention and legal holds on every backend: each data class deletes exactly what expired,
-keeps the newest snapshot, what a production model's lineage reaches and what a legal hold
+keeps the newest snapshot, what a served or staged model's lineage reaches and what a legal hold
 covers; a dry run writes nothing; blobs go only after the records; bad input names its field."""
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ from loopline.core.errors import (
     NotFoundError,
 )
 from loopline.core.events import EventType
+from loopline.core.lineage import EdgeKind, LineageEdge, NodeKind, NodeRef
+from loopline.core.models import model_version_node
 from loopline.core.predictions import FeedbackRecord, PredictionRecord
 from loopline.governance.access import AccessControl
 from loopline.governance.legal_holds import LegalHolds
 from loopline.governance.retention import HeldItem, RetentionReport, RetentionService
 from loopline.governance.retention_policy import DataClass, RetentionPolicy
 from loopline.pipelines.context import current_task
-from loopline.store import AuditFilter
+from loopline.store import AuditFilter, UnitOfWork, retention_records
 from loopline.store.models import TASK_ATTEMPTS, ArtifactRow, DatasetVersionRow
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -180,8 +182,8 @@ def test_a_purged_snapshots_blob_is_kept_while_a_newer_version_holds_the_same_ro
     assert ws.datasets.read(back).num_rows == 5
 
 
-@pytest.mark.parametrize("how", ["status", "alias"])
-def test_a_snapshot_upstream_of_a_production_model_is_kept(
+@pytest.mark.parametrize("how", ["status", "alias", "staging", "champion"])
+def test_a_snapshot_upstream_of_a_served_or_staged_model_is_kept(
         ws: Workspace, service: RetentionService, clock: ManualClock, how: str) -> None:
     trained = snapshot(ws, "iris", 1)
     parent = ws.datasets.snapshot(frame(9), "raw").version.ref
@@ -191,10 +193,11 @@ def test_a_snapshot_upstream_of_a_production_model_is_kept(
     snapshot(ws, "clean", 11)
     version = ws.models.register(MeanModel(1.0), "mean", flavor="python",
                                  datasets=[trained, derived])
-    if how == "status":
-        ws.models.set_status(version.uri, "production")
-    else:
-        ws.models.set_alias("mean", "production", version.version)
+    if how in ("status", "staging"):
+        ws.models.set_status(version.uri, "production" if how == "status" else "staging")
+    else:  # any alias protects: serving refers to models by alias, whatever its name
+        ws.models.set_alias("mean", "production" if how == "alias" else "champion",
+                            version.version)
     clock.advance(timedelta(days=200))
     snapshot(ws, "iris", 3)
 
@@ -205,6 +208,55 @@ def test_a_snapshot_upstream_of_a_production_model_is_kept(
     assert snapshots.items == (other,)
     assert ws.datasets.read(trained).num_rows == 5 and ws.datasets.read(parent).num_rows == 5
     assert blobs(ws).exists(version.artifact_digest)  # its artifact is never unreferenced
+
+
+def test_a_snapshot_only_an_unserved_version_trained_on_is_purged(
+        ws: Workspace, service: RetentionService, clock: ManualClock) -> None:
+    trained = snapshot(ws, "iris", 1)
+    snapshot(ws, "iris", 2)
+    ws.models.register(MeanModel(1.0), "mean", flavor="python", datasets=[trained])
+    clock.advance(timedelta(days=200))
+    report = service.run(policy(dataset_snapshots="180d"))
+    assert trained in report.of(DataClass.DATASET_SNAPSHOTS).items
+
+
+def test_a_hold_naming_a_model_keeps_the_lineage_of_its_versions_until_released(
+        ws: Workspace, service: RetentionService, holds: LegalHolds,
+        clock: ManualClock) -> None:
+    trained = snapshot(ws, "iris", 1)
+    other = snapshot(ws, "iris", 2)
+    snapshot(ws, "iris", 3)
+    ws.models.register(MeanModel(1.0), "fraud-model", flavor="python", datasets=[trained])
+    hold = holds.add("dataset_snapshots", "fraud-*", "litigation")
+    clock.advance(timedelta(days=200))
+
+    report = service.run(policy(dataset_snapshots="180d"))
+
+    snapshots = report.of(DataClass.DATASET_SNAPSHOTS)
+    assert snapshots.held == (HeldItem(trained, (hold.id,)),)
+    assert snapshots.items == (other,)
+    assert ws.datasets.read(trained).num_rows == 5
+    holds.release(hold.id)
+    assert service.run(policy(dataset_snapshots="180d")).of(
+        DataClass.DATASET_SNAPSHOTS).items == (trained,)
+
+
+def test_a_segment_a_champion_model_was_trained_on_survives_both_deletion_paths(
+        ws: Workspace, service: RetentionService, clock: ManualClock) -> None:
+    labels = ws.predictions.log_feedback([FeedbackRecord("req-1", T0, 1)])
+    loose = ws.predictions.log_feedback([FeedbackRecord("req-2", T0, 0)])
+    version = ws.models.register(MeanModel(1.0), "mean", flavor="python")
+    ws.lineage.record([], [LineageEdge(NodeRef(NodeKind.PREDICTION_SEGMENT, labels.id),
+                                       model_version_node("mean", version.version),
+                                       EdgeKind.TRAINED_ON)], actor=ws.actor)
+    ws.models.set_alias("mean", "champion", version.version)
+    clock.advance(timedelta(days=100))
+
+    report = service.run(policy(feedback="90d"), dry_run=True)
+    assert report.of(DataClass.FEEDBACK).referenced == (labels.id,)
+    assert ws.predictions.delete_before(clock.now()) == 1
+    assert [s.id for s in ws.predictions.segments(kind="feedback")] == [labels.id]
+    assert not blobs(ws).exists(loose.blob_digest) and blobs(ws).exists(labels.blob_digest)
 
 
 # ------------------------------------------------------------------------------ run logs
@@ -288,6 +340,54 @@ def test_unreferenced_artifacts_older_than_max_age_are_deleted_with_their_catalo
     with ws.store.engine.connect() as connection:
         catalogued = set(connection.execute(sa.select(ArtifactRow.digest)).scalars())
     assert old not in catalogued and new in catalogued
+
+
+def _age(store: ContentAddressedStore, digest: str, when: datetime) -> None:
+    path = Path(store.storage.url, "objects", digest[:2], digest)
+    os.utime(path, (when.timestamp(), when.timestamp()))
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_modified_says_when_an_object_was_written_and_refuses_an_absent_one(
+        tmp_path: Path, where: str) -> None:
+    url = str(tmp_path / "blobs") if where == "local" else f"memory://m-{tmp_path.name}"
+    store = ContentAddressedStore.from_url(url)
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    digest = store.put_bytes(b"dated").digest
+    written = store.modified(digest)
+    assert written is not None and written.utcoffset() is not None and written > before
+    with pytest.raises(NotFoundError):
+        store.modified("0" * 64)
+    with pytest.raises(InvalidArgumentError, match="digest"):
+        store.modified("not-a-digest")
+
+
+def test_putting_a_stored_object_again_refreshes_its_local_modification_time(
+        tmp_path: Path) -> None:
+    store = ContentAddressedStore.from_url(str(tmp_path / "blobs"))
+    digest = store.put_bytes(b"orphan").digest
+    year_ago = datetime.now(UTC) - timedelta(days=365)
+    _age(store, digest, year_ago)
+    assert store.modified(digest) == year_ago
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    assert store.put_bytes(b"orphan").created is False
+    refreshed = store.modified(digest)
+    assert refreshed is not None and refreshed > before
+
+
+def test_an_old_orphan_put_again_by_a_registration_is_not_deleted_as_unreferenced(
+        ws: Workspace, service: RetentionService) -> None:
+    orphan = blobs(ws).put_bytes(b"an orphan about to be named").digest
+    forgotten = blobs(ws).put_bytes(b"an orphan nobody wants").digest
+    year_ago = datetime.now(UTC) - timedelta(days=365)
+    _age(blobs(ws), orphan, year_ago)
+    _age(blobs(ws), forgotten, year_ago)
+    blobs(ws).put_bytes(b"an orphan about to be named")  # a dedup put, before the record
+
+    report = service.run(policy(unreferenced_artifacts="30d"), now=datetime.now(UTC))
+
+    assert report.of(DataClass.UNREFERENCED_ARTIFACTS).items == (forgotten,)
+    assert blobs(ws).exists(orphan) and not blobs(ws).exists(forgotten)
 
 
 class OpaqueBlobs:
@@ -431,27 +531,78 @@ def test_releasing_an_unknown_or_released_hold_is_refused(holds: LegalHolds) -> 
         holds.release(hold.id)
 
 
+def test_releasing_a_hold_takes_the_append_lock_before_the_holds_row_lock(
+        holds: LegalHolds, monkeypatch: pytest.MonkeyPatch) -> None:
+    hold = holds.add("feedback", "*", "why")
+    taken: list[str] = []
+    serialise, get_hold = UnitOfWork.serialise, retention_records.get_hold
+
+    def spy_serialise(uow: UnitOfWork) -> None:
+        taken.append("append lock")
+        serialise(uow)
+
+    def spy_get_hold(connection: Any, hold_id: str, lock: bool = False) -> Any:
+        taken.append("row lock" if lock else "read")
+        return get_hold(connection, hold_id, lock)
+
+    monkeypatch.setattr(UnitOfWork, "serialise", spy_serialise)
+    monkeypatch.setattr(retention_records, "get_hold", spy_get_hold)
+    holds.release(hold.id)
+    assert taken.index("append lock") < taken.index("row lock")
+
+
 # ------------------------------------------------------------------------------ dry run, audit
 
 
-def test_a_dry_run_reports_the_same_candidates_and_writes_nothing(
+def _state(ws: Workspace) -> tuple[Any, ...]:
+    """Every blob, every version's ``purged_at``, every catalogue row, every segment."""
+    with ws.store.engine.connect() as connection:
+        purged = connection.execute(sa.select(
+            DatasetVersionRow.id, DatasetVersionRow.purged_at)).all()
+        catalogue = connection.execute(sa.select(ArtifactRow.digest,
+                                                 ArtifactRow.created_at)).all()
+    segments = [s.id for kind in ("predictions", "feedback")
+                for s in ws.predictions.segments(kind=kind)]
+    return ({o.digest for o in blobs(ws).iter_objects()}, sorted(purged), sorted(catalogue),
+            sorted(segments))
+
+
+def test_a_dry_run_writes_nothing_and_the_real_run_deletes_exactly_what_it_reported(
         ws: Workspace, service: RetentionService, clock: ManualClock) -> None:
     first = snapshot(ws, "iris", 1)
     snapshot(ws, "iris", 2)
     segment = ws.predictions.append([prediction(1, T0)])
+    forgotten = ws.artifacts.put_bytes(b"forgotten").digest
     clock.advance(timedelta(days=200))
     snapshot(ws, "iris", 3)
     rules = policy(dataset_snapshots="180d", prediction_log="90d", unreferenced_artifacts="1d")
     head = ws.store.audit.head()
     events = len(ws.store.events.read_after(0, 10_000))
+    before = _state(ws)
 
     dry = service.run(rules, dry_run=True)
 
     assert dry.dry_run and ws.store.audit.head() == head
     assert len(ws.store.events.read_after(0, 10_000)) == events
-    assert ws.datasets.read(first).num_rows == 5 and blobs(ws).exists(segment.blob_digest)
+    assert _state(ws) == before
+    assert all(c.items for c in dry.classes)  # every class has something to delete
+    doomed = ({ws.datasets.get(ref).blob_digest for ref in dry.of("dataset_snapshots").items}
+              | {segment.blob_digest} | set(dry.of("unreferenced_artifacts").items))
+    assert dry.of("prediction_log").items == (segment.id,)
+    assert forgotten in dry.of("unreferenced_artifacts").items
+
     real = service.run(rules)
+
     assert _decisions(dry) == _decisions(real)
+    after = _state(ws)
+    assert before[0] - after[0] == doomed and after[0] <= before[0]
+    assert {row[0] for row in before[1]} == {row[0] for row in after[1]}
+    purged_now = {row[0] for row in after[1] if row[1] is not None}
+    assert purged_now == {ws.datasets.get(ref).id for ref in dry.of("dataset_snapshots").items}
+    assert first in dry.of("dataset_snapshots").items
+    assert {row[0] for row in before[2]} - {row[0] for row in after[2]} == {
+        d for d in dry.of("unreferenced_artifacts").items if d in {r[0] for r in before[2]}}
+    assert after[3] == sorted(set(before[3]) - {segment.id})
 
 
 def _decisions(report: RetentionReport) -> list[tuple[Any, ...]]:

@@ -54,9 +54,9 @@ def test_alias_uri_resolves_bad_input_fails_and_reject_closes(workspace: Path) -
                "--reason", "ship", "--expires-in", "soon")
     assert bad.returncode == 5 and "expires_in" in bad.stderr
     asked = _run(workspace, "dev", "approvals", "request", "fraud@latest", "--gate", "deploy",
-                 "--reason", "ship", "--expires-in", "3d", "--json")
+                 "--target", "prod", "--reason", "ship", "--expires-in", "3d", "--json")
     made = json.loads(asked.stdout)
-    assert made["version"] == 2 and made["target"] is None
+    assert made["version"] == 2 and made["target"] == "prod"
     rejected = _run(workspace, "ann", "approvals", "reject", made["id"], "--comment", "no")
     assert rejected.returncode == 0, rejected.stderr
     listed = json.loads(_run(workspace, "dev", "approvals", "list", "--json").stdout)
@@ -65,3 +65,29 @@ def test_alias_uri_resolves_bad_input_fails_and_reject_closes(workspace: Path) -
         ("ann", "reject", "no")]
     table = _run(workspace, "dev", "approvals", "list", "--status", "rejected")
     assert made["id"] in table.stdout and "0/1" in table.stdout
+
+
+WEEK_POLICY = """\
+kind: gate_policy
+name: four-eyes
+applies_to: {gates: [alias], targets: [production]}
+rules:
+  - {id: one, kind: approvals, count: 1, expires_after: 7d}
+"""
+
+
+def test_a_lifetime_beyond_the_policys_is_cut_and_said_and_list_takes_a_limit(
+        workspace: Path) -> None:
+    with Workspace.open(workspace) as ws:
+        ws.policies.apply(ws.actor, {"p.yaml": WEEK_POLICY})
+    asked = _run(workspace, "dev", "approvals", "request", "models:/fraud/1", "--gate", "alias",
+                 "--target", "production", "--reason", "ship", "--expires-in", "365d")
+    assert asked.returncode == 0, asked.stderr
+    assert "asked to stay open 365d; the policy's expires_after caps it at 1w" in asked.stdout
+    bad = _run(workspace, "dev", "approvals", "list", "--limit", "0")
+    assert bad.returncode == 5 and "limit" in bad.stderr
+    _run(workspace, "dev", "approvals", "request", "models:/fraud/2", "--gate", "deploy",
+         "--target", "prod", "--reason", "ship")
+    listed = json.loads(_run(workspace, "dev", "approvals", "list", "--limit", "1",
+                             "--json").stdout)
+    assert [(r["version"], r["gate"]) for r in listed] == [(2, "deploy")]

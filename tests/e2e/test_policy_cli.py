@@ -167,6 +167,22 @@ def test_check_against_the_applied_set_reports_every_rule_and_allows_other_targe
     assert cli.written() == before
 
 
+def test_an_empty_folder_is_refused_naming_it_unless_allow_empty(cli: Cli) -> None:
+    assert cli("policy", "apply")[0] == 0
+    empty = cli.ws.root / "cleared"
+    empty.mkdir()
+    before = cli.written()
+    for args in (("policy", "apply", str(empty)), ("policy", "apply", "--dry-run", str(empty))):
+        code, _, err = cli(*args)
+        assert code == 5 and str(empty) in err and "--allow-empty" in err, err
+    assert cli.written() == before
+    code, out, err = cli("policy", "apply", "--allow-empty", str(empty))
+    assert code == 0, err
+    assert "0 gate policies, 0 rules in 0 files" in out
+    code, out, _ = cli("policy", "check", "fraud/1", "--gate", "alias", "--target", "production")
+    assert code == 0 and "no policy governs" in out
+
+
 def test_check_refuses_an_unknown_gate_and_an_unknown_version(cli: Cli) -> None:
     code, _, err = cli("policy", "check", "fraud/1", "--gate", "launch")
     assert code == 5 and "--gate" in err and "alias" in err

@@ -14,8 +14,6 @@ from loopline.core.canonical import hash_canonical
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.governance.policy_files import (
     EMPTY_POLICY_SET,
-    MAX_FILE_BYTES,
-    SourceDocument,
     load_policy_set,
     read_policy_dir,
     validate_document,
@@ -30,6 +28,7 @@ from loopline.governance.policy_model import (
     SliceGapRule,
     parse_check,
 )
+from loopline.governance.policy_yaml import MAX_FILE_BYTES, SourceDocument, locate
 
 FULL = """\
 kind: gate_policy
@@ -194,6 +193,28 @@ MALFORMED = [
     pytest.param(policy("  - id: a\n    kind: encryption\n  - id: a\n    kind: encryption\n"),
                  "p.yaml:7: rules[1].id", "rule id 'a' is used twice in policy 'p' "
                  "(also rules[0])", id="duplicate-rule-id"),
+    pytest.param(policy("  - {id: a, kind: approvals, count: 1}\n", gates="[alias, register]"),
+                 "p.yaml:4: rules", "rules[0] ('a') is an approvals rule, which cannot apply "
+                 "to gate register: an approval request needs an existing version, and a "
+                 "registration has none yet; approvals apply to alias, delete_alias, status, "
+                 "trust, deploy, rollout_step", id="approvals-at-registration"),
+    pytest.param(policy("  - {id: a, kind: encryption}\n",
+                        gates="[register], targets: [production]"),
+                 "p.yaml:3: applies_to.targets", "gate register never carries a target, so a "
+                 "policy with targets would never apply to it", id="targets-on-register"),
+    pytest.param(policy("  - {id: a, kind: encryption}\n",
+                        gates="[register, trust], targets: [production]"),
+                 "p.yaml:3: applies_to.targets", "gates register, trust never carry a target",
+                 id="targets-on-register-and-trust"),
+    pytest.param(policy("  - {id: a, kind: encryption}\n",
+                        gates="[alias, register], targets: [production]"),
+                 "p.yaml:3: applies_to.targets", "gate register never carries a target",
+                 id="targets-with-register-among-other-gates"),
+    pytest.param(policy("  - {id: a, kind: encryption}\n",
+                        gates="[status], targets: [Production, staging, live]"),
+                 "p.yaml:3: applies_to.targets", "'Production', 'live' are not a model status;"
+                 " the targets of a status gate are the new status, one of candidate, staging, "
+                 "production, archived, quarantined", id="status-target-not-a-status"),
     pytest.param(policy("  - {id: a, kind: encryption}\n", name="no spaces"),
                  "p.yaml:2: name", "'no spaces' must be 1-128 characters", id="bad-name"),
     pytest.param("kind: gate_policy\nname: p\nname: q\n", "p.yaml:3: name",
@@ -229,6 +250,42 @@ def test_malformed_policy_file_is_refused_naming_file_line_and_path(
 
     assert error.field == field
     assert problem in error.problem
+
+
+@pytest.mark.parametrize(("gates", "targets"), [
+    ("[status]", ["production", "archived"]),
+    ("[alias, status]", ["Production", "blue"]),
+    ("[status, deploy]", ["canary"]),
+    ("[register, trust]", []),
+])
+def test_targets_a_gate_can_carry_are_accepted(gates: str, targets: list[str]) -> None:
+    text = policy("  - {id: a, kind: encryption}\n",
+                  gates=f"{gates}, targets: [{', '.join(targets)}]")
+
+    (gate_policy,) = load_policy_set({"p.yaml": text}).gate_policies
+
+    assert gate_policy.applies_to.targets == targets
+
+
+@pytest.mark.parametrize("gates", ["[alias]", "[delete_alias]", "[status]", "[trust]",
+                                   "[deploy]", "[rollout_step]",
+                                   "[alias, delete_alias, status, trust, deploy, rollout_step]"])
+def test_approvals_rule_is_accepted_on_every_gate_but_register(gates: str) -> None:
+    text = policy("  - {id: a, kind: approvals, count: 1}\n", gates=gates)
+
+    (gate_policy,) = load_policy_set({"p.yaml": text}).gate_policies
+
+    assert isinstance(gate_policy.rules[0], ApprovalsRule)
+
+
+def test_approvals_rule_with_register_is_refused_wherever_it_sits_in_the_rules() -> None:
+    text = policy("  - {id: card, kind: required_metadata, fields: [owner]}\n"
+                  "  - {id: four-eyes, kind: approvals, count: 2}\n", gates="[register]")
+
+    error = refusal({"p.yaml": text})
+
+    assert error.field == "p.yaml:4: rules"
+    assert error.problem.startswith("rules[1] ('four-eyes') is an approvals rule")
 
 
 def test_retention_document_error_names_file_line_and_class() -> None:
@@ -353,6 +410,24 @@ def test_read_policy_dir_reads_yaml_files_directly_in_the_folder_sorted(tmp_path
     assert files["a.yaml"] == "a: 1\n"
 
 
+def test_read_policy_dir_matches_the_suffix_in_any_case(tmp_path: Path) -> None:
+    (tmp_path / "prod.YAML").write_text("a: 1\n")
+    (tmp_path / "stage.Yml").write_text("b: 1\n")
+    (tmp_path / "notes.YAMLX").write_text("c: 1\n")
+
+    assert list(read_policy_dir(tmp_path)) == ["prod.YAML", "stage.Yml"]
+
+
+def test_locate_names_the_line_of_the_deepest_node_that_exists() -> None:
+    import yaml
+
+    node = yaml.compose("a: 1\nrules:\n  - id: x\n    value: 2\n", Loader=yaml.SafeLoader)
+
+    assert locate(node, ("rules", 0, "value")) == (4, "rules[0].value")
+    assert locate(node, ("rules", 5, "value")) == (2, "rules[5].value")
+    assert locate(node, ()) == (1, "")
+
+
 def test_read_policy_dir_of_a_missing_folder_raises_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="policy folder"):
         read_policy_dir(tmp_path / "policies")
@@ -385,3 +460,17 @@ def test_read_policy_dir_of_a_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidArgumentError, match="not a folder"):
         read_policy_dir(tmp_path / "a.yaml")
+
+
+def test_parse_gate_action_returns_the_gate_or_names_the_field_and_lists_the_gates() -> None:
+    from loopline.core.gates import GateAction, parse_gate_action
+
+    assert parse_gate_action("rollout_step") is GateAction.ROLLOUT_STEP
+    with pytest.raises(InvalidArgumentError) as caught:
+        parse_gate_action("launch", "--gate")
+    assert caught.value.field == "--gate"
+    assert caught.value.problem == ("'launch' is not a gate; use one of register, alias, "
+                                    "delete_alias, status, trust, deploy, rollout_step")
+    with pytest.raises(InvalidArgumentError) as default:
+        parse_gate_action("Alias")
+    assert default.value.field == "gate"

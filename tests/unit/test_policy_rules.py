@@ -19,10 +19,10 @@ from loopline.core.governance import (
     Verdict,
 )
 from loopline.governance.engine import applicable, approval_requirement, evaluate
-from loopline.governance.facts import DatasetFact, Facts
+from loopline.governance.facts import NOW_KEY, DatasetFact, Facts
 from loopline.governance.policy_files import EMPTY_POLICY_SET, PolicySet, load_policy_set
 from loopline.governance.policy_model import GatePolicy, SliceGapRule
-from loopline.governance.rules import RuleResult, check_rule
+from loopline.governance.rules import RuleResult, check_approvals, check_rule
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -40,7 +40,7 @@ def facts(**changes: Any) -> Facts:
         code_version={"commit": "abc123", "dirty": False},
         environment_recorded=True, artifact_encrypted=True,
         approvals=(request("r1", "dave", ("alice", "bob")),),
-        details={"now": T0.isoformat()},
+        details={NOW_KEY: T0.isoformat()},
     )
     return replace(base, **changes)
 
@@ -232,7 +232,7 @@ def test_slice_gap_equal_to_the_bound_passes_despite_float_noise() -> None:
 
 @pytest.mark.parametrize("metrics", [
     {"slices": {"region=EU": {"recall": 0.8}, "device=ios": {"recall": 0.1}}},
-    {"slices": {"region=EU": {"recall": 0.8}, "region=US": {"auc": 0.1}}},
+    {"slices": {"region=EU": {"recall": 0.8}}},
     {},
 ])
 def test_slice_gap_fails_with_fewer_than_two_matching_slices(metrics: dict[str, Any]) -> None:
@@ -241,6 +241,19 @@ def test_slice_gap_fails_with_fewer_than_two_matching_slices(metrics: dict[str, 
 
     assert not result.passed
     assert "needs at least 2 slices matching 'region=*' with recall" in result.message
+
+
+@pytest.mark.parametrize("us", [{"auc": 0.1}, {}, "not metrics"])
+def test_slice_gap_fails_naming_a_matching_slice_that_lacks_the_metric(us: Any) -> None:
+    metrics = {"slices": {"region=EU": {"recall": 0.90}, "region=APAC": {"recall": 0.88},
+                          "region=US": us, "device=ios": {"auc": 0.5}}}
+
+    result = check("{id: g, kind: slice_gap, metric: recall, slices: 'region=*', "
+                   "max_gap: 0.05}", facts(metrics=metrics))
+
+    assert not result.passed
+    assert result.message == ("metric recall is missing on slice region=US, which matches "
+                              "'region=*'")
 
 
 def test_slice_gap_fails_on_a_matching_slice_whose_value_is_not_a_number() -> None:
@@ -328,6 +341,9 @@ def test_without_a_decision_time_approvals_are_judged_by_stored_status() -> None
     given_facts = facts(approvals=(late,), details={})
 
     assert check("{id: a, kind: approvals, count: 2}", given_facts).passed
+    # The documented behaviour, not the opposite (a missing time used to be said to fail).
+    doc = " ".join((check_approvals.__doc__ or "").split())
+    assert "without it, each request counts by its stored status" in doc
 
 
 @pytest.mark.parametrize("status", [ApprovalStatus.REJECTED, ApprovalStatus.WITHDRAWN,
@@ -339,7 +355,7 @@ def test_closed_requests_do_not_count(status: ApprovalStatus) -> None:
 
 
 def test_approvals_fail_on_an_unreadable_decision_time() -> None:
-    result = check("{id: a, kind: approvals, count: 1}", facts(details={"now": "tomorrow"}))
+    result = check("{id: a, kind: approvals, count: 1}", facts(details={NOW_KEY: "tomorrow"}))
 
     assert not result.passed
     assert "'tomorrow' is not an ISO time" in result.message

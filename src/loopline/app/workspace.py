@@ -85,12 +85,12 @@ class Workspace:
         # The one authorisation function: every service that changes something asks it.
         self.access = AccessControl(store)
         self.artifacts = ArtifactService(blobs, store, self.actor, self.access)
-        self.lineage = LineageService(store)
+        self.lineage = LineageService(store, self.access)
         self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock,
                                        self.access)
         self.partitions = PartitionService(store, blobs, self.actor, store.clock, self.access)
         self.validation = ValidationService(store, self.actor, self.access)
-        self.predictions = PredictionLog(store, blobs, self.actor, store.clock)
+        self.predictions = PredictionLog(store, blobs, self.actor, store.clock, self.access)
         faults = FaultInjector(parse_faults(settings.faults, "faults")) if settings.faults \
             else None
         self._runner_options = RunnerOptions(
@@ -107,7 +107,7 @@ class Workspace:
             store, self.access, self.actor,
             requirement=lambda model, gate, target: approval_requirement(
                 self.policies.active(), model, gate, target))
-        self.facts = FactGatherer(store, blobs, self.approvals)
+        self.facts = FactGatherer(store, blobs, self.approvals, self.access)
         # The gate reads time from the store's clock, as the approval service does, so an
         # approval's expiry is judged at one time by both.
         self.gate = GovernanceGate(self.access, self.policies, self.facts, store.clock)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,9 +27,10 @@ from loopline.artifacts.crypto import (
     plaintext_size,
     read_header,
 )
+from loopline.artifacts.fsspec_storage import FsspecStorage
 from loopline.artifacts.keys import ENV_VAR, Keyring
 from loopline.artifacts.layout import OBJECTS, ObjectKey, object_key, parse_object_key
-from loopline.artifacts.local import fsync_dir
+from loopline.artifacts.local import LocalStorage, fsync_dir
 from loopline.artifacts.storage import ByteStorage, TempFile, open_storage
 from loopline.artifacts.streams import VerifyingReader, iter_source, rechunk, slices
 from loopline.core.artifacts import ObjectInfo, ObjectProblem, RotationReport, VerifyReport
@@ -49,6 +51,18 @@ def _check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not is_digest(digest):
         raise InvalidArgumentError("digest", f"{digest!r} is not a lowercase 64-hex SHA-256")
     return digest
+
+
+def _fs_modified(storage: FsspecStorage, name: str) -> datetime | None:
+    # The filesystem is the storage's own; only this package reaches it.
+    fs = storage._fs
+    try:
+        value = fs.modified(storage._path(name))
+    except (NotImplementedError, AttributeError):
+        return None  # the filesystem keeps no modification times
+    if not isinstance(value, datetime):
+        return None
+    return value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
 
 
 class ContentAddressedStore:
@@ -158,7 +172,22 @@ class ContentAddressedStore:
         finally:
             if not committed:
                 self._storage.discard(temp)
+        self._touch(existing)
         return replace(self._info_at(existing), created=False)
+
+    def _touch(self, key: ObjectKey) -> None:
+        """Make a local object's modification time say it was just put again.
+
+        Retention deletes unreferenced objects by age; an old orphan that a registration is
+        about to name again must look new, or a concurrent retention run may delete it
+        between this put and the record naming it. fsspec stores keep the first write's time
+        (object stores cannot touch an object without rewriting it); there retention's
+        re-check after its commit, which keeps any blob a record names by then, is the guard.
+        """
+        if isinstance(self._storage, LocalStorage):
+            path = os.path.join(self._storage.url, object_key(key.digest, key.encrypted))
+            with suppress(OSError):  # best effort: the put itself succeeded
+                os.utime(path)
 
     def _write_temp(self, pieces: Iterable[bytes]) -> tuple[TempFile, str, int]:
         """Write ``pieces`` (encrypted when a keyring is set) to a temp; return it, digest, size."""
@@ -295,6 +324,28 @@ class ContentAddressedStore:
             IntegrityError: an encrypted object's header is damaged.
         """
         return self._info_at(self._require(digest))
+
+    def modified(self, digest: str) -> datetime | None:
+        """Return when ``digest`` was last put (written, or put again locally); None if unknown.
+
+        Local storage reports the object file's modification time; an fsspec filesystem is
+        asked with ``fs.modified`` when it implements it. None when the storage cannot tell.
+
+        Raises:
+            InvalidArgumentError: ``digest`` is not a 64-hex SHA-256.
+            NotFoundError: no object has that digest.
+        """
+        name = object_key(digest, self._require(digest).encrypted)
+        try:
+            if isinstance(self._storage, LocalStorage):
+                path = os.path.join(self._storage.url, name)
+                seconds = os.stat(path, follow_symlinks=False).st_mtime
+                return datetime.fromtimestamp(seconds, UTC)
+            if isinstance(self._storage, FsspecStorage):
+                return _fs_modified(self._storage, name)
+        except OSError:
+            return None
+        return None
 
     def _info_at(self, key: ObjectKey) -> ObjectInfo:
         name = object_key(key.digest, key.encrypted)

@@ -18,6 +18,7 @@ from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.governance import ApprovalRequest
 from loopline.core.models import ModelURI
+from loopline.governance.approvals import DEFAULT_LIMIT, MAX_LIMIT
 from loopline.governance.durations import parse_duration
 
 app = typer.Typer(help="Approval requests: ask for a governed action, approve or reject it.",
@@ -51,11 +52,13 @@ def list_(
         help="Only requests in this status: pending, approved, rejected, expired, "
              "withdrawn.")] = None,
     model: Annotated[str | None, typer.Option(help="Only requests about this model.")] = None,
+    limit: Annotated[int, typer.Option(
+        help=f"At most this many requests (1-{MAX_LIMIT}).")] = DEFAULT_LIMIT,
     as_json: JsonFlag = False,
 ) -> None:
     """List approval requests, newest first."""
     with open_workspace(ctx) as workspace:
-        found = workspace.approvals.list(status, model)
+        found = workspace.approvals.list(status, model, limit)
     if as_json:
         emit_json([_record(r) for r in found])
         return
@@ -95,6 +98,9 @@ def request(  # noqa: PLR0913 - one parameter per flag is how typer declares the
         return
     success(f"approval request {made.id}: {_what(made)} needs {made.required} approval(s), "
             f"open until {_when(made.expires_at)}")
+    if made.details.get("expiry_clamped"):
+        console.print(f"  asked to stay open {made.details['expires_in_asked']}; the policy's "
+                      f"expires_after caps it at {made.details['policy_expires_after']}")
 
 
 @app.command()

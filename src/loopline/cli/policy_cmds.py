@@ -1,7 +1,8 @@
 """``loopline policy``: apply policy files, show the set in force, check a version against it.
 
 ``apply`` stores ``policies/*.yaml`` (or another folder) as the set every gate evaluates; a
-malformed file is refused naming the file and line (exit 5) and nothing is written.
+malformed file is refused naming the file and line (exit 5) and nothing is written, and so is
+a folder defining no policy at all unless ``--allow-empty`` says the clearing is on purpose.
 ``check`` evaluates a version at a gate without acting and without writing: it exits 0 when
 the action would be allowed and 9 when it would be denied.
 """
@@ -18,8 +19,8 @@ from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, ok_or_fail, success, table
 from loopline.cli.workspace_cmds import JsonFlag
-from loopline.core.errors import InvalidArgumentError, PolicyDeniedError
-from loopline.core.gates import GateAction, GateDecision, GateRequest
+from loopline.core.errors import PolicyDeniedError
+from loopline.core.gates import GateAction, GateDecision, GateRequest, parse_gate_action
 from loopline.core.governance import Permission
 from loopline.governance.gate import decide
 from loopline.governance.policy_files import (
@@ -28,7 +29,7 @@ from loopline.governance.policy_files import (
     load_policy_set,
     read_policy_dir,
 )
-from loopline.governance.policy_sets import summary
+from loopline.governance.policy_sets import refuse_empty, summary
 from loopline.store.model_queries import ModelQueries
 
 app = typer.Typer(help="Policies as code: apply, show and check the set the gates evaluate.",
@@ -68,15 +69,25 @@ def apply(
     ctx: typer.Context, folder: Folder = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the files and show what would change; write nothing.")] = False,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Apply even a set with no policy, turning every gate off "
+                              "(clearing the policies on purpose).")] = False,
 ) -> None:
-    """Apply the policy files in FOLDER as the set every gate evaluates (needs admin)."""
+    """Apply the policy files in FOLDER as the set every gate evaluates (needs admin).
+
+    A folder with no gate policy and no retention policy is refused unless --allow-empty.
+    """
     with open_workspace(ctx) as ws:
-        files = read_policy_dir(_folder(ws, folder))
+        source = _folder(ws, folder)
+        files = read_policy_dir(source)
         policies = ws.policies
         if dry_run:
             wanted, current = load_policy_set(files), policies.current()
+            if not allow_empty:
+                refuse_empty(wanted, str(source))
         else:
-            applied = policies.apply(ws.actor, files)
+            applied = policies.apply(ws.actor, files, allow_empty=allow_empty,
+                                     source=str(source))
     if dry_run:
         active = current.policy_set if current is not None else EMPTY_POLICY_SET
         if current is not None and wanted.digest == current.digest:
@@ -131,14 +142,6 @@ def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
          ", ".join(f"{rule['id']} ({rule['kind']})" for rule in r["rules"])) for r in rows])
 
 
-def _gate_action(value: str) -> str:
-    try:
-        return str(GateAction(value))
-    except ValueError:
-        raise InvalidArgumentError("--gate", f"{value!r} is not a gate; use one of "
-                                             f"{', '.join(GateAction)}") from None
-
-
 def _print_decision(title: str, decision: GateDecision) -> None:
     # The message says what the rule saw against what it needed, in words; the full
     # observed and expected values are in --json (a lineage record does not fit a cell).
@@ -172,7 +175,7 @@ def check(
 
     Exits 0 when the action would be allowed and 9 when it would be denied.
     """
-    action = _gate_action(gate)
+    action = str(parse_gate_action(gate, "--gate"))
     with open_workspace(ctx) as ws:
         version = ModelQueries(ws.store.engine).resolve(uri)
         ws.access.authorize(ws.actor, Permission.READ, version.name)

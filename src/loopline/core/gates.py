@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from loopline.core.errors import PolicyDeniedError
+from loopline.core.errors import InvalidArgumentError, PolicyDeniedError
 
 
 class GateAction(StrEnum):
@@ -27,6 +27,19 @@ class GateAction(StrEnum):
     TRUST = "trust"
     DEPLOY = "deploy"
     ROLLOUT_STEP = "rollout_step"
+
+
+def parse_gate_action(value: str, field: str = "gate") -> GateAction:
+    """Return ``value`` as a gate action; ``field`` names where it came from for the error.
+
+    Raises:
+        InvalidArgumentError: naming ``field`` and listing the gates when ``value`` is not one.
+    """
+    try:
+        return GateAction(value)
+    except ValueError:
+        raise InvalidArgumentError(field, f"{value!r} is not a gate; use one of "
+                                          f"{', '.join(GateAction)}") from None
 
 
 @dataclass(frozen=True, slots=True)

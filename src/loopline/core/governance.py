@@ -192,8 +192,11 @@ class LegalHold:
     """Retention must not delete what this hold covers until it is released.
 
     ``data_class`` is a retention data class (``prediction_log``, ``dataset_snapshots`` ...)
-    or ``*``; ``ref`` narrows it (a dataset name, a model name, a run id, a digest) or is
-    ``*`` for the whole class.
+    or ``*``; ``ref`` is a glob that narrows it, or ``*`` for the whole class. It matches an
+    item's own ref (a segment id, ``dataset@version``, a run id, a digest) or a name the
+    item belongs to (a dataset, a segment's deployment, a run's pipeline); when it matches
+    model names, it also holds what the lineage of every version of those models reaches
+    (training snapshots, segments, runs, artifacts), within ``data_class``.
     """
 
     id: str

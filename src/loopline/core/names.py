@@ -25,3 +25,20 @@ def validate_name(value: str, field: str = "name") -> str:
             "starting with a letter or digit",
         )
     return value
+
+
+def validate_text(value: object, field: str, max_length: int) -> str:
+    """Return ``value`` stripped when it is non-blank text of at most ``max_length`` characters.
+
+    For free text people write (reasons, comments, descriptions): any characters, but not
+    blank, and bounded so one field cannot bloat an audit entry.
+
+    Raises:
+        InvalidArgumentError: naming ``field`` when the value is not text, is blank or is
+            longer than ``max_length``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(field, "is required and must not be blank")
+    if len(value) > max_length:
+        raise InvalidArgumentError(field, f"must be at most {max_length} characters")
+    return value.strip()

@@ -17,6 +17,7 @@ from typing import Any
 
 from loopline._version import __version__
 from loopline.core.errors import InvalidArgumentError, NotFoundError
+from loopline.core.governance import Permission
 from loopline.core.lineage import (
     Direction,
     LineageCount,
@@ -27,6 +28,7 @@ from loopline.core.lineage import (
     NodeRef,
     merge_views,
 )
+from loopline.core.ports import Authorizer, authorize_if_wired
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store.lineage import LineageQueries
 from loopline.store.lineage import record as record_rows
@@ -49,10 +51,16 @@ def _as_ref(node: NodeRef | str, field: str = "node") -> NodeRef:
 
 
 class LineageService:
-    """Record lineage and walk it upstream (where from) or downstream (what it influenced)."""
+    """Record lineage and walk it upstream (where from) or downstream (what it influenced).
 
-    def __init__(self, store: MetadataStore) -> None:
+    With an ``authorizer``, ``record`` needs ``write`` for the actor it is given; a bare
+    service checks no roles. ``record_in`` checks nothing: it writes inside a unit of work
+    of a service that already authorised its own actor.
+    """
+
+    def __init__(self, store: MetadataStore, authorizer: Authorizer | None = None) -> None:
         self._store = store
+        self._authorizer = authorizer
         self.queries = LineageQueries(store.engine)
 
     def record(self, nodes: Iterable[LineageNode], edges: Iterable[LineageEdge], *,
@@ -62,8 +70,10 @@ class LineageService:
         Idempotent; see ``record_in``. Returns how many nodes and edges were given.
 
         Raises:
+            AccessDeniedError: when ``actor`` lacks ``write``; nothing is recorded.
             InvalidArgumentError: when the audit actor is empty or too long.
         """
+        authorize_if_wired(self._authorizer, actor, Permission.WRITE)
         node_list, edge_list = list(nodes), list(edges)
         with self._store.write(actor) as uow:
             self.record_in(uow, node_list, edge_list)

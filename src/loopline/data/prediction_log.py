@@ -4,7 +4,10 @@ Each append validates the whole batch first, writes one Parquet segment to the b
 then indexes it and emits ``prediction.segment_written`` in one metadata transaction: a
 crash leaves at worst an unreferenced blob, never an index row naming missing bytes. Reads
 ask the index for the segments overlapping a window and filter their rows exactly.
-Retention removes whole segments older than a cut-off (audited) and then their blobs.
+Retention removes whole segments older than a cut-off (audited) and then their blobs;
+``delete_before`` keeps what governance retention keeps, by running the same store-level
+decision (``store.retention_records.decide_segments``): segments under an active legal hold
+and segments the lineage of a served model version reaches stay.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import pyarrow.parquet as pq
 
 from loopline.core.clock import Clock
 from loopline.core.errors import InvalidArgumentError, NotFoundError
+from loopline.core.governance import Permission
 from loopline.core.ids import new_id
-from loopline.core.ports import BlobStore
+from loopline.core.ports import Authorizer, BlobStore, authorize_if_wired
 from loopline.core.predictions import (
     KIND_FEEDBACK,
     KIND_PREDICTIONS,
@@ -42,9 +46,9 @@ from loopline.data.prediction_rows import (
     prepare_predictions,
 )
 from loopline.store import MetadataStore
+from loopline.store import retention_records as records
 from loopline.store.predictions import (
     SegmentQuery,
-    delete_segments_before,
     find_segments,
     insert_segment,
     segment_exists,
@@ -63,14 +67,19 @@ class ReadOptions:
 
 
 class PredictionLog:
-    """Append-only prediction and feedback records, in Parquet segments indexed by time."""
+    """Append-only prediction and feedback records, in Parquet segments indexed by time.
+
+    With an ``authorizer``, writes need ``write`` and ``delete_before`` needs ``admin``; a
+    bare log (no authorizer) checks no roles.
+    """
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, actor: str,
-                 clock: Clock) -> None:
+                 clock: Clock, authorizer: Authorizer | None = None) -> None:
         self._store = store
         self._blobs = blobs
         self._actor = actor
         self._clock = clock
+        self._authorizer = authorizer
 
     @property
     def clock(self) -> Clock:
@@ -87,6 +96,7 @@ class PredictionLog:
         JSON text), or a batch from ``prepare_predictions``.
 
         Raises:
+            AccessDeniedError: when the actor lacks ``write``.
             InvalidArgumentError: naming the field (and row) that is not acceptable; nothing
                 is written.
             BackendError: when the blob store or database fails (the exception of the
@@ -101,6 +111,7 @@ class PredictionLog:
         """Validate feedback labels and write them as one feedback segment.
 
         Raises:
+            AccessDeniedError: when the actor lacks ``write``.
             InvalidArgumentError: naming the field (and row) that is not acceptable; nothing
                 is written.
             BackendError: when the blob store or database fails.
@@ -111,6 +122,7 @@ class PredictionLog:
         return self._write(batch)
 
     def _write(self, batch: PreparedBatch) -> SegmentInfo:
+        authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
         segment_id = new_id()
         bounds = pc.min_max(batch.table["time"]).as_py()
         # The segment id in the file's metadata makes every segment's bytes unique, so no two
@@ -131,33 +143,55 @@ class PredictionLog:
         return info
 
     def delete_before(self, cutoff: datetime) -> int:
-        """Delete every segment whose rows all precede ``cutoff``; return how many went.
+        """Delete the segments whose rows all precede ``cutoff``; return how many went.
 
-        The index rows go in one audited transaction (``predictions.retention``, with an
-        event); blobs that no remaining segment names are deleted after it commits, so a
-        crash in between leaves unreferenced bytes, never an index row naming missing ones.
-        Running it again with the same cut-off deletes nothing more, and a run that deletes
-        nothing records no audit entry or event.
+        Keeps what governance retention keeps, decided by the same store code
+        (``decide_segments``): a segment an active legal hold on ``prediction_log`` /
+        ``feedback`` covers, and one the lineage of a version in production or staging (or
+        named by an alias) reaches. The index rows go in one audited transaction
+        (``predictions.retention``, with an event); their blobs are deleted after it
+        commits, so a crash in between leaves unreferenced bytes, never an index row naming
+        missing ones. Running it again with the same cut-off deletes nothing more, and a
+        run that deletes nothing records no audit entry or event.
 
         Raises:
+            AccessDeniedError: when the actor lacks ``admin``.
             InvalidArgumentError: when ``cutoff`` is not a timezone-aware datetime.
         """
         if not isinstance(cutoff, datetime) or cutoff.utcoffset() is None:
             raise InvalidArgumentError("cutoff", "must be a timezone-aware datetime")
+        authorize_if_wired(self._authorizer, self._actor, Permission.ADMIN)
         with self._store.write(self._actor) as uow:
-            uow.serialise()  # concurrent retentions queue instead of racing for the same rows
-            removal = delete_segments_before(uow.session, cutoff)
-            if removal.segments:
+            uow.serialise()  # the lock every retention takes: decide and delete race-free
+            connection = uow.session.connection()
+            scope = records.retention_scope(connection)
+            decisions = [records.decide_segments(connection, kind, cutoff, scope)
+                         for kind in (KIND_PREDICTIONS, KIND_FEEDBACK)]
+            doomed = [segment for decision in decisions for segment in decision.doomed]
+            records.delete_segments(connection, [segment.id for segment in doomed])
+            if doomed:
                 details = {"cutoff": cutoff.astimezone(UTC).isoformat(),
-                           "segments": len(removal.segments),
-                           "rows": sum(info.rows for info in removal.segments),
-                           "blobs": len(removal.unreferenced_digests)}
+                           "segments": len(doomed),
+                           "rows": sum(segment.rows for segment in doomed),
+                           "blobs": len({segment.blob_digest for segment in doomed}),
+                           "held": sum(len(decision.held) for decision in decisions),
+                           "protected": sum(len(decision.protected) for decision in decisions)}
                 uow.audit(RETENTION_ACTION, "predictions", None, details)
                 uow.emit(RETENTION_APPLIED, "predictions", details)
-        for digest in removal.unreferenced_digests:
+        self._delete_blobs([segment.blob_digest for segment in doomed])
+        return len(doomed)
+
+    def _delete_blobs(self, digests: list[str]) -> None:
+        """Delete the blobs of removed segments that no committed record names any more."""
+        if not digests:
+            return
+        with self._store.engine.connect() as connection:
+            named = records.directly_referenced(connection, digests)
+        for digest in digests:
+            if digest in named:
+                continue
             with contextlib.suppress(NotFoundError):  # already gone: an earlier run crashed
                 self._blobs.delete(digest)
-        return len(removal.segments)
 
     # ------------------------------------------------------------------------ reads
 

@@ -34,6 +34,7 @@ from loopline.core.governance import (
     parse_role,
     permits,
 )
+from loopline.core.names import validate_text
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import access_records as records
 
@@ -91,10 +92,8 @@ def parse_kind(value: str) -> IdentityKind:
 
 
 def _validate_description(value: str | None) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > MAX_DESCRIPTION):
-        raise InvalidArgumentError("description", f"must be text of at most {MAX_DESCRIPTION} "
-                                                  "characters")
-    return value
+    # Optional: None means "no description"; given, it follows every free-text field's rule.
+    return None if value is None else validate_text(value, "description", MAX_DESCRIPTION)
 
 
 def _decide(access: records.SubjectAccess, permission: Permission,

@@ -5,26 +5,35 @@ anyone acts. An existing version (``version > 0``) is read from the registry's t
 from what the caller put in the request; a registration (``version == 0``) has no row yet,
 so its facts come from the request's details, and its encryption from whether the blob
 store will encrypt what it stores (it has an active keyring).
+
+Facts are as of the decision, not of the vote: an approval counts only while its approver
+still holds ``approve`` on the model (an identity disabled or a role revoked since the vote
+takes the vote away), and the discounted approvers are kept in ``details`` so the decision
+re-evaluates the same. The suites a training snapshot fails are kept there too, by ref.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from loopline.core.artifacts import ObjectInfo
-from loopline.core.errors import NotFoundError
+from loopline.core.errors import AccessDeniedError, NotFoundError
 from loopline.core.gates import GateRequest
-from loopline.core.governance import ApprovalRequest
+from loopline.core.governance import ApprovalRequest, Permission
 from loopline.core.models import ModelVersion
-from loopline.governance.facts import DatasetFact, Facts
+from loopline.core.ports import Authorizer
+from loopline.governance.facts import FAILING_SUITES_KEY, NOW_KEY, DatasetFact, Facts
 from loopline.store import MetadataStore
 from loopline.store.governance_queries import GovernanceQueries
 from loopline.store.model_queries import ModelQueries
 
-NOW = "now"
+DISCOUNTED = "discounted_approvers"
+"""``details`` key: approvers whose votes were dropped, as they no longer may approve."""
+"""``details`` key: ``{snapshot ref: [suites whose newest run failed]}``."""
 
 
 class ApprovalReader(Protocol):
@@ -63,13 +72,27 @@ def _refs(value: Any) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
+def _may_approve(authorizer: Authorizer, subject: str, model: str) -> bool:
+    try:
+        authorizer.authorize(subject, Permission.APPROVE, model)
+    except AccessDeniedError:
+        return False
+    return True
+
+
 class FactGatherer:
-    """Reads everything a policy may check about the model version a gate request names."""
+    """Reads everything a policy may check about the model version a gate request names.
+
+    With an ``authorizer``, votes of approvers who no longer hold ``approve`` on the model
+    are dropped; without one every vote counts (a workspace without access control).
+    """
 
     def __init__(self, store: MetadataStore, blobs: ArtifactKeys,
-                 approvals: ApprovalReader | None = None) -> None:
+                 approvals: ApprovalReader | None = None,
+                 authorizer: Authorizer | None = None) -> None:
         self._blobs = blobs
         self._approvals = approvals
+        self._authorizer = authorizer
         self._models = ModelQueries(store.engine)
         self._snapshots = GovernanceQueries(store.engine)
 
@@ -85,25 +108,50 @@ class FactGatherer:
             return self._of_version(request, now)
         return self._of_registration(request, now)
 
-    def _base(self, request: GateRequest, now: datetime) -> dict[str, Any]:
-        approvals = () if self._approvals is None else tuple(self._approvals.for_action(
-            request.model, request.version, str(request.action), request.target))
+    def _base(self, request: GateRequest, now: datetime,
+              refs: Sequence[str]) -> dict[str, Any]:
+        details: dict[str, Any] = {NOW_KEY: now.isoformat()}
+        approvals: tuple[ApprovalRequest, ...] = ()
+        if self._approvals is not None:
+            approvals, discounted = self._counting(request.model, self._approvals.for_action(
+                request.model, request.version, str(request.action), request.target))
+            if discounted:
+                details[DISCOUNTED] = discounted
+        datasets, failing = self._datasets(refs)
+        if failing:
+            details[FAILING_SUITES_KEY] = failing
         return {"model": request.model, "version": request.version,
                 "gate": str(request.action), "target": request.target, "actor": request.actor,
-                "approvals": approvals, "details": {NOW: now.isoformat()}}
+                "approvals": approvals, "datasets": datasets, "details": details}
 
-    def _datasets(self, refs: Sequence[str]) -> tuple[DatasetFact, ...]:
+    def _counting(self, model: str, found: Sequence[ApprovalRequest],
+                  ) -> tuple[tuple[ApprovalRequest, ...], builtins.list[str]]:
+        """Drop the votes of approvers who may no longer approve on ``model``; name them."""
+        if self._authorizer is None:
+            return tuple(found), []
+        voters = {vote.approver for request in found for vote in request.votes}
+        gone = sorted(name for name in voters
+                      if not _may_approve(self._authorizer, name, model))
+        if not gone:
+            return tuple(found), []
+        kept = tuple(replace(request, votes=tuple(
+            vote for vote in request.votes if vote.approver not in gone)) for request in found)
+        return kept, gone
+
+    def _datasets(self, refs: Sequence[str],
+                  ) -> tuple[tuple[DatasetFact, ...], dict[str, builtins.list[str]]]:
         if not refs:
-            return ()
-        return tuple(DatasetFact(s.ref, s.exists, s.validated, s.suites)
-                     for s in self._snapshots.snapshot_states(refs))
+            return (), {}
+        states = self._snapshots.snapshot_states(refs)
+        return (tuple(DatasetFact(s.ref, s.exists, s.validated, s.suites) for s in states),
+                {s.ref: list(s.failing) for s in states if s.failing})
 
     def _of_version(self, request: GateRequest, now: datetime) -> Facts:
         version = self._models.version(request.model, request.version)
         return Facts(
-            **self._base(request, now), status=str(version.status),
+            **self._base(request, now, version.datasets), status=str(version.status),
             metrics=dict(version.metrics), tags=dict(version.tags),
-            description=version.description, datasets=self._datasets(version.datasets),
+            description=version.description,
             code_version=None if version.code_version is None else dict(version.code_version),
             run_id=version.run_id, environment_recorded=bool(version.environment),
             signature_recorded=version.signature is not None,
@@ -119,9 +167,9 @@ class FactGatherer:
         details = request.details
         code_version = details.get("code_version")
         return Facts(
-            **self._base(request, now), metrics=_mapping(details.get("metrics")),
+            **self._base(request, now, _refs(details.get("datasets"))),
+            metrics=_mapping(details.get("metrics")),
             tags=_mapping(details.get("tags")), description=_text(details.get("description")),
-            datasets=self._datasets(_refs(details.get("datasets"))),
             code_version=dict(code_version) if isinstance(code_version, Mapping) else None,
             run_id=_text(details.get("run_id")),
             environment_recorded=bool(details.get("environment_recorded")),

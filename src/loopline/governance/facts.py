@@ -13,6 +13,15 @@ from typing import Any
 
 from loopline.core.governance import ApprovalRequest
 
+FAILING_SUITES_KEY = "failing_suites"
+"""The key of ``Facts.details`` naming, per snapshot ref, the suites whose newest run failed."""
+
+NOW_KEY = "now"
+"""The key of ``Facts.details`` holding the decision time (ISO text) approvals are judged at.
+
+Gates always set it; without it the approvals rule judges requests by their stored status.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetFact:

@@ -18,8 +18,7 @@ from loopline.core.gates import GateAction, GateDecision, GateRequest
 from loopline.core.governance import Permission
 from loopline.core.ports import Authorizer
 from loopline.governance import engine
-from loopline.governance.fact_gathering import NOW
-from loopline.governance.facts import Facts
+from loopline.governance.facts import NOW_KEY, Facts
 from loopline.governance.policy_files import PolicySet
 
 
@@ -80,7 +79,7 @@ class GovernanceGate:
                                  request.target):
             # Nothing to check: skip reading the version, its datasets and its artifact.
             facts = Facts(request.model, request.version, str(request.action), request.target,
-                          request.actor, details={NOW: now.isoformat()})
+                          request.actor, details={NOW_KEY: now.isoformat()})
         else:
             facts = self._gatherer.gather(request, now)
         return decide(policy_set, facts)

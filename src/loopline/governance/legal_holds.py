@@ -18,6 +18,7 @@ from loopline.core.errors import ConflictError, InvalidArgumentError, NotFoundEr
 from loopline.core.events import EventType
 from loopline.core.governance import LegalHold, Permission
 from loopline.core.ids import new_id
+from loopline.core.names import validate_text
 from loopline.core.ports import Authorizer
 from loopline.governance.retention_policy import parse_data_class
 from loopline.store import MetadataStore
@@ -30,14 +31,6 @@ _HOLD_ID = re.compile(r"^[0-9a-f]{32}$")
 LIST_HINT = "list holds with `loopline retention holds list --all`"
 
 
-def _text(value: object, field: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidArgumentError(field, "is required and must not be blank")
-    if len(value) > limit:
-        raise InvalidArgumentError(field, f"must be at most {limit} characters")
-    return value.strip()
-
-
 def validate_ref(value: object) -> str:
     """Return ``value`` when it can name what a hold covers (a glob allowed).
 
@@ -45,7 +38,7 @@ def validate_ref(value: object) -> str:
         InvalidArgumentError: naming ``ref`` when it is blank, too long or holds control
             characters.
     """
-    ref = _text(value, "ref", MAX_REF)
+    ref = validate_text(value, "ref", MAX_REF)
     if _CONTROL.search(ref):
         raise InvalidArgumentError("ref", f"{ref!r} must not hold control characters")
     return ref
@@ -78,7 +71,7 @@ class LegalHolds:
         """
         data_class = parse_data_class(data_class, "data_class", allow_all=True)
         ref = validate_ref(ref)
-        reason = _text(reason, "reason", MAX_REASON)
+        reason = validate_text(reason, "reason", MAX_REASON)
         self._authorizer.authorize(self._actor, Permission.ADMIN)
         with self._store.write(self._actor) as uow:
             hold = LegalHold(id=new_id(), data_class=data_class, ref=ref, reason=reason,
@@ -104,6 +97,9 @@ class LegalHolds:
                                                   f"characters); {LIST_HINT}")
         self._authorizer.authorize(self._actor, Permission.ADMIN)
         with self._store.write(self._actor) as uow:
+            # The append lock before the hold's row lock: the order every writer keeps (see
+            # ``store.approval_records``), so two writers cannot wait on each other.
+            uow.serialise()
             connection = uow.session.connection()
             before = records.get_hold(connection, hold_id, lock=True)
             if before is None:

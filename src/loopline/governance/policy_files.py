@@ -4,7 +4,7 @@ Pure apart from ``read_policy_dir``, which reads the files of one folder. A set 
 whole before it is used: YAML syntax, each document against its model (``kind:
 gate_policy`` or ``kind: retention``), unique policy names and rule ids, at most one
 retention document, at most ``MAX_RULES`` rules. Every error names ``<file>:<line>: <path>``
-(``prod.yaml:14: rules[2].value``): documents are composed with ``yaml.SafeLoader`` so each
+(``prod.yaml:14: rules[2].value``): documents are read by ``governance.policy_yaml`` so each
 node keeps its position, and a pydantic error location is mapped to the deepest node that
 exists.
 """
@@ -12,56 +12,26 @@ exists.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from loopline.core.canonical import hash_canonical
 from loopline.core.errors import InvalidArgumentError, NotFoundError
 from loopline.governance.policy_model import GatePolicy
+from loopline.governance.policy_yaml import MAX_FILE_BYTES, SourceDocument, read_documents
 
 if TYPE_CHECKING:
     from loopline.governance.retention_policy import RetentionPolicy
 
-MAX_FILE_BYTES = 1024 * 1024
 MAX_RULES = 1000
-# Aliases can make a small file expand into a huge structure ("billion laughs").
-MAX_NODES = 100_000
 SUFFIXES = (".yaml", ".yml")
 KINDS = ("gate_policy", "retention")
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def _child(node: yaml.Node, part: int | str) -> tuple[yaml.Node, int] | None:
-    in_range = isinstance(part, int) and 0 <= part < len(node.value)
-    if isinstance(node, yaml.SequenceNode) and in_range:
-        item: yaml.Node = node.value[part]
-        return item, item.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == part:
-                return value, key.start_mark.line + 1
-    return None
-
-
-def locate(node: yaml.Node, loc: tuple[int | str, ...]) -> tuple[int, str]:
-    """Return the line of the deepest node of ``loc`` that exists, and ``loc`` as a path.
-
-    The path reads like ``rules[2].value``.
-    """
-    line = node.start_mark.line + 1
-    path = ""
-    current: yaml.Node | None = node
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-        found = _child(current, part) if current is not None else None
-        current, line = (found[0], found[1]) if found is not None else (None, line)
-    return line, path
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -128,25 +98,6 @@ def describe_errors(model: type[BaseModel],
 
 
 @dataclass(frozen=True, slots=True)
-class SourceDocument:
-    """One YAML document of a policy file: its data and the node tree that knows the lines."""
-
-    file: str
-    node: yaml.Node
-    data: Any
-
-    @property
-    def line(self) -> int:
-        """Return the 1-based line the document starts on."""
-        return self.node.start_mark.line + 1
-
-    def where(self, loc: tuple[int | str, ...] = ()) -> str:
-        """Return ``<file>:<line>: <path>`` for ``loc`` (``<file>:<line>`` for the root)."""
-        line, path = locate(self.node, loc)
-        return f"{self.file}:{line}: {path}" if path else f"{self.file}:{line}"
-
-
-@dataclass(frozen=True, slots=True)
 class PolicySet:
     """The policies in force: the files as written, their digest and what they define."""
 
@@ -154,6 +105,11 @@ class PolicySet:
     files: Mapping[str, str]
     gate_policies: tuple[GatePolicy, ...] = ()
     retention: RetentionPolicy | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Tell whether the set defines nothing (no gate policy, no retention): all gates off."""
+        return not self.gate_policies and self.retention is None
 
 
 def validate_document(model: type[M], document: SourceDocument) -> M:
@@ -173,101 +129,6 @@ def validate_document(model: type[M], document: SourceDocument) -> M:
         if len(problems) > 4:
             more += f" (and {len(problems) - 4} more problems)"
         raise InvalidArgumentError(document.where(loc), first + more) from exc
-
-
-def _check_nodes(file: str, node: yaml.Node) -> None:
-    sizes: dict[int, int] = {}
-    visiting: set[int] = set()
-
-    def size(item: yaml.Node) -> int:
-        key = id(item)
-        if key in sizes:
-            return sizes[key]
-        if key in visiting:
-            raise InvalidArgumentError(f"{file}:{item.start_mark.line + 1}",
-                                       "an alias refers to a node that contains it")
-        visiting.add(key)
-        total = 1
-        if isinstance(item, yaml.MappingNode):
-            _check_keys(file, item)
-            total += sum(size(k) + size(v) for k, v in item.value)
-        elif isinstance(item, yaml.SequenceNode):
-            total += sum(size(child) for child in item.value)
-        visiting.discard(key)
-        sizes[key] = total
-        if total > MAX_NODES:
-            raise InvalidArgumentError(f"{file}:{item.start_mark.line + 1}",
-                                       f"expands to more than {MAX_NODES} values (aliases?)")
-        return total
-
-    size(node)
-
-
-def _check_keys(file: str, node: yaml.MappingNode) -> None:
-    # PyYAML keeps the last of two equal keys silently; a second `rules:` would hide the first.
-    seen: dict[str, int] = {}
-    for key, _ in node.value:
-        if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
-            continue
-        line = key.start_mark.line + 1
-        if key.value in seen:
-            raise InvalidArgumentError(f"{file}:{line}: {key.value}",
-                                       f"the key appears twice (also line {seen[key.value]})")
-        seen[key.value] = line
-
-
-def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    if isinstance(node, yaml.ScalarNode):
-        yield node
-    elif isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            yield from _scalars(child)
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            yield from _scalars(key)
-            yield from _scalars(value)
-
-
-def _construct(file: str, loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    try:
-        return loader.construct_document(node)
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # PyYAML lets a scalar that looks like a date, number or base64 but is not one
-        # (2024-13-45, !!int abc) escape as a plain exception; find it to name its line.
-        for scalar in _scalars(node):
-            try:
-                yaml.SafeLoader("").construct_document(scalar)
-            except (ValueError, TypeError, AttributeError, OverflowError):
-                raise InvalidArgumentError(f"{file}:{scalar.start_mark.line + 1}",
-                                           f"{scalar.value!r} cannot be read as "
-                                           f"{scalar.tag.rsplit(':', 1)[-1]}") from exc
-        raise InvalidArgumentError(f"{file}:{node.start_mark.line + 1}",
-                                   f"cannot be read: {exc}") from exc
-
-
-def _documents(file: str, text: str) -> Iterator[SourceDocument]:
-    size = len(text.encode("utf-8"))
-    if size > MAX_FILE_BYTES:
-        raise InvalidArgumentError(file, f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
-    loader = yaml.SafeLoader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None or (isinstance(node, yaml.ScalarNode) and node.value == ""):
-                continue  # an empty document, e.g. after a trailing `---`
-            _check_nodes(file, node)
-            yield SourceDocument(file, node, _construct(file, loader, node))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}" if mark is not None else file
-        detail = ": ".join(part for part in (exc.context, exc.problem) if part)
-        raise InvalidArgumentError(where, f"is not valid YAML: {detail}") from exc
-    except yaml.YAMLError as exc:
-        raise InvalidArgumentError(file, f"is not valid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidArgumentError(file, "nests too deeply") from exc
-    finally:
-        loader.dispose()
 
 
 def _kind(document: SourceDocument) -> str:
@@ -355,7 +216,7 @@ def load_policy_set(files: Mapping[str, str]) -> PolicySet:
     ordered = dict(sorted(files.items()))
     collector = _Collector()
     for name, text in ordered.items():
-        for document in _documents(name, text):
+        for document in read_documents(name, text):
             collector.add(document)
     return PolicySet(digest=hash_canonical(ordered), files=ordered,
                      gate_policies=tuple(collector.policies), retention=collector.retention)
@@ -382,7 +243,8 @@ def _read_file(path: Path) -> str:
 def read_policy_dir(path: str | Path) -> dict[str, str]:
     """Return ``{file name: text}`` of the ``*.yaml`` and ``*.yml`` files directly in ``path``.
 
-    Sorted by name; subfolders are not read.
+    Sorted by name; the suffix is matched in any case (``prod.YAML`` is read); subfolders
+    are not read.
 
     Raises:
         NotFoundError: when the folder does not exist.
@@ -397,7 +259,7 @@ def read_policy_dir(path: str | Path) -> dict[str, str]:
         raise InvalidArgumentError(str(folder), "is not a folder of policy files")
     files: dict[str, str] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
-        if entry.suffix not in SUFFIXES:
+        if entry.suffix.lower() not in SUFFIXES:
             continue
         if entry.is_symlink():
             raise InvalidArgumentError(str(entry), "is a symbolic link; policy files must be "

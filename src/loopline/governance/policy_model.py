@@ -5,6 +5,16 @@ discriminator of ``Rule``. A metric rule is written either as a ``check`` expres
 (``recall >= 0.8 on slice region=EU``) or in the structured form (``metric``, ``op``,
 ``value``, ``slice``); both become one ``MetricCondition``. Files are read and checked as a
 whole in ``governance.policy_files``; rules are evaluated in ``governance.rules``.
+
+A policy that could never apply, or never pass, is refused:
+
+- ``targets`` with a gate that never carries a target (``register``, ``trust``): the policy
+  would never govern that gate.
+- ``targets`` of a ``status`` policy must be model statuses (``production``, lowercase), unless
+  the policy also lists a gate whose targets are names (``alias``, ``delete_alias``,
+  ``deploy``, ``rollout_step``): then a target may be an alias or stage name as well.
+- an ``approvals`` rule with the ``register`` gate: an approval request is made for an
+  existing version, and a registration has none yet (every other gate may carry approvals).
 """
 
 from __future__ import annotations
@@ -22,12 +32,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from loopline.core.errors import InvalidArgumentError
-from loopline.core.gates import GateAction
+from loopline.core.gates import GateAction, parse_gate_action
+from loopline.core.models import ModelStatus
 from loopline.core.names import NAME_PATTERN
 from loopline.governance.durations import parse_duration
 
@@ -43,7 +55,15 @@ _CHECK = re.compile(
     rf"^\s*(?P<metric>{_METRIC_NAME})\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>{_NUMBER})"
     r"(?:\s+on\s+slice\s+(?P<slice>\S(?:.*\S)?))?\s*$")
 _METRIC_NAME_PATTERN = re.compile(rf"^{_METRIC_NAME}$")
-_GATES = frozenset(gate.value for gate in GateAction)
+# Gates whose requests never carry a target: a policy with targets never governs them.
+TARGETLESS_GATES: tuple[GateAction, ...] = (GateAction.REGISTER, GateAction.TRUST)
+# Gates whose targets are names (an alias, a deployment stage), not model statuses.
+NAMED_TARGET_GATES: tuple[GateAction, ...] = (GateAction.ALIAS, GateAction.DELETE_ALIAS,
+                                              GateAction.DEPLOY, GateAction.ROLLOUT_STEP)
+# An approval request needs an existing version; a registration has none yet.
+APPROVAL_GATES: tuple[GateAction, ...] = tuple(
+    gate for gate in GateAction if gate != GateAction.REGISTER)
+_STATUSES: tuple[str, ...] = tuple(status.value for status in ModelStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +108,10 @@ def _name(value: str) -> str:
 
 
 def _gate(value: str) -> str:
-    if value not in _GATES:
-        raise ValueError(f"{value!r} is not a gate; use one of {', '.join(GateAction)}")
-    return value
+    try:
+        return str(parse_gate_action(value))
+    except InvalidArgumentError as exc:
+        raise ValueError(exc.problem) from None
 
 
 def _metric_name(value: str) -> str:
@@ -113,11 +134,39 @@ class _Model(BaseModel):
 
 
 class AppliesTo(_Model):
-    """Which model names (globs), gates and targets a policy governs; no targets = any."""
+    """Which model names (globs), gates and targets a policy governs; no targets = any.
+
+    Targets are refused with ``register`` or ``trust`` (they never carry one), and must be
+    model statuses when ``status`` is listed without a gate whose targets are names.
+    """
 
     models: list[Glob] = Field(default_factory=lambda: ["*"], min_length=1)
     gates: list[Gate] = Field(min_length=1)
     targets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_can_match(cls, targets: list[str], info: ValidationInfo) -> list[str]:
+        gates: list[str] = info.data.get("gates") or []  # absent when the gates are invalid
+        if not targets or not gates:
+            return targets
+        targetless = [gate for gate in gates if gate in TARGETLESS_GATES]
+        if targetless:
+            many = len(targetless) > 1
+            raise ValueError(
+                f"{'gates' if many else 'gate'} {', '.join(targetless)} never "
+                f"{'carry' if many else 'carries'} a target, so a policy with targets would "
+                f"never apply to {'them' if many else 'it'}; remove the targets or put "
+                f"{'those gates' if many else 'that gate'} in a policy of its own")
+        named = any(gate in NAMED_TARGET_GATES for gate in gates)
+        if GateAction.STATUS in gates and not named:
+            wrong = [target for target in targets if target not in _STATUSES]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(repr(t) for t in wrong)} {'is' if len(wrong) == 1 else 'are'}"
+                    f" not a model status; the targets of a status gate are the new status, "
+                    f"one of {', '.join(_STATUSES)}")
+        return targets
 
 
 class _Rule(_Model):
@@ -231,6 +280,21 @@ class GatePolicy(_Model):
     description: str | None = None
     applies_to: AppliesTo
     rules: list[Rule] = Field(min_length=1, max_length=1000)
+
+    @field_validator("rules")
+    @classmethod
+    def _approvals_can_apply(cls, rules: list[Rule], info: ValidationInfo) -> list[Rule]:
+        scope = info.data.get("applies_to")  # absent when applies_to is invalid
+        if not isinstance(scope, AppliesTo) or GateAction.REGISTER not in scope.gates:
+            return rules
+        for index, rule in enumerate(rules):
+            if isinstance(rule, ApprovalsRule):
+                raise ValueError(
+                    f"rules[{index}] ({rule.id!r}) is an approvals rule, which cannot apply to "
+                    "gate register: an approval request needs an existing version, and a "
+                    f"registration has none yet; approvals apply to "
+                    f"{', '.join(APPROVAL_GATES)} (put the rule in a policy without register)")
+        return rules
 
     def governs(self, model: str, gate: str, target: str | None) -> bool:
         """Tell whether the policy applies to ``gate`` of ``model`` moving to ``target``."""

@@ -2,9 +2,11 @@
 
 Rules kept here: applying needs ``admin``; every file is parsed and checked before anything
 is written (a malformed file names itself and its line, and nothing is stored); applying the
-set that is active already writes nothing; otherwise the new row, its audit entry
-(``governance.policy_applied``) and its event commit together. The active set is parsed once
-per applied row and cached, so a gate decision costs one small query, not a YAML parse.
+set that is active already writes nothing; an empty set (no gate policy, no retention) is
+refused unless the caller says it clears the policies on purpose, since it turns every gate
+off; otherwise the new row, its audit entry (``governance.policy_applied``) and its event
+commit together. The active set is parsed once per applied row and cached, so a gate
+decision costs one small query, not a YAML parse.
 """
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ def summary(policy_set: PolicySet) -> dict[str, Any]:
             "retention": policy_set.retention is not None}
 
 
+def refuse_empty(policy_set: PolicySet, source: str) -> None:
+    """Return when ``policy_set`` defines something; ``source`` names where its files are.
+
+    Raises:
+        InvalidArgumentError: naming ``source`` when the set holds no gate policy and no
+            retention policy, saying how to clear the policies on purpose.
+    """
+    if policy_set.empty:
+        files = f"{len(policy_set.files)} file{'s' if len(policy_set.files) != 1 else ''}"
+        raise InvalidArgumentError(
+            source, f"holds no gate policy and no retention policy ({files} of *.yaml or "
+                    "*.yml); applying it would turn every gate off. To clear the policies on "
+                    "purpose, run `loopline policy apply --allow-empty` (allow_empty=True)")
+
+
 class PolicySets:
     """The policy sets applied to one workspace; the newest is the one in force."""
 
@@ -67,16 +84,24 @@ class PolicySets:
         self._lock = threading.Lock()
         self._cached: tuple[str, PolicySet] | None = None
 
-    def apply(self, actor: str, files: Mapping[str, str]) -> AppliedPolicySet:
+    def apply(self, actor: str, files: Mapping[str, str], *, allow_empty: bool = False,
+              source: str = "the policy files") -> AppliedPolicySet:
         """Store ``files`` (name -> YAML text) as the set the gates evaluate from now on.
+
+        An empty set (no gate policy and no retention) turns every gate off, so it is
+        applied only with ``allow_empty``; ``source`` names the files (their folder) in
+        that refusal.
 
         Raises:
             AccessDeniedError: when ``actor`` does not hold ``admin``.
             InvalidArgumentError: naming ``<file>:<line>`` and the problem when a file is
-                malformed (nothing is written).
+                malformed, or naming ``source`` when the set is empty and ``allow_empty``
+                is False (nothing is written).
         """
         self._authorizer.authorize(actor, Permission.ADMIN)
         policy_set = load_policy_set(files)
+        if not allow_empty:
+            refuse_empty(policy_set, source)
         with self._store.write(actor) as uow:
             uow.serialise()  # read the newest set under the lock every applier takes
             previous = records.newest(uow.session.connection())

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from loopline.core.clock import Clock
 from loopline.core.errors import InvalidArgumentError
@@ -29,6 +29,7 @@ from loopline.core.governance import ApprovalRequest, ApprovalStatus
 from loopline.core.models import ModelAlias, ModelStatus, ModelVersion, version_uri
 from loopline.governance.engine import applicable, evaluate
 from loopline.governance.facts import NOW_KEY, Facts
+from loopline.governance.gate import FactSource
 from loopline.governance.policy_files import PolicySet
 from loopline.store import MetadataStore
 from loopline.store.model_queries import ModelQueries
@@ -37,14 +38,6 @@ MAX_SAMPLE = 1_000_000
 
 _Gate = tuple[str, str | None, str]
 """A gate a version passed: ``(action, target, actor)``."""
-
-
-class FactSource(Protocol):
-    """Gathers the facts of one gate request (``governance.fact_gathering.FactGatherer``)."""
-
-    def gather(self, request: GateRequest, now: datetime) -> Facts:
-        """Return the facts a policy sees for ``request`` at ``now``."""
-        ...
 
 
 COMPLETENESS_CHECKS: Mapping[str, Callable[[Facts], bool]] = {

@@ -1,4 +1,4 @@
-"""Applying a retention policy: delete what expired, keep what is held or in production.
+"""Applying a retention policy: delete what expired, keep what is held or served.
 
 Order keeps every record's blob present: the decision (``retention_scan``) and every row
 deletion or purge mark commit in ONE write transaction with one audit entry
@@ -10,15 +10,12 @@ decides the same way on a read connection and writes nothing at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.artifacts import ContentAddressedStore
-from loopline.artifacts.layout import object_key
-from loopline.artifacts.local import LocalStorage
 from loopline.core.errors import InvalidArgumentError, LooplineError, NotFoundError
 from loopline.core.events import EventType
 from loopline.core.governance import Permission
@@ -95,26 +92,19 @@ class RetentionReport:
         return sum(report.deleted for report in self.classes)
 
 
-def object_modified(blobs: BlobStore, digest: str, encrypted: bool) -> datetime | None:
-    """Return when the storage wrote ``digest``, or None when it cannot tell.
+def object_modified(blobs: BlobStore, digest: str) -> datetime | None:
+    """Return when the store last put ``digest``, or None when it cannot tell.
 
-    Storage that offers ``modified(key)`` (POSIX seconds) is asked; a local directory is
-    read with ``stat``.
+    Only a ``ContentAddressedStore`` can tell (``modified``); a put that found the object
+    already stored counts as a write on local storage, so a blob about to be named again
+    looks new.
     """
     if not isinstance(blobs, ContentAddressedStore):
         return None
-    storage, key = blobs.storage, object_key(digest, encrypted)
-    modified = getattr(storage, "modified", None)
     try:
-        if callable(modified):
-            seconds = modified(key)
-        elif isinstance(storage, LocalStorage):
-            seconds = os.stat(os.path.join(storage.url, key), follow_symlinks=False).st_mtime
-        else:
-            return None
-    except (OSError, LooplineError):
+        return blobs.modified(digest)
+    except LooplineError:  # deleted meanwhile, or the storage failed: age unknown
         return None
-    return datetime.fromtimestamp(float(seconds), UTC) if seconds is not None else None
 
 
 def _bounded(values: Sequence[Any]) -> tuple[Any, ...]:
@@ -184,8 +174,7 @@ class RetentionService:
                                tuple(_class_report(c, freed) for c in plan.classes), left)
 
     def _stored_objects(self) -> dict[str, StoredObject]:
-        return {info.digest: StoredObject(info.size, object_modified(
-            self._blobs, info.digest, info.key_id is not None))
+        return {info.digest: StoredObject(info.size, object_modified(self._blobs, info.digest))
             for info in self._blobs.iter_objects()}
 
     def _apply(self, uow: UnitOfWork, plan: Plan, name: str, now: datetime) -> None:

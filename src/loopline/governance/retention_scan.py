@@ -1,20 +1,20 @@
-"""Deciding what a retention run deletes: candidates, holds, production lineage, blobs.
+"""Deciding what a retention run deletes: candidates, holds, protected lineage, blobs.
 
 Reads only, on the connection it is given (a dry run's read connection, or a real run's
 write transaction, so the decision and the deletions see the same state). A candidate is
-kept when an active legal hold covers it, or when the lineage of a production model reaches
-it; a blob is deleted only when no record left after the run names it.
+kept when an active legal hold covers it (by its ref, a name it belongs to, or the lineage
+of a model the hold names), or when the lineage of a version in production or staging, or
+named by any alias, reaches it; a blob is deleted only when no record left after the run
+names it. What is kept is decided by the store's ``RetentionScope`` and, for segments,
+``decide_segments``: the same code ``PredictionLog.delete_before`` runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from loopline.core.governance import LegalHold
-from loopline.core.lineage import NodeKind
-from loopline.core.models import model_version_node
 from loopline.core.predictions import KIND_FEEDBACK, KIND_PREDICTIONS
 from loopline.governance.retention_policy import DataClass, RetentionPolicy
 from loopline.store import retention_records as records
@@ -77,24 +77,6 @@ class ClassPlan:
     blobs: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Protected:
-    """What the lineage of production model versions reaches: never deleted."""
-
-    snapshots: frozenset[str] = frozenset()
-    segments: frozenset[str] = frozenset()
-    runs: frozenset[str] = frozenset()
-    digests: frozenset[str] = frozenset()
-
-    def covers(self, data_class: DataClass, item: Item) -> bool:
-        """Tell whether ``item`` of ``data_class`` is reached by a production lineage."""
-        refs = {DataClass.DATASET_SNAPSHOTS: self.snapshots, DataClass.RUN_LOGS: self.runs,
-                DataClass.PREDICTION_LOG: self.segments, DataClass.FEEDBACK: self.segments,
-                DataClass.UNREFERENCED_ARTIFACTS: self.digests}[data_class]
-        return item.ref in refs or (data_class is not DataClass.RUN_LOGS
-                                    and any(d in self.digests for d in item.digests))
-
-
 @dataclass(slots=True)
 class Plan:
     """Every class's decision, and the blobs to delete once the records are gone."""
@@ -111,55 +93,31 @@ class Plan:
                 if plan.data_class in HOLDERS for item in plan.doomed}
 
 
-_LINEAGE_KINDS: dict[str, str] = {
-    NodeKind.DATASET_SNAPSHOT: "snapshots", NodeKind.PREDICTION_SEGMENT: "segments",
-    NodeKind.PIPELINE_RUN: "runs", NodeKind.ARTIFACT: "digests", NodeKind.ENVIRONMENT: "digests"}
-
-
-def production_lineage(connection: records.Handle) -> Protected:
-    """Collect what the upstream lineage of every production model version reaches.
-
-    A version counts when its status is ``production`` or the ``production`` alias names
-    it; its own artifact, holdout and environment digests and its training snapshots count
-    too, even when the lineage graph lacks them.
-    """
-    found: dict[str, set[str]] = {"snapshots": set(), "segments": set(), "runs": set(),
-                                  "digests": set()}
-    for version in records.production_versions(connection):
-        found["digests"].update(version.digests)
-        found["snapshots"].update(version.datasets)
-        node = model_version_node(version.name, version.version)
-        for kind, ref, attributes in records.upstream_nodes(connection, node.id):
-            if kind in _LINEAGE_KINDS:
-                found[_LINEAGE_KINDS[kind]].add(ref)
-            found["digests"].update(records.digests_in(attributes))
-    return Protected(frozenset(found["snapshots"]), frozenset(found["segments"]),
-                     frozenset(found["runs"]), frozenset(found["digests"]))
-
-
-def _holding(holds: Sequence[LegalHold], data_class: DataClass, item: Item) -> tuple[str, ...]:
-    refs = (item.ref, *item.aliases)
-    return tuple(h.id for h in holds if any(h.covers(data_class, ref) for ref in refs))
-
-
-def _sort(plan: ClassPlan, items: Iterable[Item], holds: Sequence[LegalHold],
-          protected: Protected) -> None:
+def _sort(plan: ClassPlan, items: Iterable[Item], scope: records.RetentionScope) -> None:
     """Count ``items`` as candidates and file each as held, referenced or doomed."""
     for item in items:
         plan.candidates += 1
-        held_by = _holding(holds, plan.data_class, item)
+        held_by = scope.holding(plan.data_class, (item.ref, *item.aliases), item.digests)
         if held_by:
             plan.held.append(HeldItem(item.ref, held_by))
-        elif protected.covers(plan.data_class, item):
+        elif scope.protected.covers(plan.data_class, item.ref, item.digests):
             plan.referenced.append(item.ref)
         else:
             plan.doomed.append(item)
 
 
+def _segments(connection: records.Handle, plan: ClassPlan,
+              scope: records.RetentionScope) -> None:
+    """File expired segments as ``decide_segments`` sorts them (``delete_before`` does too)."""
+    decision = records.decide_segments(connection, SEGMENT_KINDS[plan.data_class], plan.cutoff,
+                                       scope)
+    plan.candidates += len(decision.doomed) + len(decision.held) + len(decision.protected)
+    plan.held.extend(HeldItem(ref, holds) for ref, holds in decision.held)
+    plan.referenced.extend(decision.protected)
+    plan.doomed.extend(Item(s.id, s.id, (s.blob_digest,), s.rows) for s in decision.doomed)
+
+
 def _expired(connection: records.Handle, data_class: DataClass, cutoff: datetime) -> list[Item]:
-    if data_class in SEGMENT_KINDS:
-        return [Item(s.id, s.id, (s.blob_digest,), s.rows, (s.deployment,) if s.deployment else ())
-                for s in records.expired_segments(connection, SEGMENT_KINDS[data_class], cutoff)]
     if data_class is DataClass.DATASET_SNAPSHOTS:
         return [Item(s.ref, s.id, (s.blob_digest,), s.rows, (s.dataset,))
                 for s in records.expired_snapshots(connection, cutoff)]
@@ -171,8 +129,7 @@ def _expired(connection: records.Handle, data_class: DataClass, cutoff: datetime
 class _Context:
     connection: records.Handle
     now: datetime
-    holds: Sequence[LegalHold]
-    protected: Protected
+    scope: records.RetentionScope
 
 
 def _unreferenced(context: _Context, plan: ClassPlan, objects: Mapping[str, StoredObject],
@@ -183,12 +140,15 @@ def _unreferenced(context: _Context, plan: ClassPlan, objects: Mapping[str, Stor
     for digest, stored in sorted(objects.items()):
         if digest in taken:
             continue
-        written = catalogued.get(digest, stored.modified)
+        # The newest of both: a put that found the object stored refreshes a local object's
+        # time, so an old orphan a registration is naming right now does not look expired.
+        known = [t for t in (catalogued.get(digest), stored.modified) if t is not None]
+        written = max(known) if known else None
         if written is None:
             plan.unknown_age.append(digest)
         elif written < plan.cutoff:
             items.append(Item(digest, digest, (digest,)))
-    _sort(plan, items, context.holds, context.protected)
+    _sort(plan, items, context.scope)
     plan.blobs.extend(item.key for item in plan.doomed)
 
 
@@ -198,18 +158,18 @@ def plan_retention(connection: records.Handle, policy: RetentionPolicy, now: dat
 
     ``objects`` lists the blob store (needed when the policy names unreferenced artifacts).
     """
-    context = _Context(connection, now, records.list_holds(connection, active_only=True),
-                       production_lineage(connection))
+    context = _Context(connection, now, records.retention_scope(connection))
     plans = [ClassPlan(c, policy.classes[c].max_age, now - policy.classes[c].max_age)
              for c in ORDER if c in policy.classes]
     for plan in plans:
-        if plan.data_class is not DataClass.UNREFERENCED_ARTIFACTS:
-            _sort(plan, _expired(connection, plan.data_class, plan.cutoff), context.holds,
-                  context.protected)
+        if plan.data_class in SEGMENT_KINDS:
+            _segments(connection, plan, context.scope)
+        elif plan.data_class is not DataClass.UNREFERENCED_ARTIFACTS:
+            _sort(plan, _expired(connection, plan.data_class, plan.cutoff), context.scope)
     result = Plan(plans)
     removed = result.removed_holders()
     still = {ref.digest for ref in records.references(connection)
-             if (ref.holder, ref.key) not in removed} | context.protected.digests
+             if (ref.holder, ref.key) not in removed} | context.scope.protected.digests
     taken = set(still)
     for plan in plans:
         if plan.data_class is DataClass.UNREFERENCED_ARTIFACTS:

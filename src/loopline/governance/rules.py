@@ -2,7 +2,10 @@
 
 Pure and deterministic: rules read only the facts (never a clock or the store), so a
 decision re-evaluated from its recorded facts gives the same answer. A rule never passes for
-want of data: a missing metric, slice or time fails, saying what is missing.
+want of data: a missing metric or slice, or a matching slice without the metric, fails,
+saying what is missing. The one exception is time: without a decision time
+(``facts.details[NOW_KEY]``) approvals are judged by their stored status, which is how the
+governance report judges what justified a past move.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from loopline.core.canonical import json_safe
 from loopline.core.governance import ApprovalRequest, ApprovalStatus
-from loopline.governance.facts import DatasetFact, Facts
+from loopline.governance.facts import FAILING_SUITES_KEY, NOW_KEY, DatasetFact, Facts
 from loopline.governance.policy_model import (
     ApprovalsRule,
     EncryptionRule,
@@ -87,7 +90,7 @@ def check_required_metadata(rule: RequiredMetadataRule, facts: Facts) -> RuleRes
     return RuleResult(not missing, present, list(rule.fields), message)
 
 
-def _dataset_gaps(datasets: tuple[DatasetFact, ...]) -> list[str]:
+def _dataset_gaps(datasets: tuple[DatasetFact, ...], failing: Mapping[str, Any]) -> list[str]:
     if not datasets:
         return ["no training dataset snapshot is recorded"]
     gaps = []
@@ -97,13 +100,17 @@ def _dataset_gaps(datasets: tuple[DatasetFact, ...]) -> list[str]:
         elif dataset.validated is None:
             gaps.append(f"snapshot {dataset.ref} was never validated")
         elif not dataset.validated:
-            gaps.append(f"snapshot {dataset.ref} failed its newest validation")
+            suites = failing.get(dataset.ref) or []
+            which = f" (failing suite {', '.join(map(str, suites))})" if suites else ""
+            gaps.append(f"snapshot {dataset.ref} failed its newest validation{which}")
     return gaps
 
 
 def _lineage_gaps(rule: LineageCompleteRule, facts: Facts) -> list[str]:
     code = facts.code_version or {}
-    gaps = _dataset_gaps(facts.datasets) if rule.validated_datasets else []
+    found = facts.details.get(FAILING_SUITES_KEY)
+    gaps = (_dataset_gaps(facts.datasets, found if isinstance(found, Mapping) else {})
+            if rule.validated_datasets else [])
     if rule.code_version and not _present(code.get("commit")):
         gaps.append("no code commit is recorded")
     if rule.clean_code and code.get("dirty") is not False:
@@ -167,14 +174,21 @@ def check_metric(rule: MetricRule, facts: Facts) -> RuleResult:
 
 
 def _slice_values(rule: SliceGapRule, facts: Facts) -> tuple[dict[str, float], str]:
+    """Return the metric on each slice matching the glob, or the first reason it cannot.
+
+    A matching slice without the metric fails rather than being skipped: skipping it would
+    let a gap pass that the missing slice may well widen.
+    """
     found = facts.metrics.get("slices")
     slices: Mapping[Any, Any] = found if isinstance(found, Mapping) else {}
     values: dict[str, float] = {}
     for key in sorted(slices, key=str):
         entry = slices[key]
-        if not (fnmatch.fnmatchcase(str(key), rule.slices) and isinstance(entry, Mapping)
-                and rule.metric in entry):
+        if not fnmatch.fnmatchcase(str(key), rule.slices):
             continue
+        if not isinstance(entry, Mapping) or rule.metric not in entry:
+            return values, (f"metric {rule.metric} is missing on slice {key}, which matches "
+                            f"{rule.slices!r}")
         number = _number(entry[rule.metric])
         if number is None:
             return values, (f"{rule.metric} on slice {key} is {entry[rule.metric]!r}, "
@@ -186,7 +200,8 @@ def _slice_values(rule: SliceGapRule, facts: Facts) -> tuple[dict[str, float], s
 def check_slice_gap(rule: SliceGapRule, facts: Facts) -> RuleResult:
     """Pass when max - min of the metric over the matching slices is at most ``max_gap``.
 
-    Fewer than two matching slices with the metric fail (there is no gap to bound).
+    Fewer than two matching slices fail (there is no gap to bound), and so does a matching
+    slice without the metric or with a value that is not a finite number.
     """
     expected = f"gap <= {_text(rule.max_gap)}"
     values, problem = _slice_values(rule, facts)
@@ -214,7 +229,7 @@ def check_encryption(rule: EncryptionRule, facts: Facts) -> RuleResult:
 
 
 def _now(details: Mapping[str, Any]) -> tuple[datetime | None, str]:
-    raw = details.get("now")
+    raw = details.get(NOW_KEY)
     if raw is None:
         return None, ""
     try:
@@ -235,8 +250,11 @@ def _counted(request: ApprovalRequest, now: datetime | None) -> bool:
 def check_approvals(rule: ApprovalsRule, facts: Facts) -> RuleResult:
     """Pass when ``count`` distinct people approved, other than the requester and the actor.
 
-    Requests expired (at ``facts.details["now"]``, when given), rejected or withdrawn do not
-    count.
+    Rejected and withdrawn requests never count. Expiry is judged at the decision time
+    ``facts.details[NOW_KEY]`` when it is given (gates always give it); without it, each
+    request counts by its stored status, so an approval granted and since expired still
+    justifies the move it was given for (the governance report relies on this). A decision
+    time that is not an ISO time fails.
     """
     now, problem = _now(facts.details)
     if problem:

@@ -237,16 +237,19 @@ class ApprovalQueries:
 
     @translated
     def search(self, now: datetime, status: ApprovalStatus | None = None,
-             model: str | None = None) -> list[ApprovalRequest]:
-        """List requests newest first: those reading as ``status`` at ``now``, of ``model``."""
+               model: str | None = None, limit: int = 100) -> list[ApprovalRequest]:
+        """List at most ``limit`` requests newest first, as ``status`` at ``now``, of ``model``.
+
+        The caller bounds ``limit`` (``ApprovalService.list`` does).
+        """
         query = sa.select(APPROVAL_REQUESTS)
         if status is not None:
             query = query.where(_status_filter(status, now))
         if model is not None:
             query = query.where(APPROVAL_REQUESTS.c.model == model)
         with self._engine.connect() as connection:
-            return _with_votes(connection, connection.execute(_newest_first(query))
-                               .mappings().all())
+            return _with_votes(connection, connection.execute(
+                _newest_first(query).limit(limit)).mappings().all())
 
     @translated
     def for_action(self, model: str, version: int, gate: str,

@@ -1,7 +1,8 @@
 """Reads governance needs from the data tables: whether snapshots exist and passed validation.
 
 Two queries for any number of snapshot refs (``NAME@VERSION``): the snapshots, then their
-validation runs. A purged snapshot (its data deleted by retention) counts as absent: what a
+validation runs; a snapshot is validated when the newest run of each suite ever run on it
+passed. A purged snapshot (its data deleted by retention) counts as absent: what a
 model was trained on can no longer be checked or reproduced.
 """
 
@@ -19,16 +20,20 @@ from loopline.store.models import DatasetVersionRow, ValidationRunRow
 
 @dataclass(frozen=True, slots=True)
 class SnapshotState:
-    """One snapshot ref: whether it exists, and how its newest validation run ended.
+    """One snapshot ref: whether it exists, and whether every suite run on it passes now.
 
-    ``validated`` is None when the snapshot was never validated (or does not exist);
-    ``suites`` are the suites ever run on it, by name.
+    ``validated`` is None when the snapshot was never validated (or does not exist), True
+    when the newest run of every suite ever run on it passed, and False otherwise;
+    ``suites`` are the suites ever run on it and ``failing`` those whose newest run failed,
+    by name. Judging each suite by its own newest run means passing a lenient suite later
+    does not hide a strict one that still fails.
     """
 
     ref: str
     exists: bool
     validated: bool | None
     suites: tuple[str, ...] = ()
+    failing: tuple[str, ...] = ()
 
 
 def _split(ref: str) -> tuple[str, int] | None:
@@ -63,17 +68,20 @@ class GovernanceQueries:
                 .where(ValidationRunRow.dataset_version_id.in_(list(found.values())))
                 .order_by(ValidationRunRow.created_at.desc(),
                           ValidationRunRow.id.desc())).all() if found else []
-        newest: dict[str, bool] = {}
-        suites: dict[str, set[str]] = {}
+        newest: dict[str, dict[str, bool]] = {}
         for run_of, suite, passed in runs:
-            newest.setdefault(run_of, bool(passed))  # rows come newest first
-            suites.setdefault(run_of, set()).add(suite)
-        states = []
-        for ref in refs:
-            version_id: str | None = found.get(keys[ref]) if ref in keys else None
-            if version_id is None:
-                states.append(SnapshotState(ref, False, None))
-            else:
-                states.append(SnapshotState(ref, True, newest.get(version_id),
-                                            tuple(sorted(suites.get(version_id, ())))))
-        return states
+            # Rows come newest first, so the first row of a suite is its newest run.
+            newest.setdefault(run_of, {}).setdefault(suite, bool(passed))
+        return [_state(ref, found.get(keys[ref]) if ref in keys else None, newest)
+                for ref in refs]
+
+
+def _state(ref: str, version_id: str | None,
+           newest: dict[str, dict[str, bool]]) -> SnapshotState:
+    if version_id is None:
+        return SnapshotState(ref, False, None)
+    suites = newest.get(version_id, {})
+    if not suites:
+        return SnapshotState(ref, True, None)
+    failing = tuple(sorted(suite for suite, passed in suites.items() if not passed))
+    return SnapshotState(ref, True, not failing, tuple(sorted(suites)), failing)

@@ -6,14 +6,20 @@ the caller's unit of work. A *reference* is a record that names a blob digest: t
 columns, and every 64-hex string in the JSON columns that can hold digests. The artifact
 catalogue, events and audit entries are not references: they describe history, and counting
 them would keep every blob forever.
+
+What retention never deletes is decided here too, so every deletion path asks the same
+questions: ``RetentionScope`` (active holds, and the lineage that served model versions and
+held models reach) and ``decide_segments``, which ``governance.retention`` and
+``PredictionLog.delete_before`` both use.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -21,7 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from loopline.core.governance import LegalHold
-from loopline.core.lineage import Direction
+from loopline.core.lineage import Direction, NodeKind
+from loopline.core.models import model_version_node
+from loopline.core.predictions import KIND_FEEDBACK, KIND_PREDICTIONS
 from loopline.store.lineage import MAX_DEPTH, MAX_LIMIT, NODES, _statements
 from loopline.store.metadata_store import UnitOfWork
 from loopline.store.models import (
@@ -44,7 +52,11 @@ SEGMENTS = cast(sa.Table, PredictionSegmentRow.__table__)
 # What governance passes back in: a connection, opaque outside the store.
 Handle = Connection
 CHUNK = 500  # keys per IN (...) list: well under every backend's bound-parameter limit
-PRODUCTION = "production"
+# Versions whose lineage retention keeps: these statuses, and every version an alias names
+# (aliases are how serving refers to a model: ``production``, ``champion``, ``live`` ...).
+PROTECTED_STATUSES = ("production", "staging")
+# The retention data class of each segment kind (``governance.retention_policy.DataClass``).
+SEGMENT_CLASSES = {KIND_PREDICTIONS: "prediction_log", KIND_FEEDBACK: "feedback"}
 _DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 # Who holds a reference; retention removes the references of the holders it deletes.
@@ -103,8 +115,8 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
-class ProductionVersion:
-    """A model version in production (by status or by the ``production`` alias)."""
+class VersionRefs:
+    """A model version and what it names directly: blob digests and training snapshots."""
 
     name: str
     version: int
@@ -239,23 +251,34 @@ def directly_referenced(connection: Connection, digests: Sequence[str]) -> set[s
     return found
 
 
-# -- production lineage --------------------------------------------------------------------
+# -- protected lineage ---------------------------------------------------------------------
 
 
-def production_versions(connection: Connection) -> list[ProductionVersion]:
-    """List versions with status ``production`` or pointed at by a ``production`` alias."""
-    aliased = sa.select(MODEL_ALIASES.c.name, MODEL_ALIASES.c.version).where(
-        MODEL_ALIASES.c.alias == PRODUCTION)
-    query = sa.select(MODEL_VERSIONS).where(sa.or_(
-        MODEL_VERSIONS.c.status == PRODUCTION,
-        sa.tuple_(MODEL_VERSIONS.c.name, MODEL_VERSIONS.c.version).in_(aliased)))
+def _version_refs(connection: Connection, condition: Any) -> list[VersionRefs]:
+    query = sa.select(MODEL_VERSIONS).where(condition).order_by(MODEL_VERSIONS.c.name,
+                                                                MODEL_VERSIONS.c.version)
     found = []
-    for row in connection.execute(query.order_by(MODEL_VERSIONS.c.name,
-                                                 MODEL_VERSIONS.c.version)).mappings():
+    for row in connection.execute(query).mappings():
         digests = {row["artifact_digest"]} | digests_in([row["extra"], row["environment"]])
-        found.append(ProductionVersion(row["name"], int(row["version"]),
-                                       tuple(sorted(digests)), tuple(row["datasets"] or ())))
+        found.append(VersionRefs(row["name"], int(row["version"]), tuple(sorted(digests)),
+                                 tuple(row["datasets"] or ())))
     return found
+
+
+def protected_versions(connection: Connection) -> list[VersionRefs]:
+    """List versions in status ``production`` or ``staging``, or named by any alias."""
+    aliased = sa.select(MODEL_ALIASES.c.name, MODEL_ALIASES.c.version)
+    return _version_refs(connection, sa.or_(
+        MODEL_VERSIONS.c.status.in_(PROTECTED_STATUSES),
+        sa.tuple_(MODEL_VERSIONS.c.name, MODEL_VERSIONS.c.version).in_(aliased)))
+
+
+def versions_of_models(connection: Connection, pattern: str) -> list[VersionRefs]:
+    """List every version of the models whose name matches the glob ``pattern``."""
+    names = [name for name in connection.execute(
+        sa.select(MODEL_VERSIONS.c.name).distinct()).scalars()
+        if fnmatch.fnmatchcase(name, pattern)]
+    return _version_refs(connection, MODEL_VERSIONS.c.name.in_(names)) if names else []
 
 
 def upstream_nodes(connection: Connection, node_id: str,
@@ -269,6 +292,116 @@ def upstream_nodes(connection: Connection, node_id: str,
     rows = connection.execute(nodes_query, {"root": node_id, "max_depth": MAX_DEPTH,
                                             "limit": MAX_LIMIT})
     return [(row.kind, row.ref, row.attributes or {}) for row in rows]
+
+
+_REACH_FIELDS = {"dataset_snapshots": "snapshots", "run_logs": "runs",
+                 "prediction_log": "segments", "feedback": "segments",
+                 "unreferenced_artifacts": "digests"}
+_LINEAGE_FIELDS: dict[str, str] = {
+    NodeKind.DATASET_SNAPSHOT: "snapshots", NodeKind.PREDICTION_SEGMENT: "segments",
+    NodeKind.PIPELINE_RUN: "runs", NodeKind.ARTIFACT: "digests", NodeKind.ENVIRONMENT: "digests"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """What the upstream lineage of some model versions reaches, by kind of ref."""
+
+    snapshots: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+    runs: frozenset[str] = frozenset()
+    digests: frozenset[str] = frozenset()
+
+    def covers(self, data_class: str, ref: str, digests: Iterable[str] = ()) -> bool:
+        """Tell whether ``ref`` of ``data_class`` (or a blob it names) is reached."""
+        name = _REACH_FIELDS.get(data_class)
+        refs: frozenset[str] = getattr(self, name) if name else frozenset()
+        # A run's logs name artifacts the run wrote; reaching those keeps the artifacts,
+        # not the logs.
+        return ref in refs or (data_class != "run_logs" and any(d in self.digests
+                                                                for d in digests))
+
+
+def reach_of(connection: Connection, versions: Iterable[VersionRefs]) -> Reach:
+    """Collect what the upstream lineage of ``versions`` reaches.
+
+    A version's own artifact, holdout and environment digests and its training snapshots
+    count too, even when the lineage graph lacks them.
+    """
+    found: dict[str, set[str]] = {"snapshots": set(), "segments": set(), "runs": set(),
+                                  "digests": set()}
+    for version in versions:
+        found["digests"].update(version.digests)
+        found["snapshots"].update(version.datasets)
+        node = model_version_node(version.name, version.version)
+        for kind, ref, attributes in upstream_nodes(connection, node.id):
+            if kind in _LINEAGE_FIELDS:
+                found[_LINEAGE_FIELDS[kind]].add(ref)
+            found["digests"].update(digests_in(attributes))
+    return Reach(frozenset(found["snapshots"]), frozenset(found["segments"]),
+                 frozenset(found["runs"]), frozenset(found["digests"]))
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionScope:
+    """What no retention path may delete: held items and protected lineage.
+
+    ``held_models`` maps a hold naming models (its ref matches model names) to what those
+    models' versions' lineage reaches; ``protected`` is what the lineage of versions in
+    production or staging, or named by an alias, reaches.
+    """
+
+    holds: tuple[LegalHold, ...] = ()
+    held_models: Mapping[str, Reach] = field(default_factory=dict)
+    protected: Reach = Reach()
+
+    def holding(self, data_class: str, refs: Sequence[str],
+                digests: Iterable[str] = ()) -> tuple[str, ...]:
+        """Return the ids of the active holds covering an item (its refs, blobs, lineage)."""
+        names = tuple(digests)
+        return tuple(hold.id for hold in self.holds if (
+            any(hold.covers(data_class, ref) for ref in refs)
+            or (hold.id in self.held_models and hold.data_class in ("*", data_class)
+                and self.held_models[hold.id].covers(data_class, refs[0], names))))
+
+
+def retention_scope(connection: Connection) -> RetentionScope:
+    """Read the active holds and the protected lineage, on the caller's connection."""
+    holds = tuple(list_holds(connection, active_only=True))
+    held_models = {}
+    for hold in holds:
+        versions = versions_of_models(connection, hold.ref) if hold.ref != "*" else []
+        if versions:
+            held_models[hold.id] = reach_of(connection, versions)
+    return RetentionScope(holds, held_models, reach_of(connection, protected_versions(connection)))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDecision:
+    """Expired segments of one kind: those to delete, those held, those protected."""
+
+    doomed: tuple[SegmentCandidate, ...]
+    held: tuple[tuple[str, tuple[str, ...]], ...]  # (segment id, hold ids)
+    protected: tuple[str, ...]
+
+
+def decide_segments(connection: Connection, kind: str, cutoff: datetime,
+                    scope: RetentionScope) -> SegmentDecision:
+    """Sort the segments of ``kind`` older than ``cutoff`` by what ``scope`` keeps.
+
+    A hold covers a segment by its id, its deployment, or the lineage of a held model.
+    """
+    data_class = SEGMENT_CLASSES[kind]
+    doomed, held, protected = [], [], []
+    for segment in expired_segments(connection, kind, cutoff):
+        refs = (segment.id, *((segment.deployment,) if segment.deployment else ()))
+        holds = scope.holding(data_class, refs, (segment.blob_digest,))
+        if holds:
+            held.append((segment.id, holds))
+        elif scope.protected.covers(data_class, segment.id, (segment.blob_digest,)):
+            protected.append(segment.id)
+        else:
+            doomed.append(segment)
+    return SegmentDecision(tuple(doomed), tuple(held), tuple(protected))
 
 
 # -- deletions -----------------------------------------------------------------------------
