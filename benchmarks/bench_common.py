@@ -35,6 +35,12 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def check(condition: bool, message: str) -> None:
+    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
+    if not condition:
+        raise RuntimeError(f"benchmark sanity check failed: {message}")
+
+
 def measure(action: Callable[[], T]) -> tuple[T, float]:
     """Run ``action`` once; return its result and the wall-clock seconds it took."""
     start = time.perf_counter()

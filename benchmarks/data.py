@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from bench_common import (
     add_common_arguments,
+    check,
     elapsed,
     machine,
     max_rss_mib,
@@ -102,12 +103,6 @@ class Settings:
 def mib(size: float) -> float:
     """Return ``size`` bytes in MiB, rounded."""
     return round(size / MIB, 2)
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 # -- the data ------------------------------------------------------------------------------

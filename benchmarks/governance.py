@@ -50,6 +50,7 @@ import yaml
 
 from bench_common import (
     add_common_arguments,
+    check,
     elapsed,
     machine,
     max_rss_mib,
@@ -103,12 +104,6 @@ class Settings:
     postgres_url: str | None
     tmpdir: str | None
     quick: bool
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 def micro(seconds: list[float]) -> dict[str, float]:

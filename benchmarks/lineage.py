@@ -33,6 +33,7 @@ from typing import Any
 from bench_common import (
     POSTGRES_ENV,
     add_common_arguments,
+    check,
     elapsed,
     machine,
     postgres_schema,
@@ -66,12 +67,6 @@ class Settings:
     postgres_url: str | None
     tmpdir: str | None
     quick: bool
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 # -- the graph -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Any
 from bench_common import (
     POSTGRES_ENV,
     add_common_arguments,
+    check,
     elapsed,
     machine,
     max_rss_mib,
@@ -137,12 +138,6 @@ def expected_result(shape: str, n: int) -> int:
 def task_count(shape: str, n: int) -> int:
     """Return the tasks one run executes: the fan-out's gather counts as one."""
     return n if shape == "sequential" else n + 1
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 # -- bare baselines --------------------------------------------------------------------------

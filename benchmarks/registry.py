@@ -50,6 +50,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bench_common import (
     add_common_arguments,
+    check,
     elapsed,
     machine,
     max_rss_mib,
@@ -102,12 +103,6 @@ class Subject:
     model: Any
     example: pd.DataFrame
     train_rows: int
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 # -- the models ----------------------------------------------------------------------------

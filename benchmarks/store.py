@@ -43,6 +43,7 @@ from urllib.parse import quote
 from bench_common import (
     POSTGRES_ENV,
     add_common_arguments,
+    check,
     elapsed,
     machine,
     max_rss_mib,
@@ -98,12 +99,6 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a sanity check fails: a wrong result makes timings moot."""
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {message}")
 
 
 # -- artifacts: baselines ------------------------------------------------------------------
