@@ -13,9 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from loopline.core.errors import InvalidArgumentError
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 class Role(StrEnum):
@@ -58,17 +60,21 @@ class IdentityKind(StrEnum):
     SERVICE = "service"
 
 
+def _member(kind: type[_E], value: str, field: str, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgumentError(
+            field, f"{value!r} is not {what}; use one of {', '.join(kind)}") from None
+
+
 def parse_role(value: str, field: str = "role") -> Role:
     """Return the role named ``value``.
 
     Raises:
         InvalidArgumentError: naming ``field`` and the roles there are otherwise.
     """
-    try:
-        return Role(value)
-    except ValueError:
-        raise InvalidArgumentError(
-            field, f"{value!r} is not a role; use one of {', '.join(Role)}") from None
+    return _member(Role, value, field, "a role")
 
 
 def parse_permission(value: str, field: str = "permission") -> Permission:
@@ -77,12 +83,16 @@ def parse_permission(value: str, field: str = "permission") -> Permission:
     Raises:
         InvalidArgumentError: naming ``field`` and the permissions there are otherwise.
     """
-    try:
-        return Permission(value)
-    except ValueError:
-        raise InvalidArgumentError(
-            field, f"{value!r} is not a permission; use one of {', '.join(Permission)}"
-        ) from None
+    return _member(Permission, value, field, "a permission")
+
+
+def parse_identity_kind(value: str, field: str = "kind") -> IdentityKind:
+    """Return the identity kind named ``value``.
+
+    Raises:
+        InvalidArgumentError: naming ``field`` and the kinds there are otherwise.
+    """
+    return _member(IdentityKind, value, field, "an identity kind")
 
 
 @dataclass(frozen=True, slots=True)

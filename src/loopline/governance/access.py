@@ -30,6 +30,7 @@ from loopline.core.governance import (
     Permission,
     Role,
     RoleBinding,
+    parse_identity_kind,
     parse_permission,
     parse_role,
     permits,
@@ -38,7 +39,7 @@ from loopline.core.names import validate_text
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import access_records as records
 
-__all__ = ["ALL_MODELS", "ROLE_ORDER", "AccessControl", "parse_kind", "validate_models",
+__all__ = ["ALL_MODELS", "ROLE_ORDER", "AccessControl", "validate_models",
            "validate_subject"]
 
 ALL_MODELS = "*"
@@ -75,20 +76,6 @@ def validate_models(value: str) -> str:
             "models", f"{value!r} must be a glob of 1-256 characters: letters, digits, '.', "
                       "'_', '-' and the wildcards '*', '?', '[', ']' (e.g. 'fraud-*')")
     return value
-
-
-def parse_kind(value: str) -> IdentityKind:
-    """Return the identity kind named ``value``.
-
-    Raises:
-        InvalidArgumentError: naming ``kind`` and the kinds there are otherwise.
-    """
-    try:
-        return IdentityKind(value)
-    except ValueError:
-        raise InvalidArgumentError(
-            "kind", f"{value!r} is not an identity kind; use one of "
-                    f"{', '.join(IdentityKind)}") from None
 
 
 def _validate_description(value: str | None) -> str | None:
@@ -216,7 +203,7 @@ class AccessControl:
             ConflictError: when the first grant would go to a disabled identity.
         """
         subject, models = validate_subject(subject), validate_models(models)
-        role, kind = parse_role(str(role)), parse_kind(str(kind))
+        role, kind = parse_role(str(role)), parse_identity_kind(str(kind))
         with self._store.write(actor) as uow:
             self.authorize_in(uow, actor, Permission.ADMIN)
             current = records.bindings_in(uow)
@@ -282,7 +269,7 @@ class AccessControl:
             AccessDeniedError: when ``actor`` may not administer roles.
             AlreadyExistsError: when ``name`` is already known.
         """
-        name, kind = validate_subject(name), parse_kind(str(kind))
+        name, kind = validate_subject(name), parse_identity_kind(str(kind))
         description = _validate_description(description)
         with self._store.write(actor) as uow:
             self.authorize_in(uow, actor, Permission.ADMIN)
@@ -302,17 +289,13 @@ class AccessControl:
             ConflictError: when no enabled admin on ``*`` would remain (disabling yourself as
                 the last admin).
         """
-        name = validate_subject(name)
         with self._store.write(actor) as uow:
-            self.authorize_in(uow, actor, Permission.ADMIN)
-            identity = records.identity_in(uow, name)
-            if identity is None:
-                raise NotFoundError("identity", name, LIST_HINT)
+            identity = self._identity_to_change(uow, actor, name)
             current = records.bindings_in(uow)
             if current and not identity.disabled and \
-                    not _enabled_admins(uow, current) - {name}:
+                    not _enabled_admins(uow, current) - {identity.name}:
                 raise ConflictError(
-                    f"cannot disable {name!r}: it is the last enabled admin on '*' and a "
+                    f"cannot disable {identity.name!r}: it is the last enabled admin on '*' and a "
                     "workspace must keep one; grant admin to another identity first")
             return records.set_disabled(uow, identity, True)
 
@@ -326,10 +309,14 @@ class AccessControl:
             AccessDeniedError: when ``actor`` may not administer roles.
             NotFoundError: when ``name`` is not a known identity.
         """
-        name = validate_subject(name)
         with self._store.write(actor) as uow:
-            self.authorize_in(uow, actor, Permission.ADMIN)
-            identity = records.identity_in(uow, name)
-            if identity is None:
-                raise NotFoundError("identity", name, LIST_HINT)
-            return records.set_disabled(uow, identity, False)
+            return records.set_disabled(uow, self._identity_to_change(uow, actor, name), False)
+
+    def _identity_to_change(self, uow: UnitOfWork, actor: str, name: str) -> Identity:
+        """Return identity ``name`` once ``actor`` may administer it, inside ``uow``."""
+        name = validate_subject(name)
+        self.authorize_in(uow, actor, Permission.ADMIN)
+        identity = records.identity_in(uow, name)
+        if identity is None:
+            raise NotFoundError("identity", name, LIST_HINT)
+        return identity
