@@ -36,7 +36,7 @@ from loopline.governance.legal_holds import LegalHolds
 from loopline.governance.retention import HeldItem, RetentionReport, RetentionService
 from loopline.governance.retention_policy import DataClass, RetentionPolicy
 from loopline.pipelines.context import current_task
-from loopline.store import AuditFilter, UnitOfWork, retention_records
+from loopline.store import AuditFilter, UnitOfWork, legal_hold_records
 from loopline.store.models import TASK_ATTEMPTS, ArtifactRow, DatasetVersionRow
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -535,7 +535,7 @@ def test_releasing_a_hold_takes_the_append_lock_before_the_holds_row_lock(
         holds: LegalHolds, monkeypatch: pytest.MonkeyPatch) -> None:
     hold = holds.add("feedback", "*", "why")
     taken: list[str] = []
-    serialise, get_hold = UnitOfWork.serialise, retention_records.get_hold
+    serialise, get_hold = UnitOfWork.serialise, legal_hold_records.get_hold
 
     def spy_serialise(uow: UnitOfWork) -> None:
         taken.append("append lock")
@@ -546,7 +546,7 @@ def test_releasing_a_hold_takes_the_append_lock_before_the_holds_row_lock(
         return get_hold(connection, hold_id, lock)
 
     monkeypatch.setattr(UnitOfWork, "serialise", spy_serialise)
-    monkeypatch.setattr(retention_records, "get_hold", spy_get_hold)
+    monkeypatch.setattr(legal_hold_records, "get_hold", spy_get_hold)
     holds.release(hold.id)
     assert taken.index("append lock") < taken.index("row lock")
 

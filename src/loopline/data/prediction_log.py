@@ -45,7 +45,7 @@ from loopline.data.prediction_rows import (
     prepare_feedback,
     prepare_predictions,
 )
-from loopline.store import MetadataStore
+from loopline.store import MetadataStore, blob_references
 from loopline.store import retention_records as records
 from loopline.store.predictions import (
     SegmentQuery,
@@ -186,7 +186,7 @@ class PredictionLog:
         if not digests:
             return
         with self._store.engine.connect() as connection:
-            named = records.directly_referenced(connection, digests)
+            named = blob_references.directly_referenced(connection, digests)
         for digest in digests:
             if digest in named:
                 continue

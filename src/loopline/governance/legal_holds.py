@@ -22,7 +22,7 @@ from loopline.core.names import validate_text
 from loopline.core.ports import Authorizer
 from loopline.governance.retention_policy import parse_data_class
 from loopline.store import MetadataStore
-from loopline.store import retention_records as records
+from loopline.store import legal_hold_records as hold_records
 
 MAX_REF = 512
 MAX_REASON = 2_000
@@ -76,7 +76,7 @@ class LegalHolds:
         with self._store.write(self._actor) as uow:
             hold = LegalHold(id=new_id(), data_class=data_class, ref=ref, reason=reason,
                              created_at=uow.now(), created_by=self._actor)
-            records.insert_hold(uow, hold)
+            hold_records.insert_hold(uow, hold)
             uow.audit("governance.legal_hold_added", f"legal_hold:{hold.id}", None,
                       describe(hold))
             uow.emit(EventType.LEGAL_HOLD_CHANGED, f"legal_hold:{hold.id}",
@@ -101,14 +101,14 @@ class LegalHolds:
             # ``store.approval_records``), so two writers cannot wait on each other.
             uow.serialise()
             connection = uow.session.connection()
-            before = records.get_hold(connection, hold_id, lock=True)
+            before = hold_records.get_hold(connection, hold_id, lock=True)
             if before is None:
                 raise NotFoundError("legal hold", hold_id, LIST_HINT)
             if before.released_at is not None:
                 raise ConflictError(f"legal hold {hold_id!r} was already released on "
                                     f"{before.released_at:%Y-%m-%d} by {before.released_by}")
-            records.release_hold(uow, hold_id, uow.now())
-            after = records.get_hold(connection, hold_id)
+            hold_records.release_hold(uow, hold_id, uow.now())
+            after = hold_records.get_hold(connection, hold_id)
             if after is None:  # pragma: no cover - the row is locked by this transaction
                 raise NotFoundError("legal hold", hold_id, LIST_HINT)
             uow.audit("governance.legal_hold_released", f"legal_hold:{hold_id}",
@@ -125,4 +125,4 @@ class LegalHolds:
         """
         self._authorizer.authorize(self._actor, Permission.READ)
         with self._store.engine.connect() as connection:
-            return records.list_holds(connection, active_only)
+            return hold_records.list_holds(connection, active_only)

@@ -29,7 +29,7 @@ from loopline.governance.retention_scan import (
     StoredObject,
     plan_retention,
 )
-from loopline.store import MetadataStore, UnitOfWork
+from loopline.store import MetadataStore, UnitOfWork, blob_references
 from loopline.store import retention_records as records
 
 __all__ = ["MAX_ITEMS", "ClassReport", "HeldItem", "RetentionReport", "RetentionService"]
@@ -219,7 +219,7 @@ class RetentionService:
         if not doomed:
             return {}, ()
         with self._store.engine.connect() as connection:
-            named_again = records.directly_referenced(connection, doomed)
+            named_again = blob_references.directly_referenced(connection, doomed)
         freed: dict[str, int] = {}
         left: list[str] = []
         for digest in doomed:

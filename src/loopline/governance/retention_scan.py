@@ -17,13 +17,14 @@ from datetime import datetime, timedelta
 
 from loopline.core.predictions import KIND_FEEDBACK, KIND_PREDICTIONS
 from loopline.governance.retention_policy import DataClass, RetentionPolicy
+from loopline.store import blob_references
 from loopline.store import retention_records as records
 
 SEGMENT_KINDS = {DataClass.PREDICTION_LOG: KIND_PREDICTIONS, DataClass.FEEDBACK: KIND_FEEDBACK}
-HOLDERS = {DataClass.PREDICTION_LOG: records.HOLDER_SEGMENT,
-           DataClass.FEEDBACK: records.HOLDER_SEGMENT,
-           DataClass.DATASET_SNAPSHOTS: records.HOLDER_SNAPSHOT,
-           DataClass.RUN_LOGS: records.HOLDER_RUN_LOGS}
+HOLDERS = {DataClass.PREDICTION_LOG: blob_references.HOLDER_SEGMENT,
+           DataClass.FEEDBACK: blob_references.HOLDER_SEGMENT,
+           DataClass.DATASET_SNAPSHOTS: blob_references.HOLDER_SNAPSHOT,
+           DataClass.RUN_LOGS: blob_references.HOLDER_RUN_LOGS}
 # Classes in the order a run decides them: unreferenced artifacts last, because what the
 # other classes delete changes which blobs are referenced.
 ORDER = (DataClass.PREDICTION_LOG, DataClass.FEEDBACK, DataClass.DATASET_SNAPSHOTS,
@@ -135,7 +136,7 @@ class _Context:
 def _unreferenced(context: _Context, plan: ClassPlan, objects: Mapping[str, StoredObject],
                   taken: set[str]) -> None:
     """File stored objects no remaining record names and older than the cut-off."""
-    catalogued = records.catalogue(context.connection)
+    catalogued = blob_references.catalogue(context.connection)
     items = []
     for digest, stored in sorted(objects.items()):
         if digest in taken:
@@ -168,7 +169,7 @@ def plan_retention(connection: records.Handle, policy: RetentionPolicy, now: dat
             _sort(plan, _expired(connection, plan.data_class, plan.cutoff), context.scope)
     result = Plan(plans)
     removed = result.removed_holders()
-    still = {ref.digest for ref in records.references(connection)
+    still = {ref.digest for ref in blob_references.references(connection)
              if (ref.holder, ref.key) not in removed} | context.scope.protected.digests
     taken = set(still)
     for plan in plans:

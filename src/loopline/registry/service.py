@@ -58,7 +58,7 @@ from loopline.registry.registration import (
 )
 from loopline.registry.signatures import Signature
 from loopline.registry.verify import DEFAULT_TIMEOUT, VerifyReport, verify_version
-from loopline.store import MetadataStore
+from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import model_registry as records
 from loopline.store.model_queries import ModelQueries
 
@@ -130,20 +130,23 @@ class ModelRegistry:
             IntegrityError: when a payload hashes to another digest than its record names.
         """
         check_references(self._store, new)
-        decision = self._gate.check(GateRequest(
-            GateAction.REGISTER, new.name, 0, self._actor, None, {
-                "artifact_digest": new.artifact_digest, "flavor": new.flavor,
-                "metrics": dict(new.metrics), "tags": dict(new.tags),
-                "datasets": list(new.datasets), "run_id": new.run_id,
-                "imported_from": new.extra.get("imported_from"),
-                "code_version": None if new.code_version is None else dict(new.code_version),
-                "environment_recorded": bool(new.environment),
-                "signature_recorded": new.signature is not None,
-                "description": new.description}))
-        decision.require(f"registering a version of model {new.name!r}")
+        request = GateRequest(GateAction.REGISTER, new.name, 0, self._actor, None, {
+            "artifact_digest": new.artifact_digest, "flavor": new.flavor,
+            "metrics": dict(new.metrics), "tags": dict(new.tags),
+            "datasets": list(new.datasets), "run_id": new.run_id,
+            "imported_from": new.extra.get("imported_from"),
+            "code_version": None if new.code_version is None else dict(new.code_version),
+            "environment_recorded": bool(new.environment),
+            "signature_recorded": new.signature is not None,
+            "description": new.description})
+        what = f"registering a version of model {new.name!r}"
+        self._gate.check(request).require(what)  # fail fast, before storing any bytes
         for payload in payloads:
             payload.store(self._blobs)
         with self._store.write(self._actor) as uow:
+            uow.serialise()  # the decision that counts is taken under the append lock
+            decision = self._gate.check(request)
+            decision.require(what)
             return records.create_version(uow, new, decision)
 
     # -- reading -----------------------------------------------------------------------------
@@ -205,8 +208,15 @@ class ModelRegistry:
 
     # -- governed changes --------------------------------------------------------------------
 
-    def _ask(self, action: GateAction, version: ModelVersion, target: str | None,
-             details: Mapping[str, Any]) -> GateDecision:
+    def _ask(self, uow: UnitOfWork, action: GateAction, version: ModelVersion,
+             target: str | None, details: Mapping[str, Any]) -> GateDecision:
+        """Ask the gate inside ``uow``, once it holds the append lock.
+
+        A role revoked, an approval withdrawn or a policy applied concurrently either commits
+        before the lock is taken (and the gate sees it) or waits until this change commits:
+        there is no window between the decision and the write it allows.
+        """
+        uow.serialise()
         return self._gate.check(GateRequest(
             action, version.name, version.version, self._actor, target,
             {"status": str(version.status), "metrics": dict(version.metrics),
@@ -228,8 +238,8 @@ class ModelRegistry:
                                                 "highest version; choose another alias")
         target = self.queries.version(name, validate_version(version))
         current = {a.alias: a.version for a in self.queries.aliases(name)}.get(alias)
-        decision = self._ask(GateAction.ALIAS, target, alias, {"from": current})
         with self._store.write(self._actor) as uow:
+            decision = self._ask(uow, GateAction.ALIAS, target, alias, {"from": current})
             return records.set_alias(uow, name, alias, version, decision)
 
     def delete_alias(self, name: str, alias: str) -> ModelAlias:
@@ -243,8 +253,8 @@ class ModelRegistry:
         if alias == LATEST:
             raise InvalidArgumentError("alias", f"{LATEST!r} is not an alias one can remove")
         target = self.resolve(ModelURI(name, alias=alias))
-        decision = self._ask(GateAction.DELETE_ALIAS, target, alias, {})
         with self._store.write(self._actor) as uow:
+            decision = self._ask(uow, GateAction.DELETE_ALIAS, target, alias, {})
             return records.delete_alias(uow, name, alias, decision)
 
     def set_status(self, uri: str | ModelURI, status: ModelStatus | str) -> ModelVersion:
@@ -258,9 +268,9 @@ class ModelRegistry:
         """
         wanted = parse_status(str(status))
         target = self.resolve(uri)
-        decision = self._ask(GateAction.STATUS, target, str(wanted),
-                             {"from": str(target.status)})
         with self._store.write(self._actor) as uow:
+            decision = self._ask(uow, GateAction.STATUS, target, str(wanted),
+                                 {"from": str(target.status)})
             return records.set_status(uow, target.name, target.version, wanted, decision)
 
     def trust(self, uri: str | ModelURI, reason: str) -> TrustDecision:
@@ -274,10 +284,10 @@ class ModelRegistry:
             PolicyDeniedError: when the gate denies it (nothing is written).
         """
         target = self.resolve(uri)
-        decision = self._ask(GateAction.TRUST, target, None, {
-            "reason": reason, "flavor": target.flavor,
-            "artifact_digest": target.artifact_digest})
         with self._store.write(self._actor) as uow:
+            decision = self._ask(uow, GateAction.TRUST, target, None, {
+                "reason": reason, "flavor": target.flavor,
+                "artifact_digest": target.artifact_digest})
             return records.record_trust(uow, target.name, target.version, reason, decision)
 
     def trust_source(self, name: str, source: Mapping[str, Any], reason: str) -> GateDecision:
@@ -296,10 +306,11 @@ class ModelRegistry:
             raise InvalidArgumentError("reason", f"say why it may run code (1-"
                                                  f"{records.MAX_REASON} characters)")
         details = {"reason": reason, "source": dict(source)}
-        decision = self._gate.check(GateRequest(GateAction.TRUST, name, 0, self._actor, None,
-                                                details))
-        decision.require(f"trusting {source.get('path')!r} to run code as model {name!r}")
+        request = GateRequest(GateAction.TRUST, name, 0, self._actor, None, details)
         with self._store.write(self._actor) as uow:
+            uow.serialise()  # decide under the append lock, as ``_ask`` explains
+            decision = self._gate.check(request)
+            decision.require(f"trusting {source.get('path')!r} to run code as model {name!r}")
             uow.audit("model.source_trusted", f"models:/{name}", None,
                       {**details, "gate": decision.as_record()})
         return decision

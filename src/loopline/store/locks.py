@@ -17,8 +17,14 @@ APPEND_LOCK_KEY = 0x6C6F6F706C696E65  # "loopline"
 
 
 def serialise_appenders(session: Session) -> None:
-    """Take the append lock for the rest of the session's transaction (no-op on SQLite)."""
+    """Take the append lock for the rest of the session's transaction.
+
+    On SQLite the write transaction's ``BEGIN IMMEDIATE`` is the lock; the session begins it
+    lazily, at its first statement, so it is begun here: a caller that serialises and then
+    decides something (a gate) must already hold the lock while it decides.
+    """
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
+        session.connection()  # begins the transaction: BEGIN IMMEDIATE for a write
         return
     session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})

@@ -7,9 +7,7 @@ needs no ORM identity map.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -20,7 +18,6 @@ from loopline.core.predictions import SEGMENT_KINDS, PredictionWindow, SegmentIn
 from loopline.store.models import PredictionSegmentRow
 
 SEGMENTS = cast(sa.Table, PredictionSegmentRow.__table__)
-_ID_CHUNK = 500  # keeps IN lists well under every backend's bound-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +27,6 @@ class SegmentQuery:
     kind: str
     window: PredictionWindow = field(default_factory=PredictionWindow)
     newest_first: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Removal:
-    """What ``delete_segments_before`` removed, and the digests no segment references now."""
-
-    segments: tuple[SegmentInfo, ...]
-    unreferenced_digests: tuple[str, ...]
 
 
 def _check_kind(kind: str) -> None:
@@ -100,29 +89,3 @@ def segment_exists(session: Session, segment_id: str) -> bool:
     """Tell whether the segment ``segment_id`` is still indexed."""
     statement = sa.select(SEGMENTS.c.id).where(SEGMENTS.c.id == segment_id)
     return session.connection().execute(statement).first() is not None
-
-
-def delete_segments_before(session: Session, cutoff: datetime) -> Removal:
-    """Remove, in the caller's write transaction, every segment whose rows all precede cutoff.
-
-    Returns the removed segments and those of their digests that no remaining segment names;
-    the caller deletes those blobs after the transaction commits.
-    """
-    connection = session.connection()
-    doomed = [_info(row) for row in connection.execute(
-        sa.select(SEGMENTS).where(SEGMENTS.c.max_time < cutoff)
-        .order_by(SEGMENTS.c.max_time, SEGMENTS.c.id))]
-    ids = [info.id for info in doomed]
-    for part in _chunks(ids):
-        connection.execute(sa.delete(SEGMENTS).where(SEGMENTS.c.id.in_(part)))
-    digests = sorted({info.blob_digest for info in doomed})
-    still_used: set[str] = set()
-    for part in _chunks(digests):
-        still_used.update(connection.execute(
-            sa.select(SEGMENTS.c.blob_digest).where(SEGMENTS.c.blob_digest.in_(part))
-            .distinct()).scalars())
-    return Removal(tuple(doomed), tuple(d for d in digests if d not in still_used))
-
-
-def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
-    return [values[i:i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]

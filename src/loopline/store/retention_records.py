@@ -1,13 +1,11 @@
-"""Retention and legal holds in SQL: expired candidates, digest references, deletions, holds.
+"""Retention in SQL: expired candidates, what retention never deletes, and the deletions.
 
 Reads take a ``Connection`` so the same queries serve a dry run (a read connection) and a
 real run (the connection of the write transaction that then deletes). Writes run inside
-the caller's unit of work. A *reference* is a record that names a blob digest: the digest
-columns, and every 64-hex string in the JSON columns that can hold digests. The artifact
-catalogue, events and audit entries are not references: they describe history, and counting
-them would keep every blob forever.
+the caller's unit of work. Which records name which blobs is ``store.blob_references``;
+the legal holds themselves are ``store.legal_hold_records``.
 
-What retention never deletes is decided here too, so every deletion path asks the same
+What retention never deletes is decided here, so every deletion path asks the same
 questions: ``RetentionScope`` (active holds, and the lineage that served model versions and
 held models reach) and ``decide_segments``, which ``governance.retention`` and
 ``PredictionLog.delete_before`` both use.
@@ -16,8 +14,6 @@ held models reach) and ``decide_segments``, which ``governance.retention`` and
 from __future__ import annotations
 
 import fnmatch
-import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -30,24 +26,22 @@ from loopline.core.governance import LegalHold
 from loopline.core.lineage import Direction, NodeKind
 from loopline.core.models import model_version_node
 from loopline.core.predictions import KIND_FEEDBACK, KIND_PREDICTIONS
-from loopline.store.lineage import MAX_DEPTH, MAX_LIMIT, NODES, _statements
-from loopline.store.metadata_store import UnitOfWork
+from loopline.store.blob_references import digests_in
+from loopline.store.legal_hold_records import list_holds
+from loopline.store.lineage import MAX_DEPTH, MAX_LIMIT, _statements
 from loopline.store.models import (
-    LEGAL_HOLDS,
     MODEL_ALIASES,
     MODEL_VERSIONS,
     PIPELINE_RUNS,
     TASK_ATTEMPTS,
     TASK_RUNS,
     ArtifactRow,
-    DatasetPartitionRow,
     DatasetVersionRow,
     PredictionSegmentRow,
 )
 
 ARTIFACTS = cast(sa.Table, ArtifactRow.__table__)
 VERSIONS = cast(sa.Table, DatasetVersionRow.__table__)
-PARTITIONS = cast(sa.Table, DatasetPartitionRow.__table__)
 SEGMENTS = cast(sa.Table, PredictionSegmentRow.__table__)
 # What governance passes back in: a connection, opaque outside the store.
 Handle = Connection
@@ -57,12 +51,6 @@ CHUNK = 500  # keys per IN (...) list: well under every backend's bound-paramete
 PROTECTED_STATUSES = ("production", "staging")
 # The retention data class of each segment kind (``governance.retention_policy.DataClass``).
 SEGMENT_CLASSES = {KIND_PREDICTIONS: "prediction_log", KIND_FEEDBACK: "feedback"}
-_DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
-
-# Who holds a reference; retention removes the references of the holders it deletes.
-HOLDER_SEGMENT = "segment"
-HOLDER_SNAPSHOT = "snapshot"
-HOLDER_RUN_LOGS = "run_logs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +94,6 @@ class RunLogCandidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Reference:
-    """``holder`` (``segment``, ``snapshot``, ``model`` ...) ``key`` names blob ``digest``."""
-
-    holder: str
-    key: str
-    digest: str
-
-
-@dataclass(frozen=True, slots=True)
 class VersionRefs:
     """A model version and what it names directly: blob digests and training snapshots."""
 
@@ -122,14 +101,6 @@ class VersionRefs:
     version: int
     digests: tuple[str, ...]
     datasets: tuple[str, ...]
-
-
-def digests_in(value: Any) -> set[str]:
-    """Return every 64-hex string inside ``value`` (JSON-able data or text)."""
-    if value is None:
-        return set()
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return set(_DIGEST.findall(text))
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -183,72 +154,6 @@ def expired_run_logs(connection: Connection, cutoff: datetime) -> list[RunLogCan
         digests = tuple(sorted(set(seen.digests) | digests_in(row.logs)))
         found[row.id] = replace(seen, attempts=seen.attempts + 1, digests=digests)
     return list(found.values())
-
-
-def catalogue(connection: Connection) -> dict[str, datetime]:
-    """Return when each catalogued artifact was recorded, by digest."""
-    query = sa.select(ARTIFACTS.c.digest, ARTIFACTS.c.created_at)
-    return {row.digest: row.created_at for row in connection.execute(query)}
-
-
-# -- references ----------------------------------------------------------------------------
-
-
-def _column_references(connection: Connection) -> Iterator[Reference]:
-    for holder, table, key in ((HOLDER_SEGMENT, SEGMENTS, SEGMENTS.c.id),
-                               ("partition", PARTITIONS, PARTITIONS.c.id),
-                               (HOLDER_SNAPSHOT, VERSIONS, VERSIONS.c.id)):
-        query = sa.select(key.label("key"), table.c.blob_digest)
-        if table is VERSIONS:  # a purged version's bytes are gone or going: not a reference
-            query = query.where(VERSIONS.c.purged_at.is_(None))
-        for row in connection.execute(query):
-            yield Reference(holder, row.key, row.blob_digest)
-
-
-def _json_references(connection: Connection) -> Iterator[Reference]:
-    model_key = MODEL_VERSIONS.c.name + "@" + sa.cast(MODEL_VERSIONS.c.version, sa.String)
-    scans: list[tuple[str, sa.Select[Any]]] = [
-        ("model", sa.select(model_key.label("key"), MODEL_VERSIONS.c.artifact_digest,
-                            MODEL_VERSIONS.c.signature, MODEL_VERSIONS.c.code_version,
-                            MODEL_VERSIONS.c.environment, MODEL_VERSIONS.c.extra)),
-        ("task_run", sa.select(TASK_RUNS.c.id.label("key"), TASK_RUNS.c.outputs)),
-        ("run", sa.select(PIPELINE_RUNS.c.id.label("key"), PIPELINE_RUNS.c.parameters,
-                          PIPELINE_RUNS.c.code_version, PIPELINE_RUNS.c.environment)),
-        (HOLDER_RUN_LOGS, sa.select(TASK_RUNS.c.run_id.label("key"), TASK_ATTEMPTS.c.logs)
-         .select_from(TASK_ATTEMPTS.join(TASK_RUNS, TASK_RUNS.c.id == TASK_ATTEMPTS.c.task_run_id))
-         .where(TASK_ATTEMPTS.c.logs.is_not(None))),
-        ("lineage", sa.select(NODES.c.id.label("key"), NODES.c.ref,
-                              NODES.c.attributes)),
-    ]
-    for holder, query in scans:
-        for row in connection.execute(query):
-            key, *values = row
-            for digest in digests_in(values):
-                yield Reference(holder, str(key), digest)
-
-
-def references(connection: Connection) -> list[Reference]:
-    """Return every reference to a blob digest that a record holds."""
-    return [*_column_references(connection), *_json_references(connection)]
-
-
-def directly_referenced(connection: Connection, digests: Sequence[str]) -> set[str]:
-    """Return those of ``digests`` a segment, partition, unpurged version or model names.
-
-    The cheap recheck before deleting blobs after commit: a snapshot of the same rows made
-    meanwhile names the same Parquet bytes.
-    """
-    found: set[str] = set()
-    columns = (SEGMENTS.c.blob_digest, PARTITIONS.c.blob_digest, MODEL_VERSIONS.c.artifact_digest)
-    for part in _chunks(sorted(digests)):
-        for column in columns:
-            found.update(connection.execute(
-                sa.select(column).where(column.in_(part)).distinct()).scalars())
-        found.update(connection.execute(
-            sa.select(VERSIONS.c.blob_digest).where(VERSIONS.c.blob_digest.in_(part),
-                                                    VERSIONS.c.purged_at.is_(None))
-            .distinct()).scalars())
-    return found
 
 
 # -- protected lineage ---------------------------------------------------------------------
@@ -440,44 +345,3 @@ def uncatalogue(connection: Connection, digests: Sequence[str]) -> None:
     """Delete the catalogue rows of ``digests`` (their blobs go after the commit)."""
     for part in _chunks(sorted(digests)):
         connection.execute(sa.delete(ARTIFACTS).where(ARTIFACTS.c.digest.in_(part)))
-
-
-# -- legal holds ---------------------------------------------------------------------------
-
-
-def _hold(row: Any) -> LegalHold:
-    return LegalHold(id=row.id, data_class=row.data_class, ref=row.ref, reason=row.reason,
-                     created_at=row.created_at, created_by=row.created_by,
-                     released_at=row.released_at, released_by=row.released_by)
-
-
-def insert_hold(uow: UnitOfWork, hold: LegalHold) -> None:
-    """Record ``hold`` in the caller's write transaction."""
-    uow.session.connection().execute(sa.insert(LEGAL_HOLDS), {
-        "id": hold.id, "data_class": hold.data_class, "ref": hold.ref, "reason": hold.reason,
-        "created_at": hold.created_at, "created_by": hold.created_by,
-        "released_at": None, "released_by": None})
-
-
-def get_hold(connection: Connection, hold_id: str, lock: bool = False) -> LegalHold | None:
-    """Return the hold ``hold_id`` (locked for the transaction when ``lock``), or None."""
-    query = sa.select(LEGAL_HOLDS).where(LEGAL_HOLDS.c.id == hold_id)
-    row = connection.execute(query.with_for_update() if lock else query).first()
-    return _hold(row) if row is not None else None
-
-
-def release_hold(uow: UnitOfWork, hold_id: str, at: datetime) -> None:
-    """Mark the hold ``hold_id`` released by the unit's actor at ``at``."""
-    uow.session.connection().execute(
-        sa.update(LEGAL_HOLDS).where(LEGAL_HOLDS.c.id == hold_id,
-                                     LEGAL_HOLDS.c.released_at.is_(None))
-        .values(released_at=at, released_by=uow.actor))
-
-
-def list_holds(connection: Connection, active_only: bool = True) -> list[LegalHold]:
-    """List holds, oldest first (only those not released when ``active_only``)."""
-    query = sa.select(LEGAL_HOLDS)
-    if active_only:
-        query = query.where(LEGAL_HOLDS.c.released_at.is_(None))
-    return [_hold(row) for row in connection.execute(
-        query.order_by(LEGAL_HOLDS.c.created_at, LEGAL_HOLDS.c.id))]
