@@ -5,10 +5,10 @@ Pure: no I/O. The composition root (``loopline.app``) wires concrete classes to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from loopline.core.artifacts import ObjectInfo, RotationReport, VerifyReport
 from loopline.core.events import Event
@@ -132,3 +132,50 @@ def authorize_if_wired(authorizer: Authorizer | None, actor: str, permission: Pe
     """
     if authorizer is not None:
         authorizer.authorize(actor, permission, model)
+
+
+class ServableModel(Protocol):
+    """A loaded model version as the server uses it; ``registry`` provides it.
+
+    ``check`` returns every way a batch departs from the version's signature as mappings
+    ``{"column", "kind", "severity" ("error"|"warning"), "rows", "message"}``; a server
+    refuses a batch with any error and counts warnings. ``batchable`` says whether rows of
+    several requests may be scored in one ``predict`` call.
+    """
+
+    @property
+    def uri(self) -> str:
+        """``models:/NAME/VERSION``."""
+        ...
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The signature's input columns, in order (empty when there is no signature)."""
+        ...
+
+    @property
+    def batchable(self) -> bool:
+        """Whether several requests' rows may be scored in one call."""
+        ...
+
+    def check(self, batch: Any) -> list[Mapping[str, Any]]:
+        """Return the signature violations of ``batch`` (a DataFrame)."""
+        ...
+
+    def predict(self, batch: Any) -> Any:
+        """Return one prediction per row of ``batch`` (a DataFrame)."""
+        ...
+
+
+class ModelLoader(Protocol):
+    """Loads model versions for serving, verifying their bytes; ``registry`` implements it."""
+
+    def servable(self, name: str, version: int) -> ServableModel:
+        """Load version ``version`` of model ``name``.
+
+        Raises:
+            NotFoundError: when there is no such version.
+            IntegrityError: when its stored bytes do not match their digest.
+            PolicyDeniedError: when it may not be loaded (untrusted, quarantined).
+        """
+        ...

@@ -510,3 +510,89 @@ POLICY_SETS = cast(sa.Table, PolicySetRow.__table__)
 APPROVAL_REQUESTS = cast(sa.Table, ApprovalRequestRow.__table__)
 APPROVAL_VOTES = cast(sa.Table, ApprovalVoteRow.__table__)
 LEGAL_HOLDS = cast(sa.Table, LegalHoldRow.__table__)
+
+
+class DeploymentRow(Base):
+    """A deployment: its strategy, current routes and rollout position (one row per name)."""
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    strategy: Mapped[str] = mapped_column(sa.String(16))
+    routes: Mapped[list[Any]] = mapped_column(sa.JSON)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    revision: Mapped[int] = mapped_column(sa.Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # canary plan, sticky key, description
+    step: Mapped[int] = mapped_column(sa.Integer)
+    step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    passes: Mapped[int] = mapped_column(sa.Integer)
+    failures: Mapped[int] = mapped_column(sa.Integer)
+    last_good: Mapped[list[Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class DeploymentHistoryRow(Base):
+    """One revision of a deployment: the routes and state it set, who, when and why."""
+
+    __tablename__ = "deployment_history"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["name"], ["deployments.name"], ondelete="CASCADE"),
+    )
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    routes: Mapped[list[Any]] = mapped_column(sa.JSON)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    actor: Mapped[str] = mapped_column(sa.String(256))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+class RolloutVerdictRow(Base):
+    """One canary analysis with the numbers it used."""
+
+    __tablename__ = "rollout_verdicts"
+    __table_args__ = (
+        sa.Index("ix_rollout_verdicts_deployment_decided_at", "deployment", "decided_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    deployment: Mapped[str] = mapped_column(sa.String(128))
+    revision: Mapped[int] = mapped_column(sa.Integer)
+    step: Mapped[int] = mapped_column(sa.Integer)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    verdict: Mapped[str] = mapped_column(sa.String(16))
+    numbers: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServingStatsRow(Base):
+    """What one server instance answered for one version in one time bucket.
+
+    Servers add to their own rows (requests, errors, a mergeable latency sketch); the
+    rollout analysis merges the rows of a window across instances.
+    """
+
+    __tablename__ = "serving_stats"
+    __table_args__ = (
+        sa.Index("ix_serving_stats_deployment_bucket", "deployment", "bucket_start"),
+    )
+
+    deployment: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    instance: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    requests: Mapped[int] = mapped_column(sa.BigInteger)
+    errors: Mapped[int] = mapped_column(sa.BigInteger)
+    latency_sketch: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+
+DEPLOYMENTS = cast(sa.Table, DeploymentRow.__table__)
+DEPLOYMENT_HISTORY = cast(sa.Table, DeploymentHistoryRow.__table__)
+ROLLOUT_VERDICTS = cast(sa.Table, RolloutVerdictRow.__table__)
+SERVING_STATS = cast(sa.Table, ServingStatsRow.__table__)
