@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline.app.artifact_service import ArtifactService
 from loopline.app.settings import (
@@ -35,6 +35,7 @@ from loopline.data.prediction_log import PredictionLog
 from loopline.data.snapshots import DatasetService
 from loopline.data.validation import Suite
 from loopline.data.validation_service import ValidationService
+from loopline.deploy.service import DeploymentService
 from loopline.governance.access import AccessControl
 from loopline.governance.approvals import ApprovalService
 from loopline.governance.engine import approval_requirement
@@ -49,6 +50,9 @@ from loopline.pipelines import Runner, RunnerOptions
 from loopline.pipelines.faults import FaultInjector, parse_faults
 from loopline.registry.service import ModelRegistry
 from loopline.store import MetadataStore
+
+if TYPE_CHECKING:
+    from loopline.serving.app import ServingConfig
 
 
 def find_workspace(start: Path | None = None) -> Path:
@@ -112,6 +116,7 @@ class Workspace:
         # approval's expiry is judged at one time by both.
         self.gate = GovernanceGate(self.access, self.policies, self.facts, store.clock)
         self.models = ModelRegistry(store, blobs, self.actor, gate=self.gate)
+        self.deployments = DeploymentService(store, self.gate, self.actor, self.access)
         self.retention = RetentionService(store, blobs, self.access, self.actor)
         self.legal_holds = LegalHolds(store, self.access, self.actor)
         self.governance_report = ReportBuilder(store, self.facts, self.policies.active,
@@ -235,6 +240,25 @@ class Workspace:
             version.id, self.datasets.read(version.id, columns=columns), suite,
             current_profile=dict(version.profile),
             previous_profile=dict(previous.profile) if previous else None)
+
+    def serving_config(self, **options: Any) -> ServingConfig:
+        """Return the model server's configuration over this workspace.
+
+        Models load through the registry's verifying load path, predictions go to this
+        workspace's prediction log; ``options`` set the other ``ServingConfig`` fields
+        (``deployments``, ``batch_max_rows``, ``max_rows`` ...).
+
+        Raises:
+            InvalidArgumentError: naming an unknown option.
+        """
+        from loopline.serving.app import ServingConfig  # the server's stack, only when asked
+
+        fixed = {"store", "loader", "prediction_log", "actor"}
+        unknown = sorted(set(options) - (set(ServingConfig.__dataclass_fields__) - fixed))
+        if unknown:
+            raise InvalidArgumentError("serving options", f"unknown: {', '.join(unknown)}")
+        return ServingConfig(store=self.store, loader=self.models,
+                             prediction_log=self.predictions, actor=self.actor, **options)
 
     def dispatcher(self, batch_size: int = 500, poll_interval: float = 0.2) -> Dispatcher:
         """Return an event dispatcher reading this workspace's outbox."""

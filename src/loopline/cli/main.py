@@ -20,6 +20,7 @@ from loopline.cli import (
     data_cmds,
     db_cmds,
     demo_cmd,
+    deploy_cmds,
     events_cmds,
     governance_cmds,
     lineage_cmds,
@@ -28,8 +29,11 @@ from loopline.cli import (
     models_mlflow_cmd,
     policy_cmds,
     retention_cmds,
+    rollouts_cmd,
     runs_cmds,
     scheduler_cmd,
+    score_cmd,
+    serve_cmd,
     users_cmds,
     workspace_cmds,
 )
@@ -87,12 +91,16 @@ app.add_typer(users_cmds.app, name="users")
 app.add_typer(approvals_cmds.app, name="approvals")
 app.add_typer(retention_cmds.app, name="retention")
 app.add_typer(governance_cmds.app, name="governance")
+app.add_typer(deploy_cmds.app, name="deploy")
+app.add_typer(rollouts_cmd.app, name="rollouts")
 demo_cmd.register(app)
 runs_cmds.register(app)
 models_bundle_cmds.register(models_cmds.app)
 models_cmds.register(app)
 models_mlflow_cmd.register(models_cmds.app)
 scheduler_cmd.register(app)
+serve_cmd.register(app)
+score_cmd.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

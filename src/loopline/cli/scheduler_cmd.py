@@ -4,6 +4,7 @@ Every ``@pipeline`` in the files that has a schedule or a trigger is scheduled
 (``FILE.py:PIPELINE`` picks one). Without ``--once`` it runs until interrupted (Ctrl-C or
 SIGTERM stop it; runs already started finish first). ``--once`` fires what is due now, reads
 the new events once, waits for the runs it started and exits (10 when one failed).
+Each round also judges the canaries of rolling-out deployments (as ``loopline rollouts run``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from loopline.cli.runs_cmds import load_pipeline
 from loopline.cli.user_code import import_user_file
 from loopline.core.errors import InvalidArgumentError, UserCodeError
 from loopline.core.runs import RunState
+from loopline.loop.rollout import RolloutController
 from loopline.loop.scheduler import Scheduler
 from loopline.pipelines import PipelineDefinition
 
@@ -120,8 +122,8 @@ def scheduler(
     """Start runs from the schedules and event triggers of the pipelines in FILE.py."""
     pipelines = load_scheduled(files)
     with open_workspace(ctx) as workspace, Scheduler(
-            workspace.store, workspace.pipelines, pipelines,
-            max_concurrent_runs=max_runs) as running:
+            workspace.store, workspace.pipelines, pipelines, max_concurrent_runs=max_runs,
+            rollouts=RolloutController(workspace.store, workspace.deployments)) as running:
         _show_duties(running)
         if not once:
             _serve(workspace, running, interval)

@@ -139,8 +139,9 @@ class ServableModel(Protocol):
 
     ``check`` returns every way a batch departs from the version's signature as mappings
     ``{"column", "kind", "severity" ("error"|"warning"), "rows", "message"}``; a server
-    refuses a batch with any error and counts warnings. ``batchable`` says whether rows of
-    several requests may be scored in one ``predict`` call.
+    refuses a batch with any error or an unseen category and counts the other warnings.
+    ``batchable`` says whether rows of several requests may be scored in one ``predict``
+    call.
     """
 
     @property
@@ -151,6 +152,16 @@ class ServableModel(Protocol):
     @property
     def input_names(self) -> tuple[str, ...]:
         """The signature's input columns, in order (empty when there is no signature)."""
+        ...
+
+    @property
+    def input_types(self) -> tuple[str, ...]:
+        """The input columns' Open Inference Protocol datatypes (``FP64``, ``BYTES`` ...)."""
+        ...
+
+    @property
+    def output_type(self) -> str:
+        """The predictions' Open Inference Protocol datatype (``BYTES`` when unknown)."""
         ...
 
     @property

@@ -11,6 +11,7 @@ are recorded; a crash before the move replays the batch, and the keys make that 
 On its first start (no cursor yet) the scheduler begins at the end of the event log: past
 events never fire triggers. A schedule that never fired counts its slots from the time the
 ``Scheduler`` was made; see ``loopline.pipelines.schedules`` for the catch-up policies.
+Given a ``RolloutController``, each tick also judges the canaries whose interval elapsed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from loopline.core.errors import (
 from loopline.core.events import Event
 from loopline.core.names import validate_name
 from loopline.core.runs import PipelineRun, RunState, RunTrigger
+from loopline.loop.rollout import RolloutController
 from loopline.pipelines import PipelineDefinition, Runner
 from loopline.pipelines.schedules import Schedule, Trigger
 from loopline.store import MetadataStore
@@ -80,7 +82,8 @@ class Scheduler:
 
     def __init__(self, store: MetadataStore, runner: Runner,
                  pipelines: Sequence[PipelineDefinition], *, max_concurrent_runs: int = 4,
-                 subscriber: str = "scheduler") -> None:
+                 subscriber: str = "scheduler",
+                 rollouts: RolloutController | None = None) -> None:
         if isinstance(max_concurrent_runs, bool) or not isinstance(max_concurrent_runs, int) \
                 or not 1 <= max_concurrent_runs <= MAX_CONCURRENT_RUNS:
             raise InvalidArgumentError("max_concurrent_runs",
@@ -98,6 +101,7 @@ class Scheduler:
         self._queued: set[str] = set()  # ids of runs queued here and not yet done
         self._lock = threading.Lock()
         self._started = False
+        self._rollouts = rollouts
 
     @property
     def first_seen(self) -> datetime:
@@ -151,7 +155,7 @@ class Scheduler:
                      head)
 
     def tick(self) -> list[str]:
-        """Start a run for every due schedule slot, by each schedule's catch-up policy.
+        """Start a run for every due schedule slot, then tick the rollout controller if any.
 
         Returns the ids of the runs recorded: pending ones are executed, and a slot whose
         parameters the pipeline refuses is recorded as a failed run. A store failure is
@@ -165,7 +169,17 @@ class Scheduler:
                 self._fire_schedule(pipeline, schedule, now, started)
             except LooplineError as exc:  # the store failed: the slot is due again next tick
                 log.warning("schedule %s/%s: %s", pipeline.name, schedule.name, exc.message)
+        self._tick_rollouts()
         return self._submit(started)
+
+    def _tick_rollouts(self) -> None:
+        """Judge the canaries whose analysis interval elapsed (when given a controller)."""
+        if self._rollouts is None:
+            return
+        try:
+            self._rollouts.tick()
+        except LooplineError as exc:  # the deployments could not be listed: next tick
+            log.warning("rollouts: %s; judged again next tick", exc.message)
 
     def _fire_schedule(self, pipeline: PipelineDefinition, schedule: Schedule, now: datetime,
                        started: list[_Start]) -> None:

@@ -42,6 +42,7 @@ from loopline.core.names import validate_name
 from loopline.core.ports import BlobStore, Gate
 from loopline.data.provenance import environment
 from loopline.registry import environment_check
+from loopline.registry.batch_scoring import ScoreJob, ScoreOptions, ScoreReport, score
 from loopline.registry.bundle_export import ExportedBundle, write_bundle
 from loopline.registry.bundle_import import ImportedVersion, open_bundle
 from loopline.registry.environment_check import EnvironmentDifference
@@ -56,6 +57,7 @@ from loopline.registry.registration import (
     prepare,
     snapshots,
 )
+from loopline.registry.servable import Servable, load_servable
 from loopline.registry.signatures import Signature
 from loopline.registry.verify import DEFAULT_TIMEOUT, VerifyReport, verify_version
 from loopline.store import MetadataStore, UnitOfWork
@@ -333,6 +335,36 @@ class ModelRegistry:
         version = self.resolve(uri)
         trust = TrustContext(trusted=self.queries.is_trusted(version.name, version.version))
         return load_version(self._blobs, version, trust, allow_quarantined)
+
+    def servable(self, name: str, version: int) -> Servable:
+        """Load version ``version`` of ``name`` for the model server (``ModelLoader`` port).
+
+        Raises:
+            NotFoundError: when there is no such version.
+            PolicyDeniedError: when it is quarantined or needs a trust decision it lacks.
+            IntegrityError: naming the version when its artifact is missing or altered.
+        """
+        return load_servable(self._blobs, self.queries, name, validate_version(version))
+
+    def score(self, uri: str | ModelURI, source: Any, output: str | Path,
+              options: ScoreOptions | None = None) -> ScoreReport:
+        """Batch-score ``source`` with the version ``uri`` names into ``output``.
+
+        Chunked, checked against the signature, written atomically and recorded in lineage
+        (see ``registry.batch_scoring``).
+
+        Raises:
+            NotFoundError, InvalidArgumentError: as :meth:`resolve`, or naming ``input``,
+                ``output`` or the column and first row of the chunk that fails the signature.
+            ConflictError, IntegrityError, UntrustedModelError: as :meth:`load`.
+            UserCodeError: when the model raises while scoring a chunk.
+            ConfigurationError: when ``executor="ray"`` and ray is not installed.
+        """
+        version = self.resolve(uri)
+        trust = TrustContext(trusted=self.queries.is_trusted(version.name, version.version))
+        job = ScoreJob(self._store, self._blobs, self._actor, version,
+                       load_version(self._blobs, version, trust), trust)
+        return score(job, source, output, options or ScoreOptions())
 
     # -- reproducibility: verify, export, import (registry.verify, registry.bundle_*) -------
 

@@ -1,0 +1,84 @@
+"""The model server's Prometheus metrics, in a registry of its own (never the global one).
+
+Names: ``loopline_requests_total{deployment,model_version,code}``,
+``loopline_request_seconds{deployment,model_version}``, ``loopline_batch_rows{model_version}``,
+``loopline_prediction_queue_depth``, ``loopline_prediction_log_dropped``,
+``loopline_table_swaps_total`` and ``loopline_model_load_failures_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The ``Content-Type`` of ``ServingMetrics.render``'s output."""
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServingMetrics:
+    """Counters, histograms and gauges of one server process, rendered as Prometheus text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "loopline_requests", "Requests answered, by deployment, model version and status.",
+            ("deployment", "model_version", "code"), registry=self.registry)
+        self._latency = Histogram(
+            "loopline_request_seconds", "Time to answer a request, in seconds.",
+            ("deployment", "model_version"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._batch_rows = Histogram(
+            "loopline_batch_rows", "Rows scored per predict call.", ("model_version",),
+            buckets=BATCH_ROW_BUCKETS, registry=self.registry)
+        self._queue_depth = Gauge(
+            "loopline_prediction_queue_depth", "Predictions waiting to be logged.",
+            registry=self.registry)
+        self._dropped = Gauge(
+            "loopline_prediction_log_dropped",
+            "Predictions the log dropped since the server started (its queue was full).",
+            registry=self.registry)
+        self._swaps = Counter(
+            "loopline_table_swaps", "Routing tables swapped in after a deployment change.",
+            registry=self.registry)
+        self._load_failures = Counter(
+            "loopline_model_load_failures", "Model versions that failed to load.",
+            registry=self.registry)
+
+    def observe(self, deployment: str, model_version: str, status_code: int,
+                seconds: float) -> None:
+        """Count one answered request and its latency."""
+        self._requests.labels(deployment, model_version, str(status_code)).inc()
+        self._latency.labels(deployment, model_version).observe(seconds)
+
+    def batch(self, model_version: str, rows: int) -> None:
+        """Record one ``predict`` call of ``rows`` rows."""
+        self._batch_rows.labels(model_version).observe(rows)
+
+    def set_queue_depth(self, n: int) -> None:
+        """Set how many predictions wait to be logged."""
+        self._queue_depth.set(n)
+
+    def set_dropped(self, n: int) -> None:
+        """Set how many predictions the log has dropped so far (the writer's counter)."""
+        self._dropped.set(n)
+
+    def table_swapped(self) -> None:
+        """Count one routing-table swap."""
+        self._swaps.inc()
+
+    def load_failed(self, n: int = 1) -> None:
+        """Count ``n`` model versions that failed to load."""
+        self._load_failures.inc(n)
+
+    def render(self) -> bytes:
+        """Return every metric as Prometheus text exposition (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)

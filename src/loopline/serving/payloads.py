@@ -1,0 +1,209 @@
+"""Request bodies: JSON read within limits, and rows turned into a DataFrame.
+
+Every limit is checked before the thing it bounds is built: the media type (415), the
+declared ``Content-Length`` and then the bytes actually read (413), the nesting depth (at
+most 64, checked on the raw bytes before parsing: 422), the JSON itself (400), and the rows
+of a batch (413, naming the limit). JSON numbers are always finite: orjson refuses ``NaN``
+and ``Infinity`` literals and numbers that overflow a double (400), and a string such as
+``"NaN"`` in a numeric column fails the signature's type check (422). ``null`` is a missing
+value, refused by the signature check in a column trained without nulls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from starlette.requests import Request
+
+from loopline.serving.answers import RequestRefused
+
+MAX_DEPTH = 64
+MIB = 1 << 20
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN = np.frombuffer(b"[{", np.uint8)
+_CLOSE = np.frombuffer(b"]}", np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds on one inference request."""
+
+    max_body_bytes: int = 10 * MIB
+    max_rows: int = 1024
+    max_depth: int = MAX_DEPTH
+
+
+def _json_media(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """Return the body's bytes, refusing a wrong media type or too many bytes.
+
+    Raises:
+        RequestRefused: 415 naming ``Content-Type``; 413 naming the byte limit; 400 for a
+            non-numeric ``Content-Length``.
+    """
+    if not _json_media(request.headers.get("content-type")):
+        raise RequestRefused(415, "Content-Type", f"must be application/json, not "
+                                                  f"{request.headers.get('content-type')!r}")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestRefused(400, "Content-Length", f"{declared!r} is not a byte count")
+        if int(declared) > limits.max_body_bytes:
+            raise _too_large(limits)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:  # a chunked body has no Content-Length to trust
+            raise _too_large(limits)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limits: Limits) -> RequestRefused:
+    return RequestRefused(413, "body", f"is larger than the limit of {limits.max_body_bytes} "
+                                       "bytes")
+
+
+def depth_of(body: bytes) -> int:
+    """Return how deeply arrays and objects nest in JSON text (brackets in strings aside)."""
+    values = np.frombuffer(_STRING.sub(b'""', body), np.uint8)
+    steps = np.isin(values, _OPEN).astype(np.int32) - np.isin(values, _CLOSE).astype(np.int32)
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+def too_deep(body: bytes, limit: int) -> bool:
+    """Tell whether ``body`` nests deeper than ``limit``; cheap when it has few brackets."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    return depth_of(body) > limit
+
+
+def parse_json(body: bytes, limits: Limits) -> Any:
+    """Return the JSON value in ``body``.
+
+    Raises:
+        RequestRefused: 400 naming ``body`` when it is empty or not JSON (NaN and Infinity
+            are not JSON); 422 when it nests deeper than ``limits.max_depth``.
+    """
+    if not body.strip():
+        raise RequestRefused(400, "body", "is empty; send a JSON document")
+    if too_deep(body, limits.max_depth):
+        raise RequestRefused(422, "body", f"nests arrays and objects deeper than the limit "
+                                          f"of {limits.max_depth}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestRefused(400, "body", f"is not valid JSON: {exc}") from None
+
+
+async def read_json(request: Request, limits: Limits) -> Any:
+    """Return the request's JSON body, every limit checked (see the module docstring).
+
+    Raises:
+        RequestRefused: as ``read_body`` and ``parse_json``.
+    """
+    return parse_json(await read_body(request, limits), limits)
+
+
+# -- rows into frames ------------------------------------------------------------------------
+
+def check_rows(count: int, field: str, limits: Limits) -> None:
+    """Refuse an empty batch or one over the row limit.
+
+    Raises:
+        RequestRefused: 413 naming ``field`` and the limit.
+        InvalidArgumentError: (422) when there are no rows.
+    """
+    if count > limits.max_rows:
+        raise RequestRefused(413, field, f"has {count} rows; the limit is {limits.max_rows} "
+                                         "rows per request")
+    if count == 0:
+        raise RequestRefused(422, field, "has no rows; send at least one")
+
+
+def frame_from_records(records: Any, field: str, limits: Limits) -> pd.DataFrame:
+    """Return a frame of ``records`` (a list of objects that all name the same columns).
+
+    Raises:
+        RequestRefused: 422 naming ``field[i]`` for a record that is not an object or names
+            other columns than the first; 413 over the row limit.
+    """
+    if not isinstance(records, list):
+        raise RequestRefused(422, field, "must be a list of records (JSON objects)")
+    check_rows(len(records), field, limits)
+    first = records[0]
+    if not isinstance(first, dict):
+        raise RequestRefused(422, f"{field}[0]", "must be a JSON object of column: value")
+    keys = first.keys()
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestRefused(422, f"{field}[{index}]", "must be a JSON object of column: "
+                                                            "value")
+        if record.keys() != keys:
+            raise RequestRefused(422, f"{field}[{index}]", f"names the columns "
+                                 f"{sorted(record)}; {field}[0] names {sorted(keys)}")
+    return pd.DataFrame({key: [record[key] for record in records] for key in keys})
+
+
+def frame_from_columns(columns: Any, field: str, limits: Limits) -> pd.DataFrame:
+    """Return a frame of ``{column: [values]}`` with lists of equal length.
+
+    Raises:
+        RequestRefused: 422 naming ``field.<column>`` for a value that is not a list or has
+            another length; 413 over the row limit.
+    """
+    if not isinstance(columns, dict) or not columns:
+        raise RequestRefused(422, field, "must be a JSON object of column: [values]")
+    lengths = set()
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise RequestRefused(422, f"{field}.{name}", "must be a list of values")
+        lengths.add(len(values))
+    if len(lengths) != 1:
+        raise RequestRefused(422, field, f"columns have different lengths {sorted(lengths)}")
+    check_rows(lengths.pop(), field, limits)
+    return pd.DataFrame(columns)
+
+
+def frame_from_rows(rows: Any, names: Sequence[str], field: str, limits: Limits
+                    ) -> pd.DataFrame:
+    """Return a frame of ``rows`` (lists of values) whose columns are ``names`` in order.
+
+    Raises:
+        RequestRefused: 422 naming ``field[i]`` for a row that is not a list of ``len(names)``
+            values (or when ``names`` is empty: the model has no signature to name them);
+            413 over the row limit.
+    """
+    if not isinstance(rows, list):
+        raise RequestRefused(422, field, "must be a list of rows")
+    check_rows(len(rows), field, limits)
+    if not names:
+        raise RequestRefused(422, field, "rows without column names need a model with a "
+                                         "signature; send records (column: value) instead")
+    width = len(names)
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            raise RequestRefused(422, f"{field}[{index}]", f"must be a list of {width} values "
+                                                           f"({', '.join(names)})")
+    return pd.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(names)})
+
+
+def scalar_field(body: Any, name: str) -> str | None:
+    """Return ``body[name]`` as text when ``body`` is an object holding a scalar there."""
+    if isinstance(body, Mapping):
+        value = body.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    return None

@@ -1,0 +1,130 @@
+"""Helpers for the model-server tests: constant models, a workspace, a real uvicorn server.
+
+A server runs ``loopline.serving`` on uvicorn (uvloop, httptools) in a thread, bound to a
+free 127.0.0.1 port, and stops through ``should_exit`` (the graceful path: in-flight
+requests finish, the lifespan flushes the prediction log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from sklearn.dummy import DummyRegressor
+
+from loopline.app import Workspace
+from loopline.core.deployments import Route, RouteRole, Strategy
+from loopline.core.models import ModelVersion
+from loopline.serving.app import create_app
+from loopline.serving.server import DrainingServer, ServerOptions, uvicorn_config
+
+START_TIMEOUT = 20.0
+
+TRAINING = pd.DataFrame({
+    "x": [0.0, 2.5, 5.0, 7.5, 10.0, 1.0],
+    "n": [1, 2, 3, 4, 5, 6],
+    "color": ["red", "blue", "red", "blue", "red", "blue"],
+})
+
+
+def register_constant(ws: Workspace, name: str, value: float) -> ModelVersion:
+    """Register a model that predicts ``value`` for every row, with TRAINING's signature."""
+    model = DummyRegressor(strategy="constant", constant=value).fit(
+        TRAINING, [value] * len(TRAINING))
+    return ws.models.register(model, name, input_example=TRAINING)
+
+
+def primary(version: ModelVersion) -> Route:
+    """Return a 100 % primary route to ``version``."""
+    return Route(version.name, version.version, 100.0, RouteRole.PRIMARY)
+
+
+def deploy(ws: Workspace, name: str, routes: Sequence[Route],
+           strategy: Strategy = Strategy.REPLACE, sticky_key: str | None = None) -> None:
+    """Create deployment ``name`` with ``routes``."""
+    ws.deployments.create(name, routes, strategy, sticky_key=sticky_key)
+
+
+def record(x: float = 1.0, n: int = 2, color: str = "red") -> dict[str, Any]:
+    """Return one valid input row."""
+    return {"x": x, "n": n, "color": color}
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class RunningServer:
+    """A started server: its base URL, its app and a way to stop it."""
+
+    def __init__(self, server: DrainingServer, thread: threading.Thread, url: str,
+                 app: Any) -> None:
+        self.server = server
+        self.thread = thread
+        self.url = url
+        self.app = app
+
+    def client(self, **options: Any) -> httpx.Client:
+        """Return an httpx client for this server (close it after use)."""
+        return httpx.Client(base_url=self.url, timeout=options.pop("timeout", 10.0), **options)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Block until readiness answers 200."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                if client.get("/v2/health/ready").status_code == 200:
+                    return
+                time.sleep(0.02)
+        raise AssertionError("the server did not become ready in time")
+
+    def stop(self) -> None:
+        """Stop gracefully and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(START_TIMEOUT)
+        assert not self.thread.is_alive(), "the server did not stop"
+
+
+@contextmanager
+def running(ws: Workspace, wait_ready: bool = True, loader: Any = None,
+            **options: Any) -> Iterator[RunningServer]:
+    """Run the model server over ``ws`` (``options`` go to ``ws.serving_config``)."""
+    options.setdefault("poll_seconds", 0.05)
+    config = ws.serving_config(**options)
+    if loader is not None:
+        config = dataclasses.replace(config, loader=loader)
+    app = create_app(config)
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    server = DrainingServer(uvicorn_config(app, ServerOptions(port=port, graceful_timeout=10)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the server did not start")
+        time.sleep(0.01)
+    handle = RunningServer(server, thread, f"http://127.0.0.1:{port}", app)
+    try:
+        if wait_ready:
+            handle.wait_ready()
+        yield handle
+    finally:
+        handle.stop()
+        sock.close()
+
+
+def make_workspace(root: Path) -> Workspace:
+    """Return a new SQLite workspace in ``root``."""
+    return Workspace.init(root / "ws", overrides={"db_url": f"sqlite:///{root / 'meta.db'}"})

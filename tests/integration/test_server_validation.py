@@ -1,0 +1,172 @@
+"""Every class of bad input gets its 4xx naming the field and the problem, and the server
+stays healthy after hundreds of them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+from serving_support import (
+    RunningServer,
+    deploy,
+    make_workspace,
+    primary,
+    record,
+    register_constant,
+    running,
+)
+
+MAX_ROWS = 5
+MAX_BYTES = 4096
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server over one deployment, ``main``, with small limits."""
+    workspace = make_workspace(tmp_path_factory.mktemp("validation"))
+    try:
+        deploy(workspace, "main", [primary(register_constant(workspace, "const", 0.0))])
+        with running(workspace, max_rows=MAX_ROWS, max_body_bytes=MAX_BYTES) as started:
+            yield started
+    finally:
+        workspace.close()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    """A client of the module's server."""
+    with server.client() as opened:
+        yield opened
+
+
+def _refused(response: httpx.Response, status: int, field: str, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["field"] == field, body
+    for word in words:
+        assert word in body["error"]["problem"], body
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "x-model-version" in response.headers
+
+
+# (name, records, status, field, words in the problem)
+BAD_RECORDS: list[tuple[str, list[dict[str, Any]], int, str, tuple[str, ...]]] = [
+    ("unknown column", [{**record(), "extra": 1}], 422, "extra", ("not in the model",)),
+    ("missing column", [{"x": 1.0, "n": 2}], 422, "color", ("missing",)),
+    ("wrong type", [record(x="abc")], 422, "x", ("dtype",)),  # type: ignore[arg-type]
+    ("NaN as text", [record(x="NaN")], 422, "x", ("dtype",)),  # type: ignore[arg-type]
+    ("null where none was seen", [record(x=None)], 422, "x", ("null",)),  # type: ignore[arg-type]
+    ("unseen category", [record(color="green")], 422, "color", ("categories",)),
+    ("too many rows", [record()] * (MAX_ROWS + 1), 413, "records", (str(MAX_ROWS),)),
+    ("no rows", [], 422, "records", ("no rows",)),
+    ("records naming other columns", [record(), {"x": 1.0, "n": 1, "colour": "red"}], 422,
+     "records[1]", ("columns",)),
+]
+
+
+@pytest.mark.parametrize(("records", "status", "field", "words"),
+                         [case[1:] for case in BAD_RECORDS], ids=[c[0] for c in BAD_RECORDS])
+def test_bad_records_are_refused_naming_the_field(
+        client: httpx.Client, records: list[dict[str, Any]], status: int, field: str,
+        words: tuple[str, ...]) -> None:
+    _refused(client.post("/predict/main", json={"records": records}), status, field, *words)
+
+
+BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str, tuple[str, ...]]] = [
+    ("malformed JSON", b'{"records": [', JSON, 400, "body", ("not valid JSON",)),
+    ("NaN literal", b'{"records": [{"x": NaN, "n": 1, "color": "red"}]}', JSON, 400, "body",
+     ("not valid JSON",)),
+    ("overflowing number", b'{"records": [{"x": 1e999, "n": 1, "color": "red"}]}', JSON, 400,
+     "body", ("infinity",)),
+    ("empty body", b"", JSON, 400, "body", ("empty",)),
+    ("wrong content type", b'{"records": []}', {"content-type": "text/plain"}, 415,
+     "Content-Type", ("application/json",)),
+    ("too deep", b"[" * 65 + b"]" * 65, JSON, 422, "body", ("64",)),
+    ("too large", b'{"records": "' + b"a" * MAX_BYTES + b'"}', JSON, 413, "body",
+     (str(MAX_BYTES),)),
+    ("not records", b'{"rows": []}', JSON, 422, "records", ("required",)),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "field", "words"),
+                         [case[1:] for case in BAD_BODIES], ids=[c[0] for c in BAD_BODIES])
+def test_bad_bodies_are_refused_naming_the_problem(
+        client: httpx.Client, body: bytes, headers: dict[str, str], status: int, field: str,
+        words: tuple[str, ...]) -> None:
+    _refused(client.post("/predict/main", content=body, headers=headers), status, field,
+             *words)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_reading(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"records": "'
+        for _ in range(10):
+            yield b"a" * 1024
+        yield b'"}'
+
+    _refused(client.post("/predict/main", content=chunks(), headers=JSON), 413, "body",
+             str(MAX_BYTES))
+
+
+def test_an_out_of_range_value_is_answered_and_counted(client: httpx.Client) -> None:
+    response = client.post("/predict/main", json={"records": [record(x=1000.0)]})
+    assert response.status_code == 200
+    assert 'loopline_signature_warnings_total{column="x",deployment="main"' in \
+        client.get("/metrics").text
+
+
+BAD_TENSORS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("strings for FP64", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64",
+                                      "data": ["1.0"]}]}, 422, "inputs[0].data"),
+    ("shape and data disagree", {"inputs": [{"name": "x", "shape": [3], "datatype": "FP64",
+                                             "data": [1.0]}]}, 422, "inputs[0].data"),
+    ("unknown datatype", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP128",
+                                      "data": [1.0]}]}, 422, "inputs[0].datatype"),
+    ("no inputs", {"inputs": []}, 422, "inputs"),
+    ("too many rows", {"inputs": [{"name": "x", "shape": [MAX_ROWS + 1], "datatype": "FP64",
+                                   "data": [1.0] * (MAX_ROWS + 1)}]}, 413, "inputs[0].shape"),
+    ("missing columns", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64",
+                                     "data": [1.0]}]}, 422, "n"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [case[1:] for case in BAD_TENSORS],
+                         ids=[c[0] for c in BAD_TENSORS])
+def test_bad_v2_tensors_are_refused_naming_the_tensor_field(
+        client: httpx.Client, body: dict[str, Any], status: int, field: str) -> None:
+    _refused(client.post("/v2/models/main/infer", json=body), status, field)
+
+
+def test_unknown_deployments_models_and_paths_are_404(client: httpx.Client) -> None:
+    _refused(client.post("/predict/nothing", json={"records": [record()]}), 404, "deployment")
+    _refused(client.post("/v2/models/nothing/infer", json={"inputs": []}), 404, "deployment")
+    _refused(client.get("/v2/models/nothing"), 404, "deployment")
+    _refused(client.get("/no/such/path"), 404, "path")
+
+
+def test_mlflow_bodies_without_exactly_one_format_are_refused(client: httpx.Client) -> None:
+    _refused(client.post("/invocations", json={"records": [record()]}), 422, "body", "one of")
+    _refused(client.post("/invocations", json={"instances": [record()],
+                                               "inputs": [record()]}), 422, "body")
+
+
+def test_the_server_stays_healthy_after_hundreds_of_bad_requests(
+        client: httpx.Client) -> None:
+    sends: list[Callable[[], httpx.Response]] = []
+    for _, records, *_ in BAD_RECORDS:
+        sends.append(partial(client.post, "/predict/main", json={"records": records}))
+    for _, body, headers, *_ in BAD_BODIES:
+        sends.append(partial(client.post, "/predict/main", content=body, headers=headers))
+    for _, tensors, *_ in BAD_TENSORS:
+        sends.append(partial(client.post, "/v2/models/main/infer", json=tensors))
+    bad = itertools.cycle(sends)
+    statuses = [next(bad)().status_code for _ in range(200)]
+    assert all(400 <= status < 500 for status in statuses), statuses
+    assert client.get("/v2/health/ready").status_code == 200
+    good = client.post("/predict/main", json={"records": [record()]})
+    assert good.status_code == 200 and good.json()["predictions"] == [0.0]
