@@ -26,6 +26,7 @@ from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_v
 from loopline.cli.demo_governance import govern_production
 from loopline.cli.demo_models import register_model
 from loopline.cli.demo_pipeline import run_pipeline
+from loopline.cli.demo_serving import serve_requests
 from loopline.cli.output import console, ok_or_fail, table
 from loopline.core.events import Event, EventType
 
@@ -120,7 +121,9 @@ def demo(directory: Annotated[Path | None, typer.Option(
         register_model(workspace)
         _step(10, "Governance: a policy gates production; a second person approves")
         govern_production(workspace, root)
-        _step(11, "Status")
+        _step(11, "Serving: deploy it and answer through each protocol")
+        serve_requests(workspace)
+        _step(12, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
@@ -132,7 +135,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         "  loopline runs list\n  loopline runs logs RUN_ID\n"
         "  loopline models show models:/refunds@champion\n  loopline models card refunds/1\n"
         "  loopline policy check models:/refunds/1 --gate alias --target production\n"
-        "  loopline approvals list\n  loopline governance report",
+        "  loopline approvals list\n  loopline governance report\n"
+        "  loopline deploy show refunds\n  loopline serve --port 8080",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
