@@ -43,6 +43,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/pipelines.py
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/governance.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

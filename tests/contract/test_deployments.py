@@ -472,3 +472,133 @@ def test_rollback_pause_and_resume_need_write_on_the_models_routed_to(ws: Worksp
     assert ws.deployments.pause("web").state is DeploymentState.PAUSED
     with pytest.raises(AccessDeniedError):
         viewer.resume("web")
+
+
+# -- quarantined versions never return to service ---------------------------------------------
+
+
+def _quarantine(store: MetadataStore, *versions: int) -> None:
+    with store.write("tester") as uow:
+        for version in versions:
+            model_records.set_status(uow, "fraud", version, ModelStatus.QUARANTINED,
+                                     AllowAll().check(_request(version)))
+
+
+def test_rollback_refuses_to_restore_a_quarantined_last_good_naming_it_and_writes_nothing(
+        service: DeploymentService, clocked: MetadataStore) -> None:
+    service.create("web", [_route(1)], "replace")
+    replaced = service.replace("web", "fraud", 2)
+    _quarantine(clocked, 1)
+    head = clocked.audit.head()
+    with pytest.raises(ConflictError, match=r"models:/fraud/1 \(quarantined\)"):
+        service.rollback("web", "v2 is slow")
+    assert service.get("web") == replaced and clocked.audit.head() == head
+    service.create("both", [_route(2)], "replace")
+    service.replace("both", "fraud", 3)
+    _quarantine(clocked, 2, 3)
+    with pytest.raises(ConflictError, match=r"current primary is models:/fraud/3 \(quarant"):
+        service.rollback("both", "nothing is servable")
+
+
+def test_rollback_with_a_quarantined_last_good_falls_back_to_the_current_primary_alone(
+        service: DeploymentService, clocked: MetadataStore) -> None:
+    service.create("web", [_route(1), _route(3, 50.0, S)], "shadow")
+    service.replace("web", "fraud", 2)  # routes v2 + shadow v3, last good v1 + shadow v3
+    service.create("ab", [_route(1)], "replace")
+    service.update("ab", [_route(2, 50.0), _route(3, 50.0, C)], "split",
+                   sticky_key="field:user")
+    _quarantine(clocked, 1)
+    for name in ("web", "ab"):
+        rolled = service.rollback(name, "v1 was quarantined")
+        assert rolled.routes == (_route(2),) and rolled.state is DeploymentState.ROLLED_BACK
+        assert rolled.strategy is Strategy.REPLACE
+        assert service.history(name)[0].reason == (
+            "v1 was quarantined; last good routes hold models:/fraud/1 (quarantined); routed "
+            "100% to the current primary models:/fraud/2 instead")
+    entry = clocked.audit.entries(AuditFilter(action="deployment.rolled_back"))[0]
+    assert entry.after is not None and entry.after["fallback"] == {
+        "unservable": {"models:/fraud/1": "quarantined"}, "primary": "models:/fraud/2"}
+
+
+def test_promote_refuses_a_quarantined_canary_and_the_rollout_stays(
+        service: DeploymentService, clocked: MetadataStore) -> None:
+    service.create("web", [_route(1)], "replace")
+    started = service.start_canary("web", ("fraud", 2), FAST)
+    _quarantine(clocked, 2)
+    with pytest.raises(ConflictError, match="models:/fraud/2 is quarantined"):
+        service.promote("web")
+    assert service.get("web") == started
+    assert service.rollback("web", "canary quarantined").routes == (_route(1),)
+
+
+@pytest.mark.parametrize("verdict", ["pass", "fail", "inconclusive"])
+def test_any_verdict_for_a_quarantined_canary_rolls_the_rollout_back(
+        service: DeploymentService, clocked: MetadataStore, clock: ManualClock,
+        verdict: str) -> None:
+    plan = CanaryPlan((10.0, 100.0), AnalysisPolicy(passes_to_promote=1,
+                                                   failures_to_rollback=3))
+    service.create("web", [_route(1)], "replace")
+    started = service.start_canary("web", ("fraud", 2), plan)
+    _quarantine(clocked, 2)
+    clock.advance(timedelta(minutes=1))
+    rolled = service.apply_verdict(_verdict(started, verdict, clock))
+    assert rolled.state is DeploymentState.ROLLED_BACK and rolled.routes == (_route(1),)
+    assert service.history("web")[0].reason.startswith(
+        "automatic rollback: canary models:/fraud/2 is quarantined; it may not serve")
+    assert [v.verdict for v in service.verdicts("web")] == [verdict]
+
+
+def test_a_verdict_pauses_a_rollout_when_nothing_servable_is_left_to_roll_back_to(
+        service: DeploymentService, clocked: MetadataStore, clock: ManualClock) -> None:
+    service.create("web", [_route(1)], "replace")
+    started = service.start_canary("web", ("fraud", 2), FAST)
+    _quarantine(clocked, 1, 2)
+    clock.advance(timedelta(minutes=1))
+    paused = service.apply_verdict(_verdict(started, "pass", clock))
+    assert paused.state is DeploymentState.PAUSED and paused.routes == started.routes
+    assert "rollout paused instead" in service.history("web")[0].reason
+
+
+def test_a_step_is_refused_and_the_rollout_paused_when_a_shadow_was_quarantined(
+        service: DeploymentService, clocked: MetadataStore, clock: ManualClock) -> None:
+    plan = CanaryPlan((10.0, 50.0, 100.0), AnalysisPolicy(passes_to_promote=1))
+    service.create("web", [_route(1), _route(3, 20.0, S)], "shadow")
+    started = service.start_canary("web", ("fraud", 2), plan)
+    _quarantine(clocked, 3)
+    clock.advance(timedelta(minutes=1))
+    paused = service.apply_verdict(_verdict(started, "pass", clock))
+    assert (paused.state, paused.step, paused.routes) == (
+        DeploymentState.PAUSED, 0, started.routes)
+    assert service.history("web")[0].reason == (
+        "rollout step to 50% refused, rollout paused: models:/fraud/3 (quarantined) may not "
+        "serve")
+
+
+def test_evacuate_rolls_back_or_removes_every_route_to_a_version_and_reports_refusals(
+        service: DeploymentService, clocked: MetadataStore) -> None:
+    service.create("canaried", [_route(1)], "replace")
+    service.start_canary("canaried", ("fraud", 2), FAST)
+    service.create("mirror", [_route(1), _route(2, 30.0, S)], "shadow")
+    service.create("replaced", [_route(1)], "replace")
+    service.replace("replaced", "fraud", 2)
+    service.create("stuck", [_route(2)], "replace")
+    service.create("other", [_route(3)], "replace")
+    _quarantine(clocked, 2)
+    report = {e.deployment: e for e in service.evacuate("fraud", 2, "v2 leaks data")}
+    assert {name: e.action for name, e in report.items()} == {
+        "canaried": "rolled_back", "mirror": "route_removed", "replaced": "rolled_back",
+        "stuck": "refused"}
+    assert "no earlier routes" in report["stuck"].detail
+    for name in ("canaried", "mirror", "replaced"):
+        assert service.get(name).routes == (_route(1),)
+        assert service.get(name).revision == report[name].revision
+        assert service.history(name)[0].reason.startswith("v2 leaks data; ")
+    assert service.get("mirror").strategy is Strategy.REPLACE
+    assert service.get("stuck").routes == (_route(2),) and service.get("other").revision == 1
+    assert service.evacuate("fraud", 2, "again") == [report["stuck"]]
+    for bad, field in (({"version": 0}, "version"), ({"model": "../x"}, "model"),
+                       ({"reason": " "}, "reason")):
+        arguments: dict[str, Any] = {"model": "fraud", "version": 2, "reason": "r", **bad}
+        with pytest.raises(InvalidArgumentError) as caught:
+            service.evacuate(**arguments)
+        assert caught.value.field == field

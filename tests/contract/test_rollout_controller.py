@@ -35,7 +35,8 @@ from loopline.core.deployments import (
 from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
 from loopline.deploy.service import DeploymentService
-from loopline.loop.rollout import FAIL, INCONCLUSIVE, PASS, RolloutController
+from loopline.loop.rollout import DEFAULT_SETTLE, FAIL, INCONCLUSIVE, PASS, RolloutController
+from loopline.loop.rollout_window import window
 from loopline.loop.scheduler import Scheduler
 from loopline.pipelines import Runner, RunnerOptions
 from loopline.serving.stats_recorder import StatsRecorder
@@ -82,7 +83,11 @@ class FakeDeployments:
                 "verdict": verdict.verdict, "numbers": dict(verdict.numbers),
                 "decided_at": verdict.decided_at})
         self.applied.append(verdict)
-        if verdict.verdict == PASS:
+        failures = deployment.failures + (verdict.verdict == FAIL)
+        limit = deployment.canary.analysis.failures_to_rollback if deployment.canary else 1
+        if verdict.verdict == FAIL and failures < limit:
+            deployment = replace(deployment, failures=failures)
+        elif verdict.verdict == PASS:
             deployment = replace(deployment, step=deployment.step + 1,
                                  step_started_at=self.store.clock.now(),
                                  revision=deployment.revision + 1)
@@ -106,7 +111,8 @@ def clock() -> ManualClock:
 
 
 def controller(store: MetadataStore, fake: FakeDeployments, clock: ManualClock,
-               settle: timedelta = timedelta(0)) -> RolloutController:
+               settle: timedelta | None = timedelta(0)) -> RolloutController:
+    """A controller judging at a window's end (``serve`` writes synchronously), by default."""
     store.clock = clock
     return RolloutController(store, fake, clock, settle=settle)
 
@@ -159,7 +165,7 @@ def test_a_raised_canary_error_rate_fails_and_the_service_rolls_back(
     assert running.tick() == []  # no longer rolling out
 
 
-def test_too_little_traffic_is_inconclusive_and_the_next_window_follows_it(
+def test_an_inconclusive_window_carries_forward_and_the_next_one_accumulates_from_its_start(
         store: MetadataStore, clock: ManualClock) -> None:
     fake = FakeDeployments(store, rollout())
     running = controller(store, fake, clock)
@@ -169,12 +175,129 @@ def test_too_little_traffic_is_inconclusive_and_the_next_window_follows_it(
     assert first.verdict == INCONCLUSIVE
     assert first.numbers["canary"]["requests"] == 10
     assert first.numbers["primary"]["requests"] == 0
+    assert running.tick() == []  # judged once
     serve(store, T0 + INTERVAL, PRIMARY, 400, 0)
     serve(store, T0 + INTERVAL, CANARY, 100, 0)
     clock.advance(INTERVAL)
     [second] = running.tick()
-    assert (second.window_start, second.window_end) == (T0 + INTERVAL, T0 + 2 * INTERVAL)
+    assert (second.window_start, second.window_end) == (T0, T0 + 2 * INTERVAL)
+    assert second.numbers["canary"]["requests"] == 110
     assert second.verdict == PASS
+    serve(store, T0 + 2 * INTERVAL, PRIMARY, 400, 0)
+    clock.advance(INTERVAL)
+    [third] = running.tick()  # after a decisive verdict, the next window starts at its end
+    assert (third.window_start, third.window_end) == (T0 + 2 * INTERVAL, T0 + 3 * INTERVAL)
+
+
+def test_healthy_low_traffic_accumulates_over_intervals_to_a_pass(
+        store: MetadataStore, clock: ManualClock) -> None:
+    fake = FakeDeployments(store, rollout())
+    running = controller(store, fake, clock)
+    verdicts = []
+    for minute in range(3):
+        for second in range(0, 60, 10):  # 18 canary requests an interval; 50 are needed
+            at = T0 + minute * INTERVAL + timedelta(seconds=second)
+            serve(store, at, CANARY, 3, 0)
+            serve(store, at, PRIMARY, 100, 0)
+        clock.advance(INTERVAL)
+        verdicts += running.tick()
+    assert [v.verdict for v in verdicts] == [INCONCLUSIVE, INCONCLUSIVE, PASS]
+    passed = verdicts[-1]
+    assert (passed.window_start, passed.window_end) == (T0, T0 + 3 * INTERVAL)
+    assert passed.numbers["canary"]["requests"] == 54
+    assert fake.current["churn"].step == 1
+
+
+def test_a_low_traffic_canary_failing_every_request_rolls_back_without_min_samples(
+        store: MetadataStore, clock: ManualClock) -> None:
+    plan = CanaryPlan(PLAN.steps, replace(PLAN.analysis, failures_to_rollback=2))
+    fake = FakeDeployments(store, replace(rollout(), canary=plan))
+    running = controller(store, fake, clock, settle=None)
+    seen: list[tuple[datetime, RolloutVerdict]] = []
+    while fake.current["churn"].state is DeploymentState.ROLLING_OUT and \
+            clock.now() < T0 + 10 * INTERVAL:
+        serve(store, clock.now(), CANARY, 5, 5)  # 30 failing requests an interval
+        serve(store, clock.now(), PRIMARY, 100, 1)
+        now = clock.advance(timedelta(seconds=10))
+        seen += [(now, verdict) for verdict in running.tick()]
+    assert [v.verdict for _, v in seen] == [FAIL, FAIL]
+    assert fake.current["churn"].state is DeploymentState.ROLLED_BACK
+    assert seen[-1][0] - T0 <= (plan.analysis.failures_to_rollback + 1) * INTERVAL
+    last = seen[-1][1]
+    assert last.numbers["decided_by"] == ["canary_errors_at_min_samples"]
+    early = next(c for c in last.numbers["checks"]
+                 if c["name"] == "canary_errors_at_min_samples")
+    assert (early["observed"], early["passed"]) == (30, False)
+    assert early["threshold"] == pytest.approx((0.01 + 0.01) * 50)
+    assert last.numbers["canary"]["error_rate"] == 1.0
+    assert last.numbers["canary"]["requests"] == 30 < PLAN.analysis.min_samples
+
+
+def test_a_window_starts_on_the_first_bucket_boundary_after_the_step_started(
+        store: MetadataStore, clock: ManualClock) -> None:
+    fake = FakeDeployments(store, rollout(step_started_at=T0 + timedelta(seconds=3)))
+    running = controller(store, fake, clock, settle=None)
+    for second in range(0, 70, 10):
+        serve(store, T0 + timedelta(seconds=second), CANARY, 20, 0)
+        serve(store, T0 + timedelta(seconds=second), PRIMARY, 200, 0)
+    clock.advance(timedelta(seconds=10) + INTERVAL + DEFAULT_SETTLE - timedelta(seconds=1))
+    assert running.tick() == []
+    clock.advance(timedelta(seconds=1))
+    [verdict] = running.tick()
+    assert (verdict.window_start, verdict.window_end) == \
+        (T0 + timedelta(seconds=10), T0 + timedelta(seconds=70))
+    assert verdict.numbers["canary"]["requests"] == 120  # six whole buckets, not the first
+
+
+def test_a_judged_window_read_again_after_later_buckets_arrive_gives_the_same_numbers(
+        store: MetadataStore, clock: ManualClock) -> None:
+    fake = FakeDeployments(store, rollout(step_started_at=T0 + timedelta(seconds=3)))
+    running = controller(store, fake, clock, settle=None)
+    for second in range(10, 70, 10):
+        serve(store, T0 + timedelta(seconds=second), CANARY, 20, 0)
+        serve(store, T0 + timedelta(seconds=second), PRIMARY, 200, 0)
+    serve(store, T0 + timedelta(seconds=70), CANARY, 5, 0)  # the next bucket, partly served
+    clock.advance(timedelta(seconds=63))
+    assert running.tick() == []  # the window's last bucket may still be flushing
+    clock.advance(timedelta(seconds=22))  # T0+85: 70 + one bucket + one flush period
+    [verdict] = running.tick()
+    assert verdict.window_end == T0 + timedelta(seconds=70)
+    serve(store, T0 + timedelta(seconds=70), CANARY, 20, 20)  # the rest of that bucket
+    serve(store, T0 + timedelta(seconds=80), CANARY, 20, 20)
+    again = window(store, "churn", verdict.window_start, verdict.window_end)
+    for side, uri in (("canary", CANARY), ("primary", PRIMARY)):
+        assert (again[uri].requests, again[uri].errors) == \
+            (verdict.numbers[side]["requests"], verdict.numbers[side]["errors"])
+    assert fake.current["churn"].step == 1
+    next_start = fake.current["churn"].step_started_at
+    assert next_start is not None
+    found = running.window_of(fake.current["churn"], next_start + INTERVAL + DEFAULT_SETTLE
+                              + timedelta(seconds=10))
+    assert found is not None and found[0] == T0 + timedelta(seconds=90)  # the next boundary
+
+
+def test_the_default_settle_is_one_bucket_plus_one_flush_period(
+        store: MetadataStore, clock: ManualClock) -> None:
+    assert timedelta(seconds=15) == DEFAULT_SETTLE
+    fake = FakeDeployments(store, rollout())
+    running = controller(store, fake, clock, settle=None)
+    clock.advance(INTERVAL + DEFAULT_SETTLE - timedelta(seconds=1))
+    assert running.tick() == []
+    clock.advance(timedelta(seconds=1))
+    [verdict] = running.tick()
+    assert verdict.window_end == T0 + INTERVAL
+
+
+def test_an_interval_that_is_not_whole_buckets_is_rounded_up_to_whole_buckets(
+        store: MetadataStore, clock: ManualClock) -> None:
+    plan = CanaryPlan(PLAN.steps, replace(PLAN.analysis, interval=timedelta(seconds=45)))
+    fake = FakeDeployments(store, replace(rollout(), canary=plan))
+    running = controller(store, fake, clock)
+    clock.advance(timedelta(seconds=49))
+    assert running.tick() == []
+    clock.advance(timedelta(seconds=1))
+    [verdict] = running.tick()
+    assert verdict.window_end == T0 + timedelta(seconds=50)
 
 
 def test_a_rerun_after_a_crash_judges_the_same_window_from_stored_state(
@@ -243,10 +366,14 @@ def test_stats_before_the_step_started_are_not_in_the_window(
     assert verdict.numbers["canary"]["errors"] == 0
 
 
-def test_a_negative_settle_time_is_refused(store: MetadataStore) -> None:
+def test_a_negative_settle_time_or_a_sub_second_bucket_is_refused(
+        store: MetadataStore) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         RolloutController(store, FakeDeployments(store), settle=timedelta(seconds=-1))
     assert caught.value.field == "settle"
+    with pytest.raises(InvalidArgumentError) as caught:
+        RolloutController(store, FakeDeployments(store), bucket=timedelta(0))
+    assert caught.value.field == "bucket"
 
 
 def test_a_scheduler_given_the_controller_judges_rollouts_on_each_tick(
@@ -338,10 +465,10 @@ def test_a_healthy_canary_is_promoted_step_by_step_then_a_failing_one_rolls_back
 
     service.start_canary("churn", ("churn", 2), plan)
     weights = []
-    for _ in range(3):
+    for _ in range(3):  # each window is judged one bucket and a flush period after its end
         weights.append(next(r.weight for r in service.get("churn").routes
                             if r.role is RouteRole.CANARY))
-        seen = run_for(traffic, running, INTERVAL)
+        seen = run_for(traffic, running, INTERVAL + 2 * BUCKET)
         assert [v.verdict for _, v in seen] == [PASS]
         assert seen[0][0] == service.get("churn").updated_at  # moved at the verdict's time
     assert weights == [10.0, 25.0, 50.0]
@@ -405,7 +532,8 @@ def test_rollouts_run_once_judges_a_due_canary_and_prints_its_verdict(
         [stored] = ws.deployments.verdicts("churn")
         assert stored.window_start == long_ago  # the whole backlog, in whole intervals
         assert (stored.window_end - long_ago) % INTERVAL == timedelta(0)
-        assert datetime.now(UTC) - INTERVAL < stored.window_end <= datetime.now(UTC)
+        settled = datetime.now(UTC) - DEFAULT_SETTLE  # the default settle time
+        assert settled - INTERVAL < stored.window_end <= settled
         assert stored.numbers["checks"][0] == {"name": "min_samples", "observed": 0,
                                                "threshold": 50, "passed": None}
         code, out = _cli(ws, capsys, "--once", "--interval", "2h")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from loopline.core.deployments import WindowStats
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
 from loopline.loop.rollout_window import window
 from loopline.store import MetadataStore
+from loopline.store.models import ROLLOUT_VERDICTS
 from loopline.store.serving_stats import StatsRow, add_stats, latest_verdict_end, window_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -106,3 +108,18 @@ def test_bad_window_bounds_are_refused_naming_the_bound(store: MetadataStore) ->
     with pytest.raises(InvalidArgumentError) as caught:
         window_rows(store.engine, "churn", datetime(2026, 1, 1), T0)  # noqa: DTZ001
     assert caught.value.field == "start"
+
+
+def test_latest_verdict_end_can_be_limited_to_decisive_verdicts(store: MetadataStore) -> None:
+    with store.write("t") as uow:
+        for index, (verdict, minutes) in enumerate((("pass", 1), ("inconclusive", 3),
+                                                    ("fail", 2))):
+            uow.session.connection().execute(sa.insert(ROLLOUT_VERDICTS), {
+                "id": f"v{index}", "deployment": "churn", "revision": 2, "step": 0,
+                "window_start": T0, "window_end": T0 + timedelta(minutes=minutes),
+                "verdict": verdict, "numbers": {}, "decided_at": T0})
+    assert latest_verdict_end(store.engine, "churn") == T0 + timedelta(minutes=3)
+    assert latest_verdict_end(store.engine, "churn", ("pass", "fail")) == \
+        T0 + timedelta(minutes=2)
+    assert latest_verdict_end(store.engine, "churn", ("pass",)) == T0 + timedelta(minutes=1)
+    assert latest_verdict_end(store.engine, "other", ("pass", "fail")) is None

@@ -58,6 +58,39 @@ def record(x: float = 1.0, n: int = 2, color: str = "red") -> dict[str, Any]:
     return {"x": x, "n": n, "color": color}
 
 
+class SlowModel:
+    """A served model whose ``predict`` first sleeps ``seconds``."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+        self.uri = inner.uri
+        self.input_names = inner.input_names
+        self.input_types = inner.input_types
+        self.output_type = inner.output_type
+        self.batchable = inner.batchable
+
+    def check(self, batch: Any) -> Any:
+        return self._inner.check(batch)
+
+    def predict(self, batch: Any) -> Any:
+        time.sleep(self._seconds)
+        return self._inner.predict(batch)
+
+
+class SlowLoader:
+    """A loader whose versions in ``delays`` ((name, version) -> seconds) predict slowly."""
+
+    def __init__(self, inner: Any, delays: dict[tuple[str, int], float]) -> None:
+        self._inner = inner
+        self._delays = delays
+
+    def servable(self, name: str, version: int) -> Any:
+        model = self._inner.servable(name, version)
+        delay = self._delays.get((name, version))
+        return SlowModel(model, delay) if delay else model
+
+
 def _free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

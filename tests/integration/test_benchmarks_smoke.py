@@ -276,3 +276,61 @@ def test_quick_governance_benchmark_prints_one_json_report(tmp_path: Path) -> No
     _assert_positive(evaluation["load_policy_set"], "first_ms", "median_ms")
     _check_governance_backend(report["sqlite"])
     _check_postgres(report["postgresql"], _check_governance_backend)
+
+
+# -- benchmarks/serving.py -----------------------------------------------------------------------
+
+SERVING_SECTIONS = ("client_ceiling", "thin_reference", "loopline_inline", "loopline_batched")
+
+
+def _check_percentiles(figures: dict[str, Any]) -> None:
+    assert figures["count"] > 0
+    _assert_positive(figures, "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def _check_server_figures(figures: dict[str, Any], rate: float) -> None:
+    run = figures["open_loop"]
+    assert run["errors"] == 0 and run["rate_per_s"] == rate
+    assert run["requests"] == run["latency_from_due"]["count"] > 0
+    for name in ("latency_from_due", "latency_from_send"):
+        _check_percentiles(run[name])
+    assert run["latency_from_due"]["p50_ms"] >= run["latency_from_send"]["p50_ms"]
+    assert set(figures["closed_loop"]) == {"c1", "c8", "c32"}
+    for key, closed in figures["closed_loop"].items():
+        assert closed["concurrency"] == int(key[1:]) and closed["errors"] == 0
+        _assert_positive(closed, "requests_per_s", "seconds", "client_cpu_share")
+        _check_percentiles(closed["latency"])
+
+
+def _check_swap(swap: dict[str, Any], versions: int) -> None:
+    assert swap["errors"] == 0 and swap["swaps"] == len(swap["replace_call_ms"]) >= 1
+    _check_percentiles(swap["steady_window"])
+    _check_percentiles(swap["swap_window"])
+    assert sum(swap["answers_per_version"].values()) == swap["requests"]
+    assert len(swap["answers_per_version"]) == versions  # the swaps were answered
+    assert all(ms is not None and ms > 0 for ms in swap["replace_to_first_answer_ms"])
+
+
+def test_quick_serving_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("serving.py", tmp_path)
+    assert report["machine"]["uvicorn"] and "SQLite" in report["store"]
+    rate = report["settings"]["rate"]
+    floor = report["in_process"]
+    for name in ("predict_1_row", "predict_32_rows", "thin_handler_1_row"):
+        _check_percentiles(floor[name])
+    for section in SERVING_SECTIONS:
+        _check_server_figures(report[section], rate)
+    for mode, rows in (("inline", 0), ("batched", report["settings"]["batch_rows"])):
+        figures = report[f"loopline_{mode}"]
+        assert figures["batch_max_rows"] == rows
+        _check_swap(figures["swap"], versions=2)
+        metrics = figures["server_metrics"]
+        assert metrics["predict_calls"] > 0 and metrics["prediction_log_dropped"] == 0
+    targets = report["targets"]
+    assert targets["swap_errors"] == 0
+    assert targets["p50_met"] is (targets["p50_overhead_ms"] <= targets["p50_overhead_ms_max"])
+    assert targets["throughput_met"] is (
+        targets["batched_c32_vs_thin_c32"] >= targets["batched_c32_vs_thin_c32_min"])
+    _assert_positive(targets, "batched_c32_vs_thin_c32", "inline_c32_vs_thin_c32",
+                     "client_ceiling_c32_vs_batched_c32")

@@ -332,3 +332,74 @@ def test_the_registry_serves_checked_versions_and_refuses_quarantined_ones(
             workspace.models.servable("served", version.version)
     finally:
         workspace.close()
+
+
+# -- review fixes: bounded metric labels, header names, signature errors, long names -----------
+
+def _series(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_random_deployment_names_do_not_grow_the_metrics(client: httpx.Client) -> None:
+    client.post("/predict/warm-up-unknown", json=[record()])  # the fixed "unknown" series
+    client.post("/invocations", json={"dataframe_records": [record()]},
+                headers={"X-Loopline-Deployment": "warm-up-unknown"})
+    before = _series(client.get("/metrics").text)
+    for i in range(60):
+        assert client.post(f"/predict/random-{i}", json=[record()]).status_code == 404
+        assert client.post("/invocations", json={"dataframe_records": [record()]},
+                           headers={"X-Loopline-Deployment": f"hdr-{i}"}).status_code == 404
+        assert client.post("/invocations", json={"dataframe_records": [record()]},
+                           headers={"X-Loopline-Deployment": "z" * 300 + str(i)}
+                           ).status_code == 422
+    text = client.get("/metrics").text
+    assert _series(text) == before
+    assert "random-" not in text and "hdr-" not in text and "zzz" not in text
+    assert 'deployment="unknown"' in text
+
+
+def test_an_invalid_deployment_header_is_refused_naming_the_header(
+        client: httpx.Client) -> None:
+    response = client.post("/invocations", json={"dataframe_records": [record()]},
+                           headers={"X-Loopline-Deployment": "no/such name"})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "X-Loopline-Deployment"
+
+
+def test_requests_the_routed_signature_refuses_count_as_errors_of_that_version(
+        tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from loopline.store.serving_stats import window_rows
+
+    workspace = make_workspace(tmp_path)
+    try:
+        version = register_constant(workspace, "strict", 0.0)
+        deploy(workspace, "strict", [primary(version)])
+        with running(workspace, writer_options=FAST_LOG) as server, \
+                server.client() as client:
+            for _ in range(3):  # an unseen category: refused by the version's signature
+                assert client.post("/predict/strict", json=[record(color="green")]
+                                   ).status_code == 422
+            for _ in range(2):  # malformed JSON: refused before routing, not the version's
+                assert client.post("/predict/strict", content=b"[{",
+                                   headers={"content-type": "application/json"}
+                                   ).status_code == 400
+            assert client.post("/predict/strict", json=[record()]).status_code == 200
+        rows = window_rows(workspace.store.engine, "strict", datetime(2000, 1, 1, tzinfo=UTC),
+                           datetime(2100, 1, 1, tzinfo=UTC))  # the stats flush at shutdown
+        assert (sum(r.requests for r in rows), sum(r.errors for r in rows)) == (4, 3)
+    finally:
+        workspace.close()
+
+
+def test_a_long_model_name_still_gets_a_valid_distinct_log_name() -> None:
+    from loopline.core.names import validate_name
+    from loopline.serving.scoring import log_version
+
+    short = log_version(Route("const", 3, 100.0))
+    first = log_version(Route("m" * 127 + "a", 12, 100.0))
+    second = log_version(Route("m" * 127 + "b", 12, 100.0))
+    assert short == "const.v3"
+    assert len(first) <= 128 and validate_name(first) and first.endswith(".v12")
+    assert first != second

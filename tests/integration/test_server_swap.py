@@ -154,3 +154,28 @@ def test_shutdown_drops_readiness_first_finishes_in_flight_requests_and_flushes_
     assert [r.status_code for r in results] == [200]
     rows = ws.predictions.read().to_pylist()  # no waiting: shutdown flushed the log
     assert "in-flight-1" in {row["request_id"] for row in rows}
+
+
+def _threads(prefix: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
+
+
+@pytest.mark.parametrize("batch_max_rows", [0, 8])
+def test_replacing_the_version_six_times_keeps_only_the_live_workers(
+        ws: Workspace, batch_max_rows: int) -> None:
+    deploy(ws, f"churn-{batch_max_rows}", [primary(ws.models.versions("const")[0])])
+    versions = [register_constant(ws, f"churn{batch_max_rows}", float(i)) for i in range(6)]
+    prefix = "loopline-batch" if batch_max_rows else "loopline-predict"
+    before = _threads(prefix)
+    with running(ws, deployments=[f"churn-{batch_max_rows}"],
+                 batch_max_rows=batch_max_rows) as server:
+        scoring = server.app.state.serving.scoring
+        for version in versions:
+            ws.deployments.replace(f"churn-{batch_max_rows}", version.name, version.version)
+            _wait_for(server, f"churn-{batch_max_rows}", version.uri)
+        deadline = time.monotonic() + 5
+        while (scoring.runners != (versions[-1].uri,) or _threads(prefix) > before + 1) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scoring.runners == (versions[-1].uri,)
+        assert _threads(prefix) <= before + 1

@@ -4,6 +4,8 @@ stays healthy after hundreds of them."""
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -170,3 +172,94 @@ def test_the_server_stays_healthy_after_hundreds_of_bad_requests(
     assert client.get("/v2/health/ready").status_code == 200
     good = client.post("/predict/main", json={"records": [record()]})
     assert good.status_code == 200 and good.json()["predictions"] == [0.0]
+
+
+def _tensors(n_datatype: str, n_data: list[Any]) -> dict[str, Any]:
+    rows = len(n_data)
+    return {"inputs": [
+        {"name": "x", "shape": [rows], "datatype": "FP64", "data": [1.0] * rows},
+        {"name": "n", "shape": [rows], "datatype": n_datatype, "data": n_data},
+        {"name": "color", "shape": [rows], "datatype": "BYTES", "data": ["red"] * rows}]}
+
+
+@pytest.mark.parametrize(("datatype", "value"), [("UINT8", -5), ("UINT8", 300),
+                                                 ("INT8", 128), ("UINT64", -1),
+                                                 ("INT64", 2 ** 63), ("UINT32", 2 ** 32)])
+def test_v2_integers_outside_their_datatype_are_refused_naming_input_and_value(
+        client: httpx.Client, datatype: str, value: int) -> None:
+    _refused(client.post("/v2/models/main/infer", json=_tensors(datatype, [1, value])), 422,
+             "inputs[1].data", str(value), datatype)
+    assert client.post("/v2/models/main/infer",
+                       json=_tensors(datatype, [1, 2])).status_code == 200
+
+
+def test_v2_bool_refuses_numbers(client: httpx.Client) -> None:
+    body = _tensors("INT64", [1])
+    body["inputs"].append({"name": "flag", "shape": [1], "datatype": "BOOL", "data": [1]})
+    _refused(client.post("/v2/models/main/infer", json=body), 422, "inputs[3].data", "BOOL")
+
+
+def test_the_404_for_an_unknown_deployment_does_not_list_the_served_ones(
+        client: httpx.Client) -> None:
+    for response in (client.post("/predict/nothing", json={"records": [record()]}),
+                     client.get("/v2/models/nothing"),
+                     client.post("/invocations", json={"instances": [record()]},
+                                 headers={"X-Loopline-Deployment": "nothing"})):
+        _refused(response, 404, "deployment", "not served here")
+        assert "main" not in response.json()["error"]["problem"]
+
+
+@pytest.fixture(scope="module")
+def roomy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server over ``main`` that reads bodies of up to 2 MiB."""
+    workspace = make_workspace(tmp_path_factory.mktemp("roomy"))
+    try:
+        deploy(workspace, "main", [primary(register_constant(workspace, "const", 0.0))])
+        with running(workspace, max_body_bytes=2 << 20) as started:
+            yield started
+    finally:
+        workspace.close()
+
+
+MEGABYTE_BODIES = {  # each made the old regex-based depth check quadratic, or is just deep
+    "escaped quotes": b"[" * 70 + b'"' + b'\\"' * (1 << 19),
+    "backslashes": b"[" * 70 + b'"' + b"\\" * (1 << 20),
+    "brackets": b"[" * (1 << 20),
+    "brackets in a string": b'["' + b"[" * (1 << 20) + b'"]',
+}
+
+
+def test_megabyte_adversarial_bodies_get_a_4xx_quickly_while_liveness_answers(
+        roomy_server: RunningServer) -> None:
+    results: list[tuple[str, int, float]] = []
+
+    def attack() -> None:
+        with roomy_server.client(timeout=30.0) as attacker:
+            for name, body in MEGABYTE_BODIES.items():
+                started = time.perf_counter()
+                status = attacker.post("/predict/main", content=body, headers=JSON).status_code
+                results.append((name, status, time.perf_counter() - started))
+
+    thread = threading.Thread(target=attack)
+    slowest = 0.0
+    with roomy_server.client(timeout=5.0) as probe:
+        thread.start()
+        while thread.is_alive():
+            started = time.perf_counter()
+            assert probe.get("/v2/health/live").status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            time.sleep(0.01)
+        thread.join()
+        good = probe.post("/predict/main", json={"records": [record()]})
+    assert [name for name, _, _ in results] == list(MEGABYTE_BODIES)
+    for name, status, seconds in results:  # sanity bounds, not a benchmark
+        assert 400 <= status < 500, (name, status)
+        assert seconds < 5.0, (name, seconds)
+    assert slowest < 2.0, slowest
+    assert good.status_code == 200
+
+
+def test_a_v2_integer_beyond_64_bits_is_refused_saying_json_read_it_as_float(
+        client: httpx.Client) -> None:
+    _refused(client.post("/v2/models/main/infer", json=_tensors("INT64", [1, 2 ** 70])), 422,
+             "inputs[1].data", "beyond 64 bits", "INT64")

@@ -280,3 +280,60 @@ def test_close_before_any_submit_and_a_cancelled_caller_are_harmless() -> None:
 def test_a_negative_wait_is_refused_naming_the_field() -> None:
     with pytest.raises(InvalidArgumentError, match="max_wait_ms"):
         MicroBatcher(Recorder(), max_wait_ms=-1)
+
+
+def test_a_full_queue_refuses_at_once_and_a_lone_large_frame_still_fits() -> None:
+    from loopline.serving.batching import QueueFull
+
+    async def scenario() -> tuple[list[Any], int]:
+        batcher = MicroBatcher(Recorder(delay=0.05), max_rows=1, max_queue_rows=3)
+        lone = await batcher.submit(frame(*range(10)))  # larger than the bound, but alone
+        tasks = [asyncio.ensure_future(batcher.submit(frame(i))) for i in range(5)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return results, len(lone)
+
+    results, lone_rows = run(scenario)
+    assert lone_rows == 10
+    refused = [r for r in results if isinstance(r, QueueFull)]
+    assert len(refused) == 2 and refused[0].status == 503
+    assert refused[0].field == "max_queue_rows"
+    assert [list(r) for r in results if not isinstance(r, Exception)] == [[0], [2], [4]]
+
+
+class _Model:
+    """A servable stand-in: ``uri`` and ``predict`` (doubles ``x``) are all a runner uses."""
+
+    batchable = True
+
+    def __init__(self, uri: str, delay: float = 0.0) -> None:
+        self.uri = uri
+        self.predict = Recorder(delay)
+
+
+def test_a_runner_whose_version_left_the_table_closes_once_its_request_ends() -> None:
+    from loopline.serving.workers import RunnerPool
+
+    async def scenario() -> tuple[list[int], bool, bool, tuple[str, ...]]:
+        pool = RunnerPool((0, 2.0), lambda uri: lambda rows: None)
+        old, new = _Model("models:/m/1", delay=0.05), _Model("models:/m/2")
+        runner = pool.acquire(old, {old.uri: old})
+        pending = asyncio.ensure_future(runner.predict(frame(3)))
+        await asyncio.sleep(0)
+        pool.retain({new.uri: new})  # the table moved on while the request is in flight
+        closed_while_busy = runner.closed
+        result = list(await pending)
+        pool.release(runner)
+        await asyncio.sleep(0.01)
+        live = pool.acquire(new, {new.uri: new})
+        stale = pool.acquire(_Model(new.uri), {new.uri: new})  # routed by an older table
+        pool.release(stale)
+        pool.release(live)
+        await asyncio.sleep(0.01)
+        uris = pool.uris
+        await pool.close()
+        return result, closed_while_busy, runner.closed and stale.closed, uris
+
+    result, closed_while_busy, closed_after, uris = run(scenario)
+    assert result == [6] and not closed_while_busy and closed_after
+    assert uris == ("models:/m/2",)

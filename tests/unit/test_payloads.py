@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -16,7 +18,6 @@ from loopline.core.errors import (
 from loopline.serving.answers import RequestRefused, refusal
 from loopline.serving.payloads import (
     Limits,
-    depth_of,
     frame_from_columns,
     frame_from_records,
     frame_from_rows,
@@ -59,12 +60,37 @@ def test_parse_json_refuses_nan_infinity_and_malformed_text_with_400() -> None:
 
 
 def test_depth_ignores_brackets_inside_strings_and_refuses_past_64() -> None:
-    assert depth_of(b'[[1], {"a": "[[[[["}]') == 2
-    assert depth_of(b'["\\"[[["]') == 1
-    assert not too_deep(b"[" * 64 + b"]" * 64, 64)
-    assert too_deep(b"[" * 65 + b"]" * 65, 64)
+    assert parse_json(b'[[1], {"a": "[[[[["}]', LIMITS) == [[1], {"a": "[[[[["}]
+    assert parse_json(b'["\\"[[["]', LIMITS) == ['"[[[']
+    assert not too_deep(orjson.loads(b"[" * 64 + b"]" * 64), 64)
+    assert too_deep(orjson.loads(b"[" * 65 + b"]" * 65), 64)
+    assert too_deep({"a": [1, {"b": []}]}, 3) and not too_deep({"a": [1, {"b": 2}]}, 3)
+    assert not too_deep("[[[[", 1) and not too_deep(5, 0)
     error = _refusal(lambda: parse_json(b"[" * 65 + b"]" * 65, LIMITS), 422, "body")
     assert "64" in error.problem
+    # Past orjson's own limit of 1024 levels: the same 422, not a 400.
+    _refusal(lambda: parse_json(b"[" * 2000 + b"]" * 2000, LIMITS), 422, "body")
+
+
+ADVERSARIAL = [  # bodies that made the old regex-based depth check quadratic or deep
+    b"[" * 70 + b'"' + b'\\"' * 500_000,  # an unterminated string of escaped quotes
+    b"[" * 70 + b'"' + b"\\" * 1_000_000,  # one of backslashes
+    b"[" * 1_000_000,  # brackets only
+    b"[" + b"[1]," * 250_000 + b"[1]]",  # a million brackets, valid and shallow
+    b'["' + b"[" * 1_000_000 + b'"]',  # brackets inside one string
+]
+
+
+@pytest.mark.parametrize("body", ADVERSARIAL, ids=["quotes", "backslashes", "open", "wide",
+                                                   "in-string"])
+def test_megabyte_adversarial_bodies_are_judged_in_linear_time(body: bytes) -> None:
+    limits = Limits(max_body_bytes=2 << 20)
+    started = time.perf_counter()
+    try:
+        parse_json(body, limits)
+    except RequestRefused as refused:
+        assert refused.status in (400, 422) and refused.field == "body"
+    assert time.perf_counter() - started < 5.0  # a sanity bound: quadratic took hours
 
 
 def test_records_become_columns_and_mismatched_records_are_named() -> None:
@@ -110,6 +136,46 @@ def test_v2_tensors_are_typed_by_datatype_and_strings_are_never_numbers() -> Non
     _refusal(lambda: wire.parse({"inputs": [{"name": "a", "shape": [1], "datatype": "INT64",
                                              "data": [2 ** 70]}]}, _Model(), LIMITS),
              422, "inputs[0].data")
+
+
+# (datatype, the extremes it takes, values just outside, values of another type)
+INT_RANGES = [
+    ("INT8", [-128, 127], [-129, 128]), ("INT16", [-32768, 32767], [-32769, 32768]),
+    ("INT32", [-(2 ** 31), 2 ** 31 - 1], [-(2 ** 31) - 1, 2 ** 31]),
+    ("INT64", [-(2 ** 63), 2 ** 63 - 1], [-(2 ** 63) - 1, 2 ** 63]),
+    ("UINT8", [0, 255], [-5, 256, 300]), ("UINT16", [0, 65535], [-1, 65536]),
+    ("UINT32", [0, 2 ** 32 - 1], [-1, 2 ** 32]), ("UINT64", [0, 2 ** 63 - 1], [-1, 2 ** 64]),
+]
+
+
+def _one_tensor(datatype: str, data: list[Any]) -> dict[str, Any]:
+    return {"inputs": [{"name": "b", "shape": [len(data)], "datatype": datatype,
+                        "data": data}]}
+
+
+@pytest.mark.parametrize(("datatype", "inside", "outside"), INT_RANGES,
+                         ids=[case[0] for case in INT_RANGES])
+def test_v2_integers_outside_their_datatype_range_are_refused_naming_the_value(
+        datatype: str, inside: list[int], outside: list[int]) -> None:
+    parsed = V2Wire().parse(_one_tensor(datatype, inside), _Model(), LIMITS)
+    assert parsed.frame["b"].tolist() == inside
+    for value in outside:
+        error = _refusal(lambda v=value: V2Wire().parse(_one_tensor(datatype, [0, v]),
+                                                        _Model(), LIMITS),
+                         422, "inputs[0].data")
+        assert str(value) in error.problem and datatype in error.problem
+        assert "position 1" in error.problem
+    _refusal(lambda: V2Wire().parse(_one_tensor(datatype, [True]), _Model(), LIMITS),
+             422, "inputs[0].data")
+
+
+def test_v2_bool_takes_only_true_and_false() -> None:
+    parsed = V2Wire().parse(_one_tensor("BOOL", [True, False]), _Model(), LIMITS)
+    assert parsed.frame["b"].tolist() == [True, False]
+    for data in ([0], [1], [2], ["true"], [None], [1.0]):
+        error = _refusal(lambda d=data: V2Wire().parse(_one_tensor("BOOL", d), _Model(),
+                                                       LIMITS), 422, "inputs[0].data")
+        assert "BOOL" in error.problem
 
 
 def test_mlflow_formats_all_become_the_same_frame() -> None:

@@ -69,7 +69,7 @@ def test_canary_p99_above_the_allowed_ratio_fails() -> None:
 
 
 def test_too_few_samples_on_either_side_is_inconclusive_even_with_bad_numbers() -> None:
-    for canary, primary in ((stats(99, 99), stats(1000, 0)), (stats(500, 0), stats(50, 0))):
+    for canary, primary in ((stats(99, 1), stats(1000, 0)), (stats(500, 0), stats(50, 0))):
         verdict, numbers = analyse(POLICY, canary, primary)
         assert verdict == INCONCLUSIVE
         samples = check(numbers, "min_samples")
@@ -77,6 +77,41 @@ def test_too_few_samples_on_either_side_is_inconclusive_even_with_bad_numbers() 
         assert samples["observed"] == min(canary.requests, primary.requests)
         assert samples["threshold"] == 100
         assert check(numbers, "error_rate_increase")["passed"] is None
+
+
+def test_canary_errors_beyond_what_min_samples_allows_fail_before_min_samples() -> None:
+    # 0.5 % primary errors + 1 % allowed: at most 1.5 errors in 100 canary requests
+    verdict, numbers = analyse(POLICY, stats(30, 30), stats(1000, 5))
+    assert verdict == FAIL
+    assert numbers["decided_by"] == ["canary_errors_at_min_samples"]
+    early = check(numbers, "canary_errors_at_min_samples")
+    assert early["observed"] == 30
+    assert early["threshold"] == pytest.approx(1.5)
+    assert early["passed"] is False
+    assert check(numbers, "min_samples")["passed"] is None
+    assert check(numbers, "error_rate_increase")["passed"] is None
+
+
+def test_canary_errors_within_what_min_samples_allows_stay_inconclusive() -> None:
+    verdict, numbers = analyse(POLICY, stats(30, 1), stats(1000, 5))
+    assert verdict == INCONCLUSIVE
+    assert numbers["decided_by"] == ["min_samples", "error_rate_increase", "p99_ratio"]
+    assert check(numbers, "canary_errors_at_min_samples")["passed"] is True
+
+
+def test_the_early_error_check_counts_the_canary_requests_beyond_min_samples() -> None:
+    # 5 errors in 1000 canary requests is 0.5 %: allowed, though 5 > 1 % of min_samples
+    verdict, numbers = analyse(POLICY, stats(1000, 5), stats(50, 0))
+    assert verdict == INCONCLUSIVE
+    assert check(numbers, "canary_errors_at_min_samples")["threshold"] == pytest.approx(10.0)
+
+
+def test_decided_by_names_the_failed_checks_or_every_check_of_a_pass() -> None:
+    _, passed = analyse(POLICY, stats(200, 1), stats(1000, 5))
+    assert passed["decided_by"] == ["min_samples", "error_rate_increase", "p99_ratio",
+                                    "canary_errors_at_min_samples"]
+    _, failed = analyse(POLICY, stats(200, 0, latency_ms=40.0), stats(1000, 0, 10.0))
+    assert failed["decided_by"] == ["p99_ratio"]
 
 
 def test_no_latency_data_on_the_primary_makes_the_p99_check_and_verdict_inconclusive() -> None:

@@ -22,7 +22,7 @@ from loopline.cli.output import console, table
 from loopline.core.deployments import RolloutVerdict
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.governance.durations import parse_duration
-from loopline.loop.rollout import RolloutController
+from loopline.loop.rollout import DEFAULT_SETTLE, RolloutController
 
 app = typer.Typer(help="The rollout controller: canary analysis, promotion and rollback.",
                   no_args_is_help=True)
@@ -96,11 +96,11 @@ def run(
         help="Time between checks, e.g. 5s or 1m.")] = "5s",
     settle: Annotated[str | None, typer.Option(
         help="Wait this long after a window ends before judging it (stats flush lag), "
-             "e.g. 10s.")] = None,
+             "e.g. 30s; default 15s: one stats bucket plus one flush period.")] = None,
 ) -> None:
     """Judge each rolling-out canary when its interval elapses; promote or roll back."""
     every = parse_duration(interval, "--interval")
-    wait = timedelta(0) if settle is None else parse_duration(settle, "--settle")
+    wait = DEFAULT_SETTLE if settle is None else parse_duration(settle, "--settle")
     for flag, value in (("--interval", every), ("--settle", wait)):
         if value > MAX_WAIT:
             raise InvalidArgumentError(flag, f"{value} is longer than 1h")

@@ -33,7 +33,12 @@ def worker_app() -> Starlette:
     """
     spec = json.loads(os.environ[SPEC_ENV])
     workspace = Workspace.open(spec["workspace"], overrides=spec["overrides"])
-    return create_app(workspace.serving_config(**spec["options"]))
+    try:
+        config = workspace.serving_config(**spec["options"])
+    except Exception:
+        workspace.close()
+        raise
+    return create_app(config, on_shutdown=workspace.close)
 
 
 def serve_command(  # noqa: PLR0913 - one parameter per flag is how typer declares them
@@ -45,11 +50,14 @@ def serve_command(  # noqa: PLR0913 - one parameter per flag is how typer declar
         "--deployment", help="Serve only this deployment (repeat for several; default all).",
     )] = None,
     batch_max_rows: Annotated[int, typer.Option(
-        help="Micro-batch up to this many rows per predict call (0: score inline on the "
-             "event loop; 1: one request at a time in a worker thread).")] = 0,
+        help="Micro-batch up to this many rows per predict call (0: score each request "
+             "directly in the model's worker thread; 1: queue them one at a time).")] = 0,
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long a batch may wait for company while traffic is concurrent.")] = 2.0,
     max_rows: Annotated[int, typer.Option(help="Rows allowed per request.")] = 1024,
+    max_queue_rows: Annotated[int, typer.Option(
+        help="Rows admitted and not yet answered at most; past it requests get 503 with "
+             "Retry-After.")] = 4096,
     drain_seconds: Annotated[float, typer.Option(
         help="On shutdown, report not-ready this long before closing the listener.")] = 0.0,
 ) -> None:
@@ -58,7 +66,8 @@ def serve_command(  # noqa: PLR0913 - one parameter per flag is how typer declar
                            drain_seconds=drain_seconds).checked()
     chosen: dict[str, Any] = {"deployments": list(deployment) if deployment else None,
                               "batch_max_rows": batch_max_rows,
-                              "batch_wait_ms": batch_wait_ms, "max_rows": max_rows}
+                              "batch_wait_ms": batch_wait_ms, "max_rows": max_rows,
+                              "max_queue_rows": max_queue_rows}
     workspace = open_workspace(ctx)
     try:
         config = workspace.serving_config(**chosen)  # bad options fail here, before binding

@@ -126,10 +126,12 @@ def check_routes(routes: Sequence[Route], field: str = "routes") -> tuple[Route,
 class AnalysisPolicy:
     """How a canary is judged against the primary between steps.
 
-    Each ``interval`` the window since the step started is compared: the canary's error rate
+    Windows of whole serving-stats buckets, ``interval`` long, are compared: the canary's error rate
     may exceed the primary's by at most ``max_error_rate_increase`` (absolute), its p99
     latency may be at most ``max_p99_ratio`` times the primary's; both need at least
-    ``min_samples`` requests each, else the interval is inconclusive. ``passes_to_promote``
+    ``min_samples`` requests each, else the window is inconclusive and keeps growing, unless
+    the canary's errors alone exceed what the threshold allows at ``min_samples`` (then it
+    fails at once). ``passes_to_promote``
     passing intervals move to the next step; ``failures_to_rollback`` failing ones roll back.
     ``extra`` holds thresholds other subsystems supply (drift, quality deltas).
     """

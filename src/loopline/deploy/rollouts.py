@@ -14,18 +14,31 @@ A denied step does not raise: the rollout pauses at its step with the denial in 
 (and audit entry), so the controller keeps running and a person decides (resume, promote or
 roll back). Enough failures roll back to ``last_good`` on their own; a rollback never asks
 the gate.
+
+Quarantine: every verdict (pass, fail or inconclusive) for a rollout whose canary is
+quarantined or archived meanwhile rolls the rollout back at once, whatever the numbers, with
+the reason in its history. A rollback never restores an unservable version
+(``rollback_target``): when ``last_good`` holds one, the deployment falls back to its current
+primary alone at 100 % (canary, other arms and shadows dropped) if that primary may serve;
+otherwise the rollback is refused (by hand: ``ConflictError``; by a verdict: the rollout
+pauses with the reason, so the controller keeps running and a person updates the routes).
+A step whose routes hold an unservable version other than the canary (the primary or a
+shadow quarantined meanwhile) pauses the rollout the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loopline.core.deployments import (
+    WEIGHT_TOTAL,
     Deployment,
     DeploymentState,
     RolloutVerdict,
     Route,
+    RouteRole,
 )
 from loopline.core.errors import ConflictError, InvalidArgumentError, PolicyDeniedError
 from loopline.core.gates import GateAction, GateDecision, GateRequest
@@ -57,15 +70,59 @@ def next_revision(uow: UnitOfWork, current: Deployment, actor: str,
                    updated_by=actor, **changes)
 
 
-def rolled_back(uow: UnitOfWork, current: Deployment, actor: str) -> Deployment:
-    """Return ``current`` back on its last good routes, state ``rolled_back``.
+@dataclass(frozen=True, slots=True)
+class RollbackTarget:
+    """The routes a rollback goes to, and why they are not ``last_good`` when they are not."""
+
+    routes: tuple[Route, ...]
+    fallback: str | None = None  # what was done instead of restoring last_good, and why
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _listed(bad: Mapping[str, str]) -> str:
+    return ", ".join(f"{uri} ({status})" for uri, status in bad.items())
+
+
+def rollback_target(uow: UnitOfWork, current: Deployment,
+                    avoid: Collection[str] = ()) -> RollbackTarget:
+    """Return where rolling ``current`` back leads: ``last_good``, or its primary alone.
+
+    When ``last_good`` holds a version that may not serve (quarantined or archived, or a URI
+    in ``avoid``), the target is the current primary alone at 100 % (no canary, no other arm,
+    no shadow) provided that primary may serve and is not in ``avoid``.
 
     Raises:
-        ConflictError: when it has no last good routes (it has never changed).
+        ConflictError: when it has no last good routes (it never changed); or naming the
+            unservable version(s) of ``last_good`` when the current primary may not serve
+            either, or when it routes to that primary alone already (nothing to roll back to).
     """
     if not current.last_good:
         raise ConflictError(f"deployment {current.name!r} has no earlier routes to return to")
-    routes = current.last_good
+    bad: dict[str, str] = {uri: str(status)
+                           for uri, status in records.unservable(uow, current.last_good).items()}
+    bad.update({r.uri: "being evacuated" for r in current.last_good if r.uri in avoid})
+    if not bad:
+        return RollbackTarget(current.last_good)
+    primary = current.primary
+    alone = (Route(primary.model, primary.version, WEIGHT_TOTAL, RouteRole.PRIMARY),)
+    refused = (f"deployment {current.name!r} cannot roll back: its last good routes hold "
+               f"{_listed(bad)}, which may not serve")
+    blocked = {uri: str(status) for uri, status in records.unservable(uow, alone).items()}
+    blocked.update({primary.uri: "being evacuated"} if primary.uri in avoid else {})
+    if blocked:
+        raise ConflictError(f"{refused}, and its current primary is {_listed(blocked)} too; "
+                            "update it to a servable version")
+    if alone == current.routes:
+        raise ConflictError(f"{refused}, and it routes to its current primary {primary.uri} "
+                            "alone already")
+    return RollbackTarget(alone, f"last good routes hold {_listed(bad)}; routed 100% to the "
+                                 f"current primary {primary.uri} instead",
+                          {"fallback": {"unservable": bad, "primary": primary.uri}})
+
+
+def rolled_back(uow: UnitOfWork, current: Deployment, actor: str,
+                routes: tuple[Route, ...]) -> Deployment:
+    """Return ``current`` on ``routes`` (see ``rollback_target``), state ``rolled_back``."""
     return next_revision(uow, current, actor, routes=routes, strategy=infer_strategy(routes),
                          state=DeploymentState.ROLLED_BACK, step=0, step_started_at=None,
                          passes=0, failures=0)
@@ -99,6 +156,9 @@ def apply(uow: UnitOfWork, context: Context, current: Deployment,
         return current
     records.insert_verdict(uow, verdict)
     outcome = judge(current, verdict.verdict)
+    evacuated = _quarantined(uow, context, current, verdict)
+    if evacuated is not None:
+        return evacuated
     if outcome.move is Move.COUNT:
         if (outcome.passes, outcome.failures) == (current.passes, current.failures):
             return current
@@ -109,9 +169,44 @@ def apply(uow: UnitOfWork, context: Context, current: Deployment,
         reason = (f"automatic rollback: canary {canary.uri} failed analysis "
                   f"{current.failures + 1} time(s) at {canary.weight:g}% (verdict "
                   f"{verdict.id})")
-        return records.save(uow, current, rolled_back(uow, current, context.actor),
-                            records.Note("rolled_back", reason, None, _numbers(verdict)))
+        return _roll_back(uow, context, current, verdict, reason)
     return _step(uow, context, current, verdict, outcome)
+
+
+def _quarantined(uow: UnitOfWork, context: Context, current: Deployment,
+                 verdict: RolloutVerdict) -> Deployment | None:
+    """Roll back a rollout whose canary may no longer serve; ``None`` when it may."""
+    canary = canary_route(current.routes)
+    status = records.unservable(uow, (canary,)).get(canary.uri)
+    if status is None:
+        return None
+    reason = (f"automatic rollback: canary {canary.uri} is {status}; it may not serve "
+              f"(verdict {verdict.id}: {verdict.verdict})")
+    return _roll_back(uow, context, current, verdict, reason)
+
+
+def _roll_back(uow: UnitOfWork, context: Context, current: Deployment,
+               verdict: RolloutVerdict, reason: str) -> Deployment:
+    """Roll back on a verdict; pause with the reason when no servable routes are left."""
+    try:
+        target = rollback_target(uow, current)
+    except ConflictError as refused:
+        return _pause(uow, context, current, verdict,
+                      f"{reason}; rollout paused instead: {refused.message}")
+    text = reason if target.fallback is None else f"{reason}; {target.fallback}"
+    return records.save(uow, current, rolled_back(uow, current, context.actor, target.routes),
+                        records.Note("rolled_back", text, None,
+                                     {**_numbers(verdict), **target.details}))
+
+
+def _pause(uow: UnitOfWork, context: Context, current: Deployment, verdict: RolloutVerdict,
+           reason: str, gate: Mapping[str, Any] | None = None) -> Deployment:
+    """Pause the rollout at its step, with ``reason`` in its history."""
+    paused = next_revision(uow, current, context.actor, state=DeploymentState.PAUSED,
+                           passes=0, failures=0)
+    action = "paused" if gate is None else "step_denied"
+    return records.save(uow, current, paused,
+                        records.Note(action, reason, gate, _numbers(verdict)))
 
 
 def _numbers(verdict: RolloutVerdict) -> dict[str, Any]:
@@ -127,23 +222,25 @@ def _step(uow: UnitOfWork, context: Context, current: Deployment, verdict: Rollo
         raise ConflictError(f"deployment {current.name!r} has no canary plan")
     percent = plan.steps[outcome.step]
     canary = canary_route(current.routes)
+    routes = promoted(current.routes) if outcome.move is Move.PROMOTE else \
+        canary_routes(current.routes, canary.model, canary.version, percent)
+    bad = records.unservable(uow, routes)
+    if bad:
+        return _pause(uow, context, current, verdict,
+                      f"rollout step to {percent:g}% refused, rollout paused: "
+                      f"{_listed({u: str(s) for u, s in bad.items()})} may not serve")
     decision = _ask_step(uow, context, current, canary, percent)
-    details = _numbers(verdict)
     if not decision.allowed:
-        paused = next_revision(uow, current, context.actor, state=DeploymentState.PAUSED,
-                               passes=0, failures=0)
         reason = f"rollout step to {percent:g}% denied, rollout paused: {decision.reason}"
-        return records.save(uow, current, paused,
-                            records.Note("step_denied", reason, decision.as_record(), details))
+        return _pause(uow, context, current, verdict, reason, decision.as_record())
+    details = _numbers(verdict)
     if outcome.move is Move.PROMOTE:
-        routes = promoted(current.routes)
         after = next_revision(uow, current, context.actor, routes=routes,
                               strategy=infer_strategy(routes), state=DeploymentState.ACTIVE,
                               step=0, step_started_at=None, passes=0, failures=0)
         reason = f"canary {canary.uri} passed every step; promoted to 100%"
         return records.save(uow, current, after,
                             records.Note("promoted", reason, decision.as_record(), details))
-    routes = canary_routes(current.routes, canary.model, canary.version, percent)
     after = next_revision(uow, current, context.actor, routes=routes, step=outcome.step,
                           step_started_at=uow.now(), passes=0, failures=0)
     reason = (f"canary {canary.uri} passed analysis; step {outcome.step + 1} of "

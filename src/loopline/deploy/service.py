@@ -8,6 +8,18 @@ history row, audit entry and ``deployment.changed`` event. ``rollback``, ``pause
 (``write`` on each model the deployment routes to) and audited like the rest.
 
 Canary verdicts (``apply_verdict``) come from the rollout controller; see ``deploy.rollouts``.
+
+Quarantined and archived versions never gain a route: every change that sets routes checks
+each version's status inside its transaction (version rows locked). ``promote`` of a
+quarantined canary is refused; a verdict for a rollout whose canary was quarantined rolls it
+back; ``rollback`` never restores a quarantined ``last_good`` (``rollouts.rollback_target``:
+it falls back to the current primary alone at 100 %, said in history and audit, or is
+refused with ``ConflictError`` naming the version).
+
+Quarantine itself is always allowed and changes no deployment: a running model server keeps
+serving the version it has loaded until the deployment changes (a new revision, picked up on
+the server's next poll). To take the version out of service, call ``evacuate`` (see
+``deploy.evacuation``), or roll back or update each deployment that routes to it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,6 @@ import builtins
 from collections.abc import Callable, Collection, Sequence
 
 from loopline.core.deployments import (
-    ANSWERING,
     CanaryPlan,
     Deployment,
     DeploymentChange,
@@ -26,12 +37,13 @@ from loopline.core.deployments import (
     RouteRole,
     Strategy,
 )
-from loopline.core.errors import AlreadyExistsError, ConflictError, InvalidArgumentError
+from loopline.core.errors import AlreadyExistsError, InvalidArgumentError
 from loopline.core.governance import Permission
 from loopline.core.models import version_uri
 from loopline.core.names import validate_name, validate_text
 from loopline.core.ports import Authorizer, Gate, authorize_if_wired
-from loopline.deploy import rollouts
+from loopline.deploy import evacuation, rollouts
+from loopline.deploy.evacuation import Evacuation
 from loopline.deploy.gating import allow_deploy
 from loopline.deploy.specs import (
     check_strategy,
@@ -40,6 +52,7 @@ from loopline.deploy.specs import (
     validate_sticky_key,
 )
 from loopline.deploy.steps import canary_route, promoted, require, validate_plan, with_canary
+from loopline.deploy.steps import require_single_primary as single_primary
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import deployment_records as records
 from loopline.store.deployment_queries import DeploymentQueries
@@ -224,7 +237,7 @@ class DeploymentService:
 
         def build(uow: UnitOfWork, current: Deployment) -> tuple[Deployment, records.Note]:
             chosen = checked_plan or current.canary or CanaryPlan()
-            _require_single_primary(current, model, version)
+            single_primary(current, model, version)
             routes = with_canary(current.routes, model, version, chosen.steps[0])
             records.check_servable(uow, routes)
             gate = allow_deploy(uow, self._gate, self._actor, name, {
@@ -247,10 +260,12 @@ class DeploymentService:
         Raises:
             NotFoundError: when there is no deployment ``name``.
             InvalidTransitionError: when no rollout is in progress.
+            ConflictError: naming the canary (or a shadow) when it is quarantined or archived.
             PolicyDeniedError: when the gate denies the canary (nothing is written).
         """
         def build(uow: UnitOfWork, current: Deployment) -> tuple[Deployment, records.Note]:
             routes = promoted(current.routes)
+            records.check_servable(uow, routes)
             gate = allow_deploy(uow, self._gate, self._actor, name, {
                 "before": current.routes, "after": routes, "strategy": str(current.strategy),
                 "action": "promote"})
@@ -263,19 +278,27 @@ class DeploymentService:
     def rollback(self, name: str, reason: str) -> Deployment:
         """Return ``name`` to its last good routes; never blocked by policy, always audited.
 
+        When ``last_good`` holds a quarantined or archived version, the deployment instead
+        routes 100 % to its current primary alone (canary, other arms and shadows dropped),
+        provided that primary may serve; the history reason and the audit entry say so.
+
         Raises:
             InvalidArgumentError: naming ``reason`` when it is blank or too long.
             NotFoundError: when there is no deployment ``name``.
             InvalidTransitionError: when it is rolled back already.
-            ConflictError: when it has no last good routes (it never changed).
+            ConflictError: when it has no last good routes (it never changed), or naming the
+                unservable version of ``last_good`` when there is nothing servable to fall
+                back to (the current primary is unservable, or routes alone already).
             AccessDeniedError: when the actor may not write a model it routes to.
         """
         text = validate_text(reason, "reason", MAX_TEXT)
 
         def build(uow: UnitOfWork, current: Deployment) -> tuple[Deployment, records.Note]:
             self._authorize(current, current.last_good)
-            return rollouts.rolled_back(uow, current, self._actor), \
-                records.Note("rolled_back", text)
+            target = rollouts.rollback_target(uow, current)
+            note = text if target.fallback is None else f"{text}; {target.fallback}"
+            return rollouts.rolled_back(uow, current, self._actor, target.routes), \
+                records.Note("rolled_back", note, None, target.details)
 
         return self._change(name, (_S.ACTIVE, *IN_ROLLOUT), _S.ROLLED_BACK, build)
 
@@ -328,6 +351,23 @@ class DeploymentService:
             return rollouts.apply(uow, rollouts.Context(self._gate, self._actor), current,
                                   verdict)
 
+    def evacuate(self, model: str, version: int, reason: str) -> builtins.list[Evacuation]:
+        """Take ``models:/MODEL/VERSION`` out of every deployment routing to it; report each.
+
+        One transaction per deployment (``deploy.evacuation``): a shadow route is removed, an
+        answering one rolled back, else it is reported ``refused``. Never asks the gate.
+
+        Raises:
+            InvalidArgumentError: naming ``model``, ``version`` or ``reason``.
+        """
+        validate_name(model, "model")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidArgumentError("version", f"{version!r} must be a whole number from 1")
+        text = validate_text(reason, "reason", MAX_TEXT)
+        uri, act = version_uri(model, version), evacuation.evacuate_one
+        return [act(self._store, self._actor, self._authorize, found, uri, text)
+                for found in self.queries.list() if any(r.uri == uri for r in found.routes)]
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _change(self, name: str, allowed: Collection[DeploymentState],
@@ -354,17 +394,6 @@ class DeploymentService:
     def _authorize(self, current: Deployment, extra: Sequence[Route] = ()) -> None:
         for model in dict.fromkeys(r.model for r in (*current.routes, *extra)):
             authorize_if_wired(self._authorizer, self._actor, Permission.WRITE, model)
-
-
-def _require_single_primary(current: Deployment, model: str, version: int) -> None:
-    answering = [r for r in current.routes if r.role in ANSWERING]
-    if len(answering) > 1:
-        raise ConflictError(f"deployment {current.name!r} splits traffic between "
-                            f"{len(answering)} arms; update it to one primary before starting "
-                            "a canary")
-    if (current.primary.model, current.primary.version) == (model, version):
-        raise InvalidArgumentError("model", f"{version_uri(model, version)} is the primary of "
-                                            f"deployment {current.name!r} already")
 
 
 __all__ = ["DeploymentService"]

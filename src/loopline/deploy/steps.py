@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from loopline.core.deployments import (
+    ANSWERING,
     WEIGHT_TOTAL,
     AnalysisPolicy,
     CanaryPlan,
@@ -31,6 +32,7 @@ from loopline.core.deployments import (
     RouteRole,
 )
 from loopline.core.errors import ConflictError, InvalidArgumentError, InvalidTransitionError
+from loopline.core.models import version_uri
 
 VERDICTS = ("pass", "fail", "inconclusive")
 _COUNTS = ("min_samples", "passes_to_promote", "failures_to_rollback")
@@ -139,6 +141,23 @@ def canary_route(routes: Sequence[Route]) -> Route:
 def _shadows(routes: Sequence[Route], answering: Route) -> list[Route]:
     """Return the shadow routes, less any that mirrors the version now answering."""
     return [r for r in routes if r.role is RouteRole.SHADOW and r.uri != answering.uri]
+
+
+def require_single_primary(current: Deployment, model: str, version: int) -> None:
+    """Return when a canary of ``model``/``version`` may start on ``current``.
+
+    Raises:
+        ConflictError: when ``current`` splits traffic between arms (A/B).
+        InvalidArgumentError: naming ``model`` when the version is the primary already.
+    """
+    answering = [r for r in current.routes if r.role in ANSWERING]
+    if len(answering) > 1:
+        raise ConflictError(f"deployment {current.name!r} splits traffic between "
+                            f"{len(answering)} arms; update it to one primary before starting "
+                            "a canary")
+    if (current.primary.model, current.primary.version) == (model, version):
+        raise InvalidArgumentError("model", f"{version_uri(model, version)} is the primary of "
+                                            f"deployment {current.name!r} already")
 
 
 def with_canary(routes: Sequence[Route], model: str, version: int,

@@ -5,15 +5,31 @@ has elapsed, compares what the canary and the primary served over the window (``
 then hands the verdict to the deployment service, which stores it with its numbers and
 promotes to the next step, rolls back, or only records it (see ``DeploymentControl``).
 
-Windows sit on a grid fixed by stored state, not by when the controller happens to run: a
-window starts at the later of the step's start and the end of the deployment's latest
-verdict, and ends at the last whole ``policy.interval`` after that start which has elapsed
-(less ``settle``): ``[start, now)`` rounded down to whole intervals. Ticking at least once an
-interval, every window is exactly one interval long; a controller stopped for a while judges
-the whole backlog as one window. So a controller that crashed between judging and storing
-judges the same window again (or, past another grid line, a longer one that contains it),
-and two controllers compute the same grid (the service ignores a repeated or stale
-verdict). ``settle`` gives the servers' stats flushes time to land before a window is judged.
+Windows cover whole stats buckets and are fixed by stored state, not by when the controller
+happens to run (``window_of``):
+
+- the servers count requests in ``bucket``-long buckets on a grid of whole multiples since
+  the epoch (10 s, ``store.serving_stats.BUCKET_SECONDS``) and flush them every 5 s
+  (``FLUSH_SECONDS``). A window's start and end sit on that grid, so it never takes part of a
+  bucket;
+- a window starts at the end of the deployment's latest *decisive* verdict (pass or fail) or,
+  before one, at the first bucket boundary at or after the step's start. An inconclusive
+  verdict (too few requests) moves nothing: the next window starts where it started and
+  grows, so a low-traffic canary's requests accumulate until ``min_samples`` is reached;
+- it ends at the last boundary ``start + n * length`` (``length``: ``policy.interval``
+  rounded up to whole buckets) with ``end + settle <= now``, and only when that end is past
+  the latest stored verdict's end (a window is judged once). ``settle`` defaults to one
+  bucket plus one flush period (15 s, ``DEFAULT_SETTLE``): by then every server has written
+  the final counts of the window's last bucket.
+
+Ticking at least once a bucket, a decisive window is one interval long and the next starts
+exactly at its end; a controller stopped for a while judges the whole backlog as one window.
+Because a judged window holds only buckets that were complete, reading the same window again
+later (``rollout_window.window``) gives the verdict's numbers back, whatever arrived since
+for later buckets; a controller that crashed between judging and storing judges the same
+window again, and two controllers compute the same windows (the service ignores a repeated
+or stale verdict). A server whose flush lags by more than ``settle`` (the store was away)
+can still add to a judged window; raise ``settle`` where that matters.
 """
 
 from __future__ import annotations
@@ -35,15 +51,18 @@ from loopline.core.deployments import (
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.ids import new_id
 from loopline.loop.rollout_analysis import FAIL, INCONCLUSIVE, PASS, analyse
-from loopline.loop.rollout_window import EMPTY, window
+from loopline.loop.rollout_window import EMPTY, grid_ceil, window
 from loopline.store import MetadataStore
-from loopline.store.serving_stats import latest_verdict_end
+from loopline.store.serving_stats import BUCKET_SECONDS, FLUSH_SECONDS, latest_verdict_end
 
-__all__ = ["FAIL", "INCONCLUSIVE", "PASS", "DeploymentControl", "RolloutController",
-           "analyse"]
+__all__ = ["BUCKET", "DEFAULT_SETTLE", "FAIL", "INCONCLUSIVE", "PASS", "DeploymentControl",
+           "RolloutController", "analyse"]
 
 log = logging.getLogger(__name__)
 MAX_SETTLE = timedelta(hours=1)
+BUCKET = timedelta(seconds=BUCKET_SECONDS)
+DEFAULT_SETTLE = BUCKET + timedelta(seconds=FLUSH_SECONDS)
+DECISIVE = (PASS, FAIL)
 
 
 class DeploymentControl(Protocol):
@@ -65,18 +84,28 @@ def _canary(deployment: Deployment) -> Route | None:
 class RolloutController:
     """Judges the canaries of rolling-out deployments on the injected clock.
 
+    ``settle`` is how long after a window's end it is judged (default ``DEFAULT_SETTLE``:
+    one bucket plus one stats flush period); ``bucket`` is the servers' stats bucket length
+    (``StatsRecorder(bucket_seconds=...)``; windows sit on its grid).
+
     Raises:
-        InvalidArgumentError: when ``settle`` is negative or longer than an hour.
+        InvalidArgumentError: when ``settle`` is negative or longer than an hour, or
+            ``bucket`` is not from 1 second to 1 hour.
     """
 
     def __init__(self, store: MetadataStore, deployments: DeploymentControl,
-                 clock: Clock | None = None, *, settle: timedelta = timedelta(0)) -> None:
+                 clock: Clock | None = None, *, settle: timedelta | None = None,
+                 bucket: timedelta = BUCKET) -> None:
+        settle = DEFAULT_SETTLE if settle is None else settle
         if not timedelta(0) <= settle <= MAX_SETTLE:
             raise InvalidArgumentError("settle", "must be from 0 to 1 hour")
+        if not timedelta(seconds=1) <= bucket <= MAX_SETTLE:
+            raise InvalidArgumentError("bucket", "must be from 1 second to 1 hour")
         self._store = store
         self._deployments = deployments
         self._clock: Clock = clock or store.clock
         self._settle = settle
+        self._bucket = bucket
         self.rolling_out = 0  # how many deployments the last tick found rolling out
 
     def tick(self) -> list[RolloutVerdict]:
@@ -108,20 +137,29 @@ class RolloutController:
                   ) -> tuple[datetime, datetime] | None:
         """Return the deployment's window to judge at ``now`` (None: none is due yet).
 
+        See the module docstring: whole buckets, from the latest decisive verdict's end (or
+        the step's first bucket boundary), ending ``settle`` or more before ``now``.
+
         Raises:
             BackendError: when the database fails.
         """
         if deployment.canary is None or deployment.step_started_at is None:
             return None
-        interval = deployment.canary.analysis.interval
+        bucket = self._bucket
+        length = bucket * max(1, -(-deployment.canary.analysis.interval // bucket))
         start = deployment.step_started_at
-        last = latest_verdict_end(self._store.engine, deployment.name)
-        if last is not None and last > start:
-            start = last
-        whole = (now - self._settle - start) // interval
+        decisive = latest_verdict_end(self._store.engine, deployment.name, DECISIVE)
+        if decisive is not None and decisive > start:
+            start = decisive
+        start = grid_ceil(start, bucket)
+        whole = (now - self._settle - start) // length
         if whole < 1:
             return None
-        return start, start + whole * interval
+        end = start + whole * length
+        judged = latest_verdict_end(self._store.engine, deployment.name)
+        if judged is not None and judged >= end:
+            return None  # judged already (inconclusive): wait for the window to grow
+        return start, end
 
     def judge(self, deployment: Deployment, now: datetime) -> RolloutVerdict | None:
         """Return the verdict on the deployment's next window, None when none is due yet.

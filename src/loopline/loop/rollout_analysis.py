@@ -4,17 +4,25 @@ Pure: no I/O. ``analyse`` returns ``"pass"``, ``"fail"`` or ``"inconclusive"`` a
 numbers it used, so a stored verdict can be re-evaluated to the same answer:
 
 - ``min_samples``: both sides served at least ``policy.min_samples`` requests; otherwise the
-  verdict is inconclusive whatever the other checks saw (their values are still recorded).
+  verdict is inconclusive unless the early error check below fails it (the other checks'
+  values are still recorded).
 - ``error_rate_increase``: canary error rate minus primary error rate, at most
   ``policy.max_error_rate_increase`` (absolute).
+- ``canary_errors_at_min_samples`` (decides early, whatever the sample count): the canary's
+  errors may be at most ``(primary error rate + max_error_rate_increase) * n`` with ``n`` the
+  larger of ``min_samples`` and the canary's requests. More errors than that fail the canary
+  even before ``min_samples`` is reached: however its next requests go, its error rate at
+  ``min_samples`` requests would exceed the allowed one. So a low-traffic canary failing
+  every request fails as soon as it has failed enough, rather than staying inconclusive.
 - ``p99_ratio``: canary p99 latency at most ``policy.max_p99_ratio`` times the primary's;
   inconclusive when either side has no latency data.
 - every key of ``policy.extra`` (drift, quality deltas): recorded with its threshold as "not
   supplied" until monitoring measures it; it does not decide the verdict.
 
 A failed check fails the verdict; otherwise an inconclusive check makes it inconclusive;
-otherwise it passes. More canary errors or more canary latency never turn a failing verdict
-into a passing one.
+otherwise it passes. ``numbers["decided_by"]`` names the checks that decided: the failed ones,
+else the undecided ones, else every deciding check. More canary errors or more canary
+latency never turn a failing verdict into a passing one.
 """
 
 from __future__ import annotations
@@ -66,13 +74,23 @@ def policy_record(policy: AnalysisPolicy) -> dict[str, Any]:
             "extra": dict(policy.extra)}
 
 
-def _verdict(checks: Sequence[Mapping[str, Any]]) -> str:
+def _verdict(checks: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
+    """Return the verdict and the names of the checks that decided it."""
     deciding = [check for check in checks if check.get("status") != NOT_SUPPLIED]
-    if any(check["passed"] is False for check in deciding):
-        return FAIL
-    if any(check["passed"] is None for check in deciding):
-        return INCONCLUSIVE
-    return PASS
+    for verdict, passed in ((FAIL, False), (INCONCLUSIVE, None)):
+        names = [check["name"] for check in deciding if check["passed"] is passed]
+        if names:
+            return verdict, names
+    return PASS, [check["name"] for check in deciding]
+
+
+def _early_errors_check(policy: AnalysisPolicy, canary: WindowStats, primary: WindowStats,
+                        ) -> dict[str, Any]:
+    """Fail when the canary's errors alone exceed what ``min_samples`` requests may hold."""
+    allowed_rate = primary.error_rate + policy.max_error_rate_increase
+    allowed = allowed_rate * max(policy.min_samples, canary.requests)
+    passed = canary.errors <= allowed * (1 + _EPSILON) + _EPSILON
+    return _check("canary_errors_at_min_samples", canary.errors, allowed, passed)
 
 
 def analyse(policy: AnalysisPolicy, canary: WindowStats, primary: WindowStats,
@@ -80,8 +98,8 @@ def analyse(policy: AnalysisPolicy, canary: WindowStats, primary: WindowStats,
     """Judge ``canary`` against ``primary`` by ``policy``; return the verdict and its numbers.
 
     The numbers: ``checks`` (each ``{name, observed, threshold, passed}``, ``passed`` None
-    when it could not be decided), ``canary`` and ``primary`` (requests, errors, error rate,
-    p99 in ms) and ``policy``.
+    when it could not be decided), ``decided_by`` (the deciding checks' names), ``canary``
+    and ``primary`` (requests, errors, error rate, p99 in ms) and ``policy``.
 
     Raises:
         InvalidArgumentError: when a latency sketch is malformed.
@@ -95,10 +113,13 @@ def analyse(policy: AnalysisPolicy, canary: WindowStats, primary: WindowStats,
         _check("error_rate_increase", delta, policy.max_error_rate_increase,
                delta <= policy.max_error_rate_increase + _EPSILON if enough else None),
         _p99_check(policy, canary_p99, primary_p99, enough),
+        _early_errors_check(policy, canary, primary),
     ]
     for name in sorted(policy.extra):
         checks.append({**_check(name, None, float(policy.extra[name]), None),
                        "status": NOT_SUPPLIED})
-    numbers = {"checks": checks, "canary": _side(canary, canary_p99),
-               "primary": _side(primary, primary_p99), "policy": policy_record(policy)}
-    return _verdict(checks), numbers
+    verdict, decided_by = _verdict(checks)
+    numbers = {"checks": checks, "decided_by": decided_by,
+               "canary": _side(canary, canary_p99), "primary": _side(primary, primary_p99),
+               "policy": policy_record(policy)}
+    return verdict, numbers

@@ -3,12 +3,15 @@
 Servers write one ``serving_stats`` row per instance, version and time bucket; the analysis
 wants one ``WindowStats`` per version: counts added, latency sketches merged (exactly, see
 ``data.quantile_sketch``). Rows whose bucket starts in ``[start, end)`` belong to the window.
+
+``grid_ceil`` and ``grid_floor`` put a moment on the servers' bucket grid (whole multiples of
+the bucket length since the epoch), so a window covers whole buckets only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.core.deployments import WindowStats
@@ -17,9 +20,21 @@ from loopline.data.quantile_sketch import QuantileSketch
 from loopline.store import MetadataStore
 from loopline.store.serving_stats import StatsRow, window_rows
 
-__all__ = ["EMPTY", "merge_rows", "p99", "window"]
+__all__ = ["EMPTY", "grid_ceil", "grid_floor", "merge_rows", "p99", "window"]
 
 EMPTY = WindowStats(0, 0, {})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def grid_floor(moment: datetime, bucket: timedelta) -> datetime:
+    """Return the start of the bucket holding ``moment`` (aware, on the bucket grid)."""
+    return moment - (moment - _EPOCH) % bucket
+
+
+def grid_ceil(moment: datetime, bucket: timedelta) -> datetime:
+    """Return the first bucket boundary at or after ``moment``."""
+    floor = grid_floor(moment, bucket)
+    return floor if floor == moment else floor + bucket
 
 
 def _sketch(data: Mapping[str, Any], field: str) -> QuantileSketch | None:

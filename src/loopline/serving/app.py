@@ -5,7 +5,11 @@ it starts the prediction writer, the serving-stats recorder and, in a thread, th
 of the routing table (``TableSource``), so the server listens at once: liveness answers 200,
 readiness 503 until every routed version is loaded, inference 503 with ``Retry-After``. The
 table source then polls for deployment changes and swaps tables off the request path. At
-shutdown readiness drops first, queued batches finish, and the prediction log is flushed.
+shutdown (the lifespan's end) readiness reports 503, queued batches and shadows finish, and
+the prediction log is flushed. Readiness drops *before* the listener closes only in the
+single-process server (``serving.server`` waits ``drain_seconds`` first); with several
+workers uvicorn's supervisor stops the workers directly, so a load balancer learns of it
+from refused connections.
 
     GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}, /v2/models/{name}/ready
     POST /v2/models/{name}/infer          Open Inference Protocol v2 (protocol_v2)
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -59,11 +63,12 @@ MAX_LOAD_RETRY = 30.0
 class ServingConfig:
     """What a model server needs: where deployments and models come from, and its limits.
 
-    ``deployments`` limits the server to those names (all when None). ``batch_max_rows``:
-    0 scores inline on the event loop (the least latency for quick models, but a slow
-    ``predict`` holds up every other request, health checks included); 1 scores each
-    request alone in a worker thread; above 1 micro-batches concurrent requests (models
-    that cannot batch are still scored one request at a time). ``queries`` replaces the store's
+    ``deployments`` limits the server to those names (all when None). ``predict`` never runs
+    on the event loop. ``batch_max_rows``: 0 scores each request directly in the model's
+    worker thread (the least latency); 1 queues requests to it one at a time; above 1
+    micro-batches concurrent requests (models that cannot batch are still scored one request
+    at a time). ``max_queue_rows`` bounds the rows admitted and not yet answered: past it
+    requests are refused at once with 503 and ``Retry-After``. ``queries`` replaces the store's
     deployment reads (tests); ``record_stats`` writes per-version counts for rollout
     analysis. ``actor`` is who the server acts as in the records it writes.
     """
@@ -77,6 +82,7 @@ class ServingConfig:
     batch_wait_ms: float = 2.0
     max_body_bytes: int = 10 * MIB
     max_rows: int = 1024
+    max_queue_rows: int = 4096
     poll_seconds: float = 0.5
     writer_options: WriterOptions | None = None
     record_stats: bool = True
@@ -92,6 +98,7 @@ class ServingConfig:
         for field, value, low, high in (
                 ("max_rows", self.max_rows, 1, 1_000_000),
                 ("max_body_bytes", self.max_body_bytes, 1, 1 << 30),
+                ("max_queue_rows", self.max_queue_rows, 1, 10_000_000),
                 ("batch_max_rows", self.batch_max_rows, 0, 1_000_000)):
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgumentError(field, f"{value!r} must be a whole number from {low} "
@@ -143,7 +150,8 @@ class ServingRuntime:
             self._stats = StatsRecorder.for_store(config.store,
                                                   config.instance or default_instance())
         self._scoring = Scoring(self.metrics, self._writer, self._stats, config.store.clock,
-                                self.limits, (config.batch_max_rows, config.batch_wait_ms))
+                                self.limits, (config.batch_max_rows, config.batch_wait_ms),
+                                config.max_queue_rows)
         self._source = TableSource(config.queries or DeploymentQueries(config.store.engine),
                                    config.loader, self._scoring.swap, config.poll_seconds,
                                    config.deployments, self.metrics)
@@ -299,10 +307,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                                   f"{problem}"), _rid(request))
 
 
-def create_app(config: ServingConfig) -> Starlette:
+def create_app(config: ServingConfig, on_shutdown: Callable[[], None] | None = None
+               ) -> Starlette:
     """Return the model server's ASGI app for ``config`` (nothing starts until its lifespan).
 
-    ``app.state.serving`` is the ``ServingRuntime`` (``begin_drain`` drops readiness).
+    ``app.state.serving`` is the ``ServingRuntime`` (``begin_drain`` drops readiness);
+    ``on_shutdown`` runs last at the lifespan's end (closing what the caller opened).
     """
     runtime = ServingRuntime(config)
 
@@ -312,7 +322,11 @@ def create_app(config: ServingConfig) -> Starlette:
         try:
             yield
         finally:
-            await runtime.stop()
+            try:
+                await runtime.stop()
+            finally:
+                if on_shutdown is not None:
+                    on_shutdown()
 
     app = Starlette(routes=Endpoints(runtime).routes(), lifespan=lifespan,
                     exception_handlers={404: _http_error, 405: _http_error})

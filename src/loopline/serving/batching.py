@@ -7,7 +7,8 @@ be thread-safe) and hands each caller its own slice of the result. It is adaptiv
 request is never held back; the batcher waits up to ``max_wait_ms`` for company only while
 traffic is concurrent (the previous batch joined several requests), and requests that arrive
 while a batch is being scored form the next batch. An exception in ``predict`` fails exactly
-the callers in that batch.
+the callers in that batch. ``max_queue_rows`` bounds the rows waiting: a frame that would
+pass it is refused at once with ``QueueFull`` (503) instead of queueing without end.
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ import numpy as np
 import pandas as pd
 
 from loopline.core.errors import ConflictError, InvalidArgumentError, UserCodeError
+from loopline.serving.answers import RequestRefused
 
 Predict = Callable[[pd.DataFrame], Any]
+
+
+class QueueFull(RequestRefused):
+    """503: the rows waiting to be scored are at their limit (``max_queue_rows``)."""
+
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(503, "max_queue_rows", f"{waiting} rows are already waiting to be "
+                                                f"scored, the server's limit of {limit}; "
+                                                "retry shortly")
 
 
 @dataclass(slots=True)
@@ -87,7 +98,8 @@ class MicroBatcher:
 
     def __init__(self, predict: Predict, max_rows: int = 32, max_wait_ms: float = 2.0,
                  executor: Executor | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 max_queue_rows: int | None = None) -> None:
         if max_wait_ms < 0:
             raise InvalidArgumentError("max_wait_ms", f"{max_wait_ms!r} must be >= 0")
         self._predict = predict
@@ -96,6 +108,8 @@ class MicroBatcher:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="loopline-batch")
         self._on_batch = on_batch
+        self._max_queue_rows = max_queue_rows
+        self._queued_rows = 0
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -114,16 +128,25 @@ class MicroBatcher:
         """Frames waiting for a batch."""
         return self._queue.qsize() if self._queue is not None else 0
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows submitted and not yet answered (waiting, or in the batch being scored)."""
+        return self._queued_rows
+
     async def submit(self, frame: pd.DataFrame) -> Any:
         """Score ``frame`` (possibly with other callers' rows) and return its predictions.
 
         Raises:
             ConflictError: after ``close``.
+            QueueFull: when ``max_queue_rows`` rows already wait (a lone frame always fits).
             UserCodeError: when the result does not hold one prediction per row.
             Exception: whatever ``predict`` raised for this frame's batch.
         """
         if self._closed:
             raise ConflictError("the micro-batcher is closed; the server is shutting down")
+        limit, rows = self._max_queue_rows, len(frame)
+        if limit is not None and self._queued_rows and self._queued_rows + rows > limit:
+            raise QueueFull(self._queued_rows, limit)
         loop = asyncio.get_running_loop()
         queue = self._queue
         if queue is None:
@@ -131,7 +154,11 @@ class MicroBatcher:
             self._task = loop.create_task(self._run(queue), name="loopline-batcher")
         future: asyncio.Future[Any] = loop.create_future()
         queue.put_nowait(_Job(frame, future, _shape(frame) if self.enabled else ()))
-        return await future
+        self._queued_rows += rows
+        try:
+            return await future
+        finally:
+            self._queued_rows -= rows
 
     async def close(self) -> None:
         """Score what is queued, stop the background task and release the worker thread."""
@@ -214,3 +241,4 @@ class MicroBatcher:
         for job, piece in zip(live, pieces, strict=True):
             if not job.future.done():
                 job.future.set_result(piece)
+

@@ -3,7 +3,11 @@
 Names: ``loopline_requests_total{deployment,model_version,code}``,
 ``loopline_request_seconds{deployment,model_version}``, ``loopline_batch_rows{model_version}``,
 ``loopline_prediction_queue_depth``, ``loopline_prediction_log_dropped``,
-``loopline_table_swaps_total`` and ``loopline_model_load_failures_total``.
+``loopline_table_swaps_total``, ``loopline_model_load_failures_total``,
+``loopline_shadow_dropped_total`` (shadow requests dropped: their queue was full) and
+``loopline_prediction_log_refused_total`` (records the prediction log refused as invalid).
+Labels only ever hold routed deployments and versions (or ``unknown``/``none``), never
+what a caller sent, so the number of series stays bounded.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class ServingMetrics:
         self._load_failures = Counter(
             "loopline_model_load_failures", "Model versions that failed to load.",
             registry=self.registry)
+        self._shadow_dropped = Counter(
+            "loopline_shadow_dropped", "Shadow requests dropped because their queue was full.",
+            registry=self.registry)
+        self._log_refused = Counter(
+            "loopline_prediction_log_refused",
+            "Prediction records the prediction log refused (not logged).",
+            registry=self.registry)
 
     def observe(self, deployment: str, model_version: str, status_code: int,
                 seconds: float) -> None:
@@ -78,6 +89,14 @@ class ServingMetrics:
     def load_failed(self, n: int = 1) -> None:
         """Count ``n`` model versions that failed to load."""
         self._load_failures.inc(n)
+
+    def shadow_dropped(self) -> None:
+        """Count one shadow request dropped (its queue was full)."""
+        self._shadow_dropped.inc()
+
+    def log_refused(self) -> None:
+        """Count one prediction record the log refused."""
+        self._log_refused.inc()
 
     def render(self) -> bytes:
         """Return every metric as Prometheus text exposition (``CONTENT_TYPE``)."""

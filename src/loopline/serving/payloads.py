@@ -1,33 +1,38 @@
 """Request bodies: JSON read within limits, and rows turned into a DataFrame.
 
 Every limit is checked before the thing it bounds is built: the media type (415), the
-declared ``Content-Length`` and then the bytes actually read (413), the nesting depth (at
-most 64, checked on the raw bytes before parsing: 422), the JSON itself (400), and the rows
-of a batch (413, naming the limit). JSON numbers are always finite: orjson refuses ``NaN``
-and ``Infinity`` literals and numbers that overflow a double (400), and a string such as
-``"NaN"`` in a numeric column fails the signature's type check (422). ``null`` is a missing
+declared ``Content-Length`` and then the bytes actually read (413), the JSON itself (400),
+the nesting depth (at most 64: 422), and the rows of a batch (413, naming the limit).
+
+The depth is measured on the parsed value, iteratively, stopping at the first container past
+the limit, so the work is linear in the body whatever its shape (orjson itself refuses more
+than 1024 levels, answered as the same 422). A body larger than 256 KiB is parsed and
+measured in a worker thread, never on the event loop.
+
+JSON numbers are always finite: orjson refuses ``NaN`` and ``Infinity`` literals and numbers
+that overflow a double (400), and a string such as ``"NaN"`` in a numeric column fails the
+signature's type check (422). ``null`` is a missing
 value, refused by the signature check in a column trained without nulls.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
+from anyio import to_thread
 from starlette.requests import Request
 
 from loopline.serving.answers import RequestRefused
 
 MAX_DEPTH = 64
 MIB = 1 << 20
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_OPEN = np.frombuffer(b"[{", np.uint8)
-_CLOSE = np.frombuffer(b"]}", np.uint8)
+THREAD_PARSE_BYTES = 256 * 1024  # bodies larger than this are parsed off the event loop
+_ORJSON_DEPTH = "depth limit exceeded"  # orjson's own refusal past 1024 levels
+_CONTAINERS = (list, dict)  # orjson builds exactly these types, never subclasses
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,36 +81,48 @@ def _too_large(limits: Limits) -> RequestRefused:
                                        "bytes")
 
 
-def depth_of(body: bytes) -> int:
-    """Return how deeply arrays and objects nest in JSON text (brackets in strings aside)."""
-    values = np.frombuffer(_STRING.sub(b'""', body), np.uint8)
-    steps = np.isin(values, _OPEN).astype(np.int32) - np.isin(values, _CLOSE).astype(np.int32)
-    return int(np.cumsum(steps).max()) if steps.size else 0
+def too_deep(value: Any, limit: int) -> bool:
+    """Tell whether the parsed JSON ``value`` nests arrays and objects deeper than ``limit``.
+
+    A scalar has depth 0 and ``[]`` depth 1. Iterative (no recursion), each container is
+    visited at most once, and the walk stops at the first one past ``limit``.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)] if type(value) in _CONTAINERS else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend([(child, depth + 1) for child in children
+                      if type(child) in _CONTAINERS])
+    return False
 
 
-def too_deep(body: bytes, limit: int) -> bool:
-    """Tell whether ``body`` nests deeper than ``limit``; cheap when it has few brackets."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    return depth_of(body) > limit
+def _deeper_than(limits: Limits) -> RequestRefused:
+    return RequestRefused(422, "body", f"nests arrays and objects deeper than the limit of "
+                                       f"{limits.max_depth}")
 
 
 def parse_json(body: bytes, limits: Limits) -> Any:
-    """Return the JSON value in ``body``.
+    """Return the JSON value in ``body``, in time linear in its length.
 
     Raises:
         RequestRefused: 400 naming ``body`` when it is empty or not JSON (NaN and Infinity
             are not JSON); 422 when it nests deeper than ``limits.max_depth``.
     """
-    if not body.strip():
+    if not body or body.isspace():
         raise RequestRefused(400, "body", "is empty; send a JSON document")
-    if too_deep(body, limits.max_depth):
-        raise RequestRefused(422, "body", f"nests arrays and objects deeper than the limit "
-                                          f"of {limits.max_depth}")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith(_ORJSON_DEPTH):
+            raise _deeper_than(limits) from None
         raise RequestRefused(400, "body", f"is not valid JSON: {exc}") from None
+    # Fewer brackets than the limit cannot nest past it: skip the walk (bytes.count is C).
+    if body.count(b"[") + body.count(b"{") > limits.max_depth and \
+            too_deep(value, limits.max_depth):
+        raise _deeper_than(limits)
+    return value
 
 
 async def read_json(request: Request, limits: Limits) -> Any:
@@ -114,7 +131,10 @@ async def read_json(request: Request, limits: Limits) -> Any:
     Raises:
         RequestRefused: as ``read_body`` and ``parse_json``.
     """
-    return parse_json(await read_body(request, limits), limits)
+    body = await read_body(request, limits)
+    if len(body) > THREAD_PARSE_BYTES:
+        return await to_thread.run_sync(parse_json, body, limits)
+    return parse_json(body, limits)
 
 
 # -- rows into frames ------------------------------------------------------------------------

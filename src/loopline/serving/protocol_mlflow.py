@@ -18,6 +18,7 @@ import pandas as pd
 from starlette.requests import Request
 
 from loopline.core.errors import NotFoundError
+from loopline.core.names import validate_name
 from loopline.core.ports import ServableModel
 from loopline.serving.answers import RequestRefused
 from loopline.serving.payloads import (
@@ -64,12 +65,13 @@ class MlflowWire:
         """Return the deployment the header names, or the only one served.
 
         Raises:
+            InvalidArgumentError: 422 naming the header when it is not a valid name.
             RequestRefused: 422 naming the header when several are served and none is named.
             NotFoundError: when nothing is served.
         """
         named = request.headers.get(DEPLOYMENT_HEADER)
         if named:
-            return named
+            return validate_name(named, "X-Loopline-Deployment")
         served = table.deployments()
         if len(served) == 1:
             return served[0]

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopline.core.clock import Clock
+from loopline.core.names import validate_name
 from loopline.core.ports import ServableModel
 from loopline.core.predictions import FeedbackRecord
 from loopline.data.prediction_log import PredictionLog
@@ -30,8 +31,12 @@ class NativeWire:
     """``POST /predict/{deployment}``: JSON records in, predictions out."""
 
     def deployment(self, request: Request, body: Any, table: RoutingTable) -> str:
-        """Return the deployment named in the path."""
-        return str(request.path_params["deployment"])
+        """Return the deployment named in the path.
+
+        Raises:
+            InvalidArgumentError: 422 naming ``deployment`` when it is not a valid name.
+        """
+        return validate_name(str(request.path_params["deployment"]), "deployment")
 
     def parse(self, body: Any, model: ServableModel, limits: Limits) -> Parsed:
         """Return the records as a frame.

@@ -4,7 +4,9 @@
 request sends either one tensor per input column (shape ``[N]`` or ``[N, 1]``) or, for a
 model whose signature names its columns, one 2-D tensor of shape ``[N, K]`` whose columns are
 the signature's in order. ``data`` is flat (row-major) or nested; each value must fit the
-tensor's ``datatype`` (a string is never taken for a number). The answer holds
+tensor's ``datatype`` (a string is never taken for a number, a number never for a BOOL) and
+integers its range: INT8 takes -128..127, UINT8 0..255 and so on. Columns hold 64-bit signed
+integers, so UINT64 takes 0..2**63-1 here. The answer holds
 ``model_name``, ``model_version`` (``models:/NAME/VERSION``), ``id`` and one output tensor,
 ``predict``.
 """
@@ -25,6 +27,12 @@ from loopline.serving.routing import RoutingTable
 from loopline.serving.scoring import Outcome, Parsed
 
 _INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+_INT64_MAX = (1 << 63) - 1
+# integer datatype -> (lowest, highest) value; every column is int64, hence UINT64's top
+RANGES: dict[str, tuple[int, int]] = {
+    **{f"INT{bits}": (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UINT{bits}": (0, min((1 << bits) - 1, _INT64_MAX)) for bits in (8, 16, 32, 64)},
+}
 # datatype -> (Python types its values may have, NumPy dtype of the column)
 DATATYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "BOOL": ((bool,), "bool"), "FP16": ((int, float), "float64"),
@@ -63,16 +71,26 @@ def _values(data: list[Any], shape: list[int], datatype: str, where: str) -> np.
     if not found <= set(allowed):
         names = ", ".join(sorted("null" if t is type(None) else t.__name__
                                  for t in found - set(allowed)))
-        raise RequestRefused(422, f"{where}.data", f"holds {names} values; {datatype} takes "
-                                                   f"{allowed[0].__name__} values")
+        beyond = " (JSON integers beyond 64 bits read as float)" if datatype in RANGES \
+            and float in found else ""
+        raise RequestRefused(422, f"{where}.data", f"holds {names} values{beyond}; {datatype} "
+                                                   f"takes {allowed[0].__name__} values")
     if len(flat) != math.prod(shape):
         raise RequestRefused(422, f"{where}.data", f"has {len(flat)} values; shape {shape} "
                                                    f"needs {math.prod(shape)}")
-    try:
-        return np.asarray(flat, dtype=dtype).reshape(shape)
-    except OverflowError:
-        raise RequestRefused(422, f"{where}.data", f"holds a value too large for "
-                                                   f"{datatype}") from None
+    if datatype in RANGES and flat:
+        _check_range(flat, datatype, where)
+    return np.asarray(flat, dtype=dtype).reshape(shape)
+
+
+def _check_range(flat: list[int], datatype: str, where: str) -> None:
+    """Refuse the first integer outside ``datatype``'s range, naming it and its index."""
+    low, high = RANGES[datatype]
+    if low <= min(flat) and max(flat) <= high:  # min and max run in C: the common case
+        return
+    index, value = next((i, v) for i, v in enumerate(flat) if not low <= v <= high)
+    raise RequestRefused(422, f"{where}.data", f"holds {value} at position {index}; "
+                                               f"{datatype} takes {low}..{high}")
 
 
 class V2Wire:

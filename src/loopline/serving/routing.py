@@ -25,6 +25,7 @@ from loopline.core.ports import ServableModel
 
 _HASH_SPAN = float(1 << 64)
 _UNAVAILABLE_HINT = "its model versions are not loaded yet or failed to load; see the server log"
+_UNKNOWN_HINT = "it is not served here"
 
 
 def sticky_point(deployment: str, key: str, salt: str = "") -> float:
@@ -140,8 +141,9 @@ class RoutingTable:
         try:
             return self._entries[deployment]
         except KeyError:
-            hint = _UNAVAILABLE_HINT if deployment in self.unavailable else \
-                f"serving {', '.join(self.deployments()) or 'no deployment'}"
+            # Never list the served deployments: callers of the public port are not
+            # authenticated, and the names are for operators (`loopline deploy list`).
+            hint = _UNAVAILABLE_HINT if deployment in self.unavailable else _UNKNOWN_HINT
             raise NotFoundError("deployment", deployment, hint) from None
 
     def deployment(self, name: str) -> Deployment:

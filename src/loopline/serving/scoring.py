@@ -4,23 +4,32 @@
 routing table (a sticky key from the header or field the deployment names), checks the rows
 against the model's signature (errors and unseen categories refuse the request with 422;
 out-of-range values are counted in ``loopline_signature_warnings_total`` and answered),
-predicts (inline, or through the model's ``MicroBatcher`` when batching is on), and answers.
-After the answer is sent, a background task submits the prediction to the
-``PredictionWriter`` (never awaited on the request path) and scores the shadow routes, whose
-outputs are logged under their own version and never returned. The table is one reference,
-swapped whole, so a request is answered wholly by the version it was routed to.
+predicts (never on the event loop: in the model's worker thread, or through its
+``MicroBatcher`` when batching is on), and answers. Rows in flight are bounded
+(``max_queue_rows``): past it a request is refused at once with 503 and ``Retry-After``.
+After the answer is sent, the prediction goes to the ``PredictionWriter`` (never awaited)
+and the shadow routes' work to a bounded queue drained by its own thread (dropped and
+counted when full); shadow outputs are logged under their own version, never returned.
+The table is one reference swapped whole: a request is answered wholly by the version it
+was routed to; the workers of versions no longer routed close once their requests drain.
+
+Metric labels hold only the routed deployment and version: a request refused before routing
+(unknown deployment, malformed body, too large, overloaded) is counted under
+``deployment="unknown"``. For rollout analysis, a request the routed version's signature
+refuses counts as an error of that version, like a 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 from prometheus_client import Counter
 from starlette.background import BackgroundTask
@@ -29,28 +38,41 @@ from starlette.responses import Response
 
 from loopline.core.clock import Clock
 from loopline.core.deployments import Route
-from loopline.core.errors import UserCodeError
 from loopline.core.ports import ServableModel
 from loopline.core.predictions import PredictionRecord
 from loopline.data.prediction_writer import PredictionWriter
 from loopline.serving.answers import NO_VERSION, RequestRefused, answer, refusal
-from loopline.serving.batching import MicroBatcher
+from loopline.serving.batching import QueueFull
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.payloads import Limits, read_json, scalar_field
 from loopline.serving.request_ids import HEADER, is_valid, request_id
 from loopline.serving.routing import RouteChoice, RoutingTable
 from loopline.serving.stats_recorder import StatsRecorder
+from loopline.serving.workers import OffLoopQueue, RunnerPool, as_predictions, datatype_of
 
 logger = logging.getLogger(__name__)
+
+NAME_LIMIT = 128
+"""The longest name the prediction log takes (``core.names``)."""
+UNROUTED = "unknown"
+"""The ``deployment`` label of requests refused before they were routed."""
+SHADOW_QUEUE = 1024
+"""Shadow requests waiting to be scored at most; more are dropped and counted."""
 
 
 def log_version(route: Route) -> str:
     """Return the prediction log's name for a route's version: ``MODEL.vVERSION``.
 
-    The log's ``model_version`` must be a plain name (no ``:`` or ``/``), so the URI
-    ``models:/MODEL/VERSION`` that answers carry is written this way.
+    The log's ``model_version`` must be a plain name (no ``:`` or ``/``) of at most 128
+    characters, so the URI ``models:/MODEL/VERSION`` that answers carry is written this way;
+    a model name too long for that is cut and given a short hash of the whole name, so
+    distinct models stay distinct.
     """
-    return f"{route.model}.v{route.version}"
+    name = f"{route.model}.v{route.version}"
+    if len(name) <= NAME_LIMIT:
+        return name
+    suffix = f"-{hashlib.sha256(route.model.encode()).hexdigest()[:10]}.v{route.version}"
+    return route.model[:NAME_LIMIT - len(suffix)] + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,28 +114,6 @@ class Wire(Protocol):
     def render(self, outcome: Outcome) -> Any:
         """Return the JSON answer."""
         ...
-
-
-def _datatype(values: Any) -> str:
-    kind = values.dtype.kind if isinstance(values, np.ndarray) else np.asarray(values).dtype.kind
-    return {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL"}.get(kind, "BYTES")
-
-
-def _as_list(result: Any, rows: int) -> list[Any]:
-    """Return one JSON-ready prediction per row.
-
-    Raises:
-        UserCodeError: when the model did not return one prediction per row.
-    """
-    if isinstance(result, pd.DataFrame):
-        values: list[Any] = result.to_dict("records")
-    elif hasattr(result, "tolist"):
-        values = result.tolist()
-    else:
-        values = list(result)
-    if len(values) != rows:
-        raise UserCodeError(f"the model returned {len(values)} predictions for {rows} rows")
-    return values
 
 
 def _first_record(body: Any) -> Any:
@@ -166,27 +166,54 @@ def _typed_nulls(frame: pd.DataFrame, model: ServableModel) -> pd.DataFrame:
     return frame
 
 
+class SignatureRefused(RequestRefused):
+    """422: the routed version's signature refused the rows (an error of that version)."""
+
 def _refuse_violations(violations: list[Mapping[str, Any]]) -> None:
-    """Refuse a batch with signature errors or unseen categories, naming the first column."""
+    """Refuse a batch with signature errors or unseen categories, naming the first column.
+
+    Raises:
+        SignatureRefused: when there is one.
+    """
     refused = [v for v in violations if v["severity"] == "error" or v["kind"] == "category"]
     if refused:
-        raise RequestRefused(422, str(refused[0]["column"]),
-                             "; ".join(str(v["message"]) for v in refused))
+        raise SignatureRefused(422, str(refused[0]["column"]),
+                               "; ".join(str(v["message"]) for v in refused))
+
+
+@dataclass(frozen=True, slots=True)
+class _ShadowJob:
+    outcome: Outcome
+    shadow: RouteChoice
+    inputs: Any
+    frame: pd.DataFrame
+
+
 
 
 class Scoring:
-    """The request path shared by every protocol, over the current routing table."""
+    """The request path shared by every protocol, over the current routing table.
 
-    def __init__(self, metrics: ServingMetrics, writer: PredictionWriter,
+    ``batching`` is (batch_max_rows, batch_wait_ms); ``max_queue_rows`` bounds the rows
+    admitted and not yet answered.
+    """
+
+    def __init__(self, metrics: ServingMetrics, writer: PredictionWriter,  # noqa: PLR0913
                  stats: StatsRecorder | None, clock: Clock, limits: Limits,
-                 batching: tuple[int, float] = (0, 2.0)) -> None:
+                 batching: tuple[int, float] = (0, 2.0), max_queue_rows: int = 4096) -> None:
         self.metrics = metrics
         self.limits = limits
         self._writer = writer
         self._stats = stats
         self._clock = clock
-        self._batch_rows, self._batch_wait = batching
-        self._batchers: dict[str, tuple[ServableModel, MicroBatcher]] = {}
+        self._max_queue_rows = max_queue_rows
+        self._in_flight = 0
+        self._pool = RunnerPool(batching, self._on_batch)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # built outside a loop: no retiring on swap
+            self._loop = asyncio.get_running_loop()
+        self._shadows = OffLoopQueue(self._shadow, SHADOW_QUEUE, "loopline-shadow",
+                                     metrics.shadow_dropped)
         self._warnings = Counter(
             "loopline_signature_warnings", "Rows outside the range seen in training, per column.",
             ("deployment", "model_version", "column", "kind"), registry=metrics.registry)
@@ -194,13 +221,35 @@ class Scoring:
         self.draining = False
 
     def swap(self, table: RoutingTable) -> None:
-        """Serve ``table`` from now on (one reference assignment; in-flight requests finish)."""
+        """Serve ``table`` from now on (one reference assignment; in-flight requests finish).
+
+        Safe from any thread; the workers of versions ``table`` no longer routes are closed
+        on the event loop once their requests drain.
+        """
         self.table = table
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._retire_stale)
+
+    def _retire_stale(self) -> None:
+        """Retire the workers of versions the current table no longer routes (on the loop)."""
+        self._pool.retain(self.table.models() if self.table is not None else {})
 
     @property
     def ready(self) -> bool:
         """Whether a table is loaded with every deployment available, and not draining."""
         return self.table is not None and self.table.ready and not self.draining
+
+    @property
+    def runners(self) -> tuple[str, ...]:
+        """The URIs of the versions that hold a worker (batcher or thread) now."""
+        return self._pool.uris
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows admitted and not yet answered."""
+        return self._in_flight
 
     def current(self) -> RoutingTable:
         """Return the routing table.
@@ -218,9 +267,12 @@ class Scoring:
         started = time.perf_counter()
         given = request.headers.get(HEADER)
         rid = request_id(given)
-        deployment, version = "", NO_VERSION
+        routed: tuple[str, str] | None = None
+        error: bool | None = False
         try:
             table = self.current()
+            if self._in_flight >= self._max_queue_rows:  # shed before reading the body
+                raise QueueFull(self._in_flight, self._max_queue_rows)
             body = await read_json(request, self.limits)
             if not is_valid(given) and isinstance(body, dict) and is_valid(body.get("id")):
                 rid = str(body["id"])
@@ -228,17 +280,19 @@ class Scoring:
             sticky = _key_spec(table.deployment(deployment).sticky_key)
             key = _sticky_key(sticky, request, body)
             choice = table.route(deployment, key)
-            version = choice.route.uri
+            routed = (deployment, choice.route.uri)
             parsed = wire.parse(body, choice.model, self.limits)
             frame = self._prepared(parsed.frame, choice.model, sticky)
-            predictions, datatype = await self._score(deployment, choice, frame)
+            predictions, datatype = await self._admitted(deployment, choice, frame)
             outcome = Outcome(deployment, rid, choice, predictions, datatype, body)
             after = BackgroundTask(self._after, outcome, parsed.inputs, frame, key, table,
                                    started)
-            response = answer(wire.render(outcome), rid, version, background=after)
+            response = answer(wire.render(outcome), rid, choice.route.uri, background=after)
         except Exception as exc:  # noqa: BLE001  # every failure is answered, never raised
-            response = refusal(exc, rid, version)
-        self._observe(deployment, version, response.status_code, started)
+            response = refusal(exc, rid, routed[1] if routed else NO_VERSION)
+            # overload is not the version's fault (no stats); its signature refusing is
+            error = None if isinstance(exc, QueueFull) else isinstance(exc, SignatureRefused)
+        self._observe(routed, response.status_code, started, error)
         return response
 
     def _prepared(self, frame: pd.DataFrame, model: ServableModel,
@@ -249,44 +303,49 @@ class Scoring:
             frame = frame.drop(columns=[name])
         return _typed_nulls(frame, model)
 
-    async def _score(self, deployment: str, choice: RouteChoice, frame: pd.DataFrame
-                     ) -> tuple[list[Any], str]:
-        model = choice.model
-        violations = model.check(frame)
+    async def _admitted(self, deployment: str, choice: RouteChoice, frame: pd.DataFrame
+                        ) -> tuple[list[Any], str]:
+        """Score ``frame`` within the bound on rows in flight (a lone request always fits).
+
+        Raises:
+            QueueFull: when the rows would pass ``max_queue_rows``.
+        """
+        rows = len(frame)
+        if self._in_flight and self._in_flight + rows > self._max_queue_rows:
+            raise QueueFull(self._in_flight, self._max_queue_rows)
+        self._in_flight += rows
+        try:
+            self._check(deployment, choice, frame)
+            runner = self._pool.acquire(choice.model, self.table.models() if self.table
+                                        else {})
+            try:
+                result = await runner.predict(frame)
+            finally:
+                self._pool.release(runner)
+        finally:
+            self._in_flight -= rows
+        return as_predictions(result, len(frame)), datatype_of(result)
+
+    def _check(self, deployment: str, choice: RouteChoice, frame: pd.DataFrame) -> None:
+        violations = choice.model.check(frame)
         _refuse_violations(violations)
         for warning in violations:
             self._warnings.labels(deployment, choice.route.uri, str(warning["column"]),
                                   str(warning["kind"])).inc(int(warning["rows"]) or 1)
-        result = await self._predict(model, frame)
-        return _as_list(result, len(frame)), _datatype(result)
-
-    async def _predict(self, model: ServableModel, frame: pd.DataFrame) -> Any:
-        if self._batch_rows <= 0:  # batching off: score inline, the fastest single request
-            result = model.predict(frame)
-            self.metrics.batch(model.uri, len(frame))
-            return result
-        return await self._batcher(model).submit(frame)
-
-    def _batcher(self, model: ServableModel) -> MicroBatcher:
-        found = self._batchers.get(model.uri)
-        if found is not None and found[0] is model:
-            return found[1]
-        rows = self._batch_rows if model.batchable else 1
-        batcher = MicroBatcher(model.predict, rows, self._batch_wait,
-                               on_batch=self._on_batch(model.uri))
-        if found is not None:  # a reloaded version: let the old batcher finish and stop
-            asyncio.get_running_loop().create_task(found[1].close())
-        self._batchers[model.uri] = (model, batcher)
-        return batcher
 
     def _on_batch(self, uri: str) -> Callable[[int], None]:
         return lambda rows: self.metrics.batch(uri, rows)
 
-    def _observe(self, deployment: str, version: str, status: int, started: float) -> None:
+    def _observe(self, routed: tuple[str, str] | None, status: int, started: float,
+                 error: bool | None = False) -> None:
+        """Count an answer; ``error`` None: not in the serving stats."""
         seconds = time.perf_counter() - started
-        self.metrics.observe(deployment or "none", version, status, seconds)
-        if self._stats is not None and deployment and version != NO_VERSION:
-            self._stats.record(deployment, version, status >= 500, seconds * 1000.0)
+        if routed is None:
+            self.metrics.observe(UNROUTED, NO_VERSION, status, seconds)
+            return
+        self.metrics.observe(routed[0], routed[1], status, seconds)
+        if self._stats is not None and error is not None:
+            self._stats.record(routed[0], routed[1], error or status >= 500, seconds * 1000.0)
 
     # -- after the answer: log it, mirror it to the shadows --------------------------------
 
@@ -296,20 +355,23 @@ class Scoring:
         self._log(outcome.deployment, outcome.choice.route, outcome.request_id, inputs,
                   outcome.predictions, latency)
         for shadow in table.shadows(outcome.deployment, key):
-            await self._shadow(outcome, shadow, inputs, frame)
+            self._shadows.offer(_ShadowJob(outcome, shadow, inputs, frame))
 
-    async def _shadow(self, outcome: Outcome, shadow: RouteChoice, inputs: Any,
-                      frame: pd.DataFrame) -> None:
+    def _shadow(self, job: _ShadowJob) -> None:
+        """Score one shadow request (in the shadow thread) and log its outputs."""
         started = time.perf_counter()
+        deployment, shadow = job.outcome.deployment, job.shadow
+        routed = (deployment, shadow.route.uri)
         try:
-            predictions, _ = await self._score(outcome.deployment, shadow, frame)
+            self._check(deployment, shadow, job.frame)
+            predictions = as_predictions(shadow.model.predict(job.frame), len(job.frame))
         except Exception as exc:  # noqa: BLE001  # a shadow's failure never reaches a caller
             logger.warning("shadow %s failed on request %s: %s", shadow.route.uri,
-                           outcome.request_id, exc)
-            self._observe(outcome.deployment, shadow.route.uri, 500, started)
+                           job.outcome.request_id, exc)
+            self._observe(routed, 500, started)
             return
-        self._observe(outcome.deployment, shadow.route.uri, 200, started)
-        self._log(outcome.deployment, shadow.route, outcome.request_id, inputs, predictions,
+        self._observe(routed, 200, started)
+        self._log(deployment, shadow.route, job.outcome.request_id, job.inputs, predictions,
                   (time.perf_counter() - started) * 1000.0)
 
     def _log(self, deployment: str, route: Route, rid: str, inputs: Any, outputs: list[Any],
@@ -319,6 +381,7 @@ class Scoring:
         try:
             self._writer.submit(record)
         except Exception as exc:  # noqa: BLE001  # logging must never fail a request
+            self.metrics.log_refused()
             logger.warning("prediction of request %s not logged: %s", rid, exc)
 
     def render_metrics(self) -> bytes:
@@ -329,8 +392,6 @@ class Scoring:
         return self.metrics.render()
 
     async def close(self) -> None:
-        """Finish queued batches and stop every batcher."""
-        batchers = [batcher for _, batcher in self._batchers.values()]
-        self._batchers.clear()
-        for batcher in batchers:
-            await batcher.close()
+        """Score the queued shadows, finish queued batches and stop every worker."""
+        await asyncio.get_running_loop().run_in_executor(None, self._shadows.close)
+        await self._pool.close()

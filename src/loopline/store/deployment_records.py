@@ -35,7 +35,7 @@ from loopline.store.model_queries import version_row
 from loopline.store.models import DEPLOYMENT_HISTORY, DEPLOYMENTS, ROLLOUT_VERDICTS
 
 __all__ = ["Note", "check_servable", "exists", "insert", "insert_verdict", "lock",
-           "save", "save_counters", "subject", "verdict_seen"]
+           "save", "save_counters", "subject", "unservable", "verdict_seen"]
 
 UNSERVABLE = (ModelStatus.QUARANTINED, ModelStatus.ARCHIVED)
 
@@ -73,6 +73,24 @@ def lock(uow: UnitOfWork, name: str) -> Deployment:
     return to_deployment(deployment_row(uow.session.connection(), name, lock=True))
 
 
+def unservable(uow: UnitOfWork, routes: Sequence[Route]) -> dict[str, ModelStatus]:
+    """Return ``models:/NAME/VERSION`` → status for each version of ``routes`` that may not serve.
+
+    Each version row is locked until this unit commits, so a status change (quarantine) and a
+    route change that reads it are serialised: the route change sees the status it races with.
+
+    Raises:
+        NotFoundError: naming ``models:/NAME/VERSION`` and the versions that exist.
+    """
+    connection = uow.session.connection()
+    found: dict[str, ModelStatus] = {}
+    for model, version in dict.fromkeys((r.model, r.version) for r in routes):
+        status = ModelStatus(version_row(connection, model, version, lock=True)["status"])
+        if status in UNSERVABLE:
+            found[version_uri(model, version)] = status
+    return found
+
+
 def check_servable(uow: UnitOfWork, routes: Sequence[Route]) -> None:
     """Refuse routes to a version that does not exist or may not serve.
 
@@ -80,13 +98,9 @@ def check_servable(uow: UnitOfWork, routes: Sequence[Route]) -> None:
         NotFoundError: naming ``models:/NAME/VERSION`` and the versions that exist.
         ConflictError: naming the version when it is quarantined or archived.
     """
-    connection = uow.session.connection()
-    for model, version in dict.fromkeys((r.model, r.version) for r in routes):
-        status = ModelStatus(version_row(connection, model, version, lock=True)["status"])
-        if status in UNSERVABLE:
-            raise ConflictError(f"{version_uri(model, version)} is {status}; it may not serve "
-                                f"traffic (set its status back to candidate first, or route "
-                                f"to another version)")
+    for uri, status in unservable(uow, routes).items():
+        raise ConflictError(f"{uri} is {status}; it may not serve traffic (set its status "
+                            f"back to candidate first, or route to another version)")
 
 
 def _state(deployment: Deployment) -> dict[str, Any]:

@@ -14,6 +14,12 @@ process (a restarted server starts new rows rather than resetting old ones).
 
 The store cannot merge sketches (``data`` sits above it); ``window_rows`` returns the rows of
 a window and ``loop.rollout_window`` merges them across instances and buckets.
+
+The bucket grid: a bucket starts at a whole multiple of ``BUCKET_SECONDS`` since the epoch
+(UTC), and a server writes a bucket's final state within ``FLUSH_SECONDS`` of its end (the
+defaults of ``serving.stats_recorder.StatsRecorder``). A window read for a verdict must cover
+whole buckets (start and end on the grid) and be read only once its last bucket's final
+flush has landed, so that reading it again later gives the same numbers.
 """
 
 from __future__ import annotations
@@ -33,8 +39,11 @@ from loopline.store.errors import translated
 from loopline.store.metadata_store import MetadataStore
 from loopline.store.models import ROLLOUT_VERDICTS, SERVING_STATS
 
-__all__ = ["STATS_ACTOR", "StatsRow", "add_stats", "latest_verdict_end", "window_rows"]
+__all__ = ["BUCKET_SECONDS", "FLUSH_SECONDS", "STATS_ACTOR", "StatsRow", "add_stats",
+           "latest_verdict_end", "window_rows"]
 
+BUCKET_SECONDS = 10  # the servers' stats bucket length (``StatsRecorder`` default)
+FLUSH_SECONDS = 5  # how often servers flush their stats (``StatsRecorder`` default)
 STATS_ACTOR = "loopline-serving"
 MAX_MODEL_VERSION = 256
 MAX_INSTANCE = 128
@@ -163,11 +172,14 @@ def window_rows(engine: Engine, deployment: str, start: datetime, end: datetime,
 
 
 @translated
-def latest_verdict_end(engine: Engine, deployment: str) -> datetime | None:
+def latest_verdict_end(engine: Engine, deployment: str,
+                       verdicts: Sequence[str] | None = None) -> datetime | None:
     """Return where the deployment's latest rollout verdict window ended (None before any).
 
-    The rollout controller starts the next window there, so a re-run after a crash judges
-    the same window again.
+    ``verdicts`` limits it to verdicts of those kinds (``("pass", "fail")``: the latest
+    decisive one). The rollout controller starts the next window at the latest decisive
+    verdict's end, and judges no window ending at or before the latest verdict's end, so a
+    re-run after a crash judges the same window again.
 
     Raises:
         BackendError: when the database fails.
@@ -175,6 +187,8 @@ def latest_verdict_end(engine: Engine, deployment: str) -> datetime | None:
     statement = (sa.select(ROLLOUT_VERDICTS.c.window_end)
                  .where(ROLLOUT_VERDICTS.c.deployment == deployment)
                  .order_by(ROLLOUT_VERDICTS.c.window_end.desc()).limit(1))
+    if verdicts is not None:
+        statement = statement.where(ROLLOUT_VERDICTS.c.verdict.in_(list(verdicts)))
     with engine.connect() as connection:
         value: datetime | None = connection.execute(statement).scalar()
     return value
