@@ -112,7 +112,8 @@ class Servable:
         Raises:
             InvalidArgumentError: when the model refuses the batch.
         """
-        if self._names and hasattr(batch, "columns"):
+        if self._names and hasattr(batch, "columns") and \
+                tuple(batch.columns) != self._names:  # reselecting costs more than predict
             batch = batch[list(self._names)]
         if self._plain and hasattr(batch, "to_numpy"):
             batch = batch.to_numpy()

@@ -34,6 +34,8 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._batch_children: dict[str, Histogram] = {}
         self._requests = Counter(
             "loopline_requests", "Requests answered, by deployment, model version and status.",
             ("deployment", "model_version", "code"), registry=self.registry)
@@ -67,12 +69,21 @@ class ServingMetrics:
     def observe(self, deployment: str, model_version: str, status_code: int,
                 seconds: float) -> None:
         """Count one answered request and its latency."""
-        self._requests.labels(deployment, model_version, str(status_code)).inc()
-        self._latency.labels(deployment, model_version).observe(seconds)
+        key = (deployment, model_version, status_code)
+        children = self._children.get(key)
+        if children is None:  # a label lookup costs more than the update: once per series
+            children = self._children[key] = (
+                self._requests.labels(deployment, model_version, str(status_code)),
+                self._latency.labels(deployment, model_version))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def batch(self, model_version: str, rows: int) -> None:
         """Record one ``predict`` call of ``rows`` rows."""
-        self._batch_rows.labels(model_version).observe(rows)
+        child = self._batch_children.get(model_version)
+        if child is None:
+            child = self._batch_children[model_version] = self._batch_rows.labels(model_version)
+        child.observe(rows)
 
     def set_queue_depth(self, n: int) -> None:
         """Set how many predictions wait to be logged."""

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 from anyio import to_thread
@@ -174,7 +175,19 @@ def frame_from_records(records: Any, field: str, limits: Limits) -> pd.DataFrame
         if record.keys() != keys:
             raise RequestRefused(422, f"{field}[{index}]", f"names the columns "
                                  f"{sorted(record)}; {field}[0] names {sorted(keys)}")
-    return pd.DataFrame({key: [record[key] for record in records] for key in keys})
+    return _frame([[record[key] for key in keys] for record in records], list(keys))
+
+
+def _frame(rows: list[list[Any]], names: list[Any]) -> pd.DataFrame:
+    """Return a frame of ``rows`` under ``names``, typed as pandas would infer them.
+
+    Rows of Python floats only (the usual numeric request) become one float64 block at
+    once, skipping pandas' per-column inference (the same frame, built and read faster).
+    """
+    if all(type(value) is float for row in rows for value in row):
+        return pd.DataFrame(np.array(rows, dtype=np.float64).reshape(len(rows), len(names)),
+                            columns=names)
+    return pd.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
 
 def frame_from_columns(columns: Any, field: str, limits: Limits) -> pd.DataFrame:
@@ -217,7 +230,7 @@ def frame_from_rows(rows: Any, names: Sequence[str], field: str, limits: Limits
         if not isinstance(row, list) or len(row) != width:
             raise RequestRefused(422, f"{field}[{index}]", f"must be a list of {width} values "
                                                            f"({', '.join(names)})")
-    return pd.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(names)})
+    return _frame(rows, list(names))
 
 
 def scalar_field(body: Any, name: str) -> str | None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 from prometheus_client import Counter
 from starlette.background import BackgroundTask
@@ -152,16 +153,21 @@ def _sticky_key(spec: tuple[str, str] | None, request: Request, body: Any) -> st
     return found if found is not None else scalar_field(_first_record(body), name)
 
 
+_OBJECT = np.dtype(object)
+
+
 def _typed_nulls(frame: pd.DataFrame, model: ServableModel) -> pd.DataFrame:
     """Make a numeric column whose values are all JSON nulls a float column of NaN.
 
     JSON has no typed null, so ``[null]`` would read as a column of objects and be refused
     as the wrong type; as NaN it is refused (or taken) as a null, which is what it is.
     """
+    objects: list[Any] = [column for column, dtype in frame.dtypes.items() if dtype == _OBJECT]
+    if not objects:  # the usual case: nothing to look at
+        return frame
     types = dict(zip(model.input_names, model.input_types, strict=False))
-    for column in frame.columns:
-        if frame[column].dtype == object and types.get(column) in ("FP64", "INT64") and \
-                frame[column].isna().all():
+    for column in objects:
+        if types.get(column) in ("FP64", "INT64") and frame[column].isna().all():
             frame = frame.assign(**{column: frame[column].astype("float64")})
     return frame
 
