@@ -337,3 +337,56 @@ def test_a_runner_whose_version_left_the_table_closes_once_its_request_ends() ->
     result, closed_while_busy, closed_after, uris = run(scenario)
     assert result == [6] and not closed_while_busy and closed_after
     assert uris == ("models:/m/2",)
+
+
+class NegativeCheck:
+    """A signature-like check: refuses a frame holding a negative ``x``; counts its calls.
+
+    Checks compare equal, as the server's per-version checks do, so a batch may share one.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        self.calls.append(len(frame))
+        if (frame["x"] < 0).any():
+            raise InvalidArgumentError("x", "must not be negative")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NegativeCheck)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _gather_with_check(model: Recorder, check: NegativeCheck, *values: int) -> list[Any]:
+    async def go() -> list[Any]:
+        batcher = MicroBatcher(model, max_rows=64, max_wait_ms=50)
+        blocker = asyncio.create_task(batcher.submit(frame(0)))  # occupies the worker
+        await asyncio.sleep(0.01)
+        try:
+            return await asyncio.gather(
+                blocker, *(batcher.submit(frame(v), check) for v in values),
+                return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    return run(go)
+
+
+def test_a_frame_whose_check_fails_gets_its_own_error_and_the_others_are_scored() -> None:
+    model, check = Recorder(delay=0.05), NegativeCheck()
+    results = _gather_with_check(model, check, 1, 2, -3, 4)
+    assert isinstance(results[3], InvalidArgumentError)
+    assert [list(r) for r in (results[1], results[2], results[4])] == [[2], [4], [8]]
+    scored = [sorted(b["x"]) for b in model.batches[1:]]
+    assert scored == [[1, 2, 4]]  # one predict call, without the refused row
+
+
+def test_equal_checks_run_once_on_the_joined_batch() -> None:
+    model, check = Recorder(delay=0.05), NegativeCheck()
+    results = _gather_with_check(model, check, 1, 2, 3)
+    assert [list(r) for r in results[1:]] == [[2], [4], [6]]
+    assert check.calls == [3]  # one check of the three joined rows
+    assert len(model.batches) == 2  # the blocker's, then one for the three

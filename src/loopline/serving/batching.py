@@ -7,7 +7,9 @@ be thread-safe) and hands each caller its own slice of the result. It is adaptiv
 request is never held back; the batcher waits up to ``max_wait_ms`` for company only while
 traffic is concurrent (the previous batch joined several requests), and requests that arrive
 while a batch is being scored form the next batch. An exception in ``predict`` fails exactly
-the callers in that batch. ``max_queue_rows`` bounds the rows waiting: a frame that would
+the callers in that batch. A caller may give a ``check`` for its own frame: it runs in the
+worker thread before the frames are joined, and a frame whose check raises fails alone (the
+others are scored). ``max_queue_rows`` bounds the rows waiting: a frame that would
 pass it is refused at once with ``QueueFull`` (503) instead of queueing without end.
 """
 
@@ -27,6 +29,7 @@ from loopline.core.errors import ConflictError, InvalidArgumentError, UserCodeEr
 from loopline.serving.answers import RequestRefused
 
 Predict = Callable[[pd.DataFrame], Any]
+Check = Callable[[pd.DataFrame], None]
 
 
 class QueueFull(RequestRefused):
@@ -43,6 +46,7 @@ class _Job:
     frame: pd.DataFrame
     future: asyncio.Future[Any]
     shape: tuple[Any, ...] = field(default=())
+    check: Check | None = None
 
     @property
     def rows(self) -> int:
@@ -133,14 +137,17 @@ class MicroBatcher:
         """Rows submitted and not yet answered (waiting, or in the batch being scored)."""
         return self._queued_rows
 
-    async def submit(self, frame: pd.DataFrame) -> Any:
+    async def submit(self, frame: pd.DataFrame, check: Check | None = None) -> Any:
         """Score ``frame`` (possibly with other callers' rows) and return its predictions.
+
+        ``check(frame)``, when given, runs in the worker thread before ``frame`` joins a
+        batch; what it raises fails this caller alone.
 
         Raises:
             ConflictError: after ``close``.
             QueueFull: when ``max_queue_rows`` rows already wait (a lone frame always fits).
             UserCodeError: when the result does not hold one prediction per row.
-            Exception: whatever ``predict`` raised for this frame's batch.
+            Exception: whatever ``check`` raised for this frame, or ``predict`` for its batch.
         """
         if self._closed:
             raise ConflictError("the micro-batcher is closed; the server is shutting down")
@@ -153,7 +160,7 @@ class MicroBatcher:
             queue = self._queue = asyncio.Queue()
             self._task = loop.create_task(self._run(queue), name="loopline-batcher")
         future: asyncio.Future[Any] = loop.create_future()
-        queue.put_nowait(_Job(frame, future, _shape(frame) if self.enabled else ()))
+        queue.put_nowait(_Job(frame, future, _shape(frame) if self.enabled else (), check))
         self._queued_rows += rows
         try:
             return await future
@@ -215,30 +222,84 @@ class MicroBatcher:
                 break
             batch.append(item)
             rows += item.rows
-        self._concurrent = len(batch) > 1
         return batch, False
+
+    def _score(self, batch: list[_Job]) -> tuple[list[Any], int]:
+        """Check each frame, score those that pass in one call (in the worker thread).
+
+        Returns one outcome per job (its predictions, or the exception that fails it) and the
+        rows given to ``predict`` (0 when it was not called).
+        """
+        outcomes: list[Any] = [None] * len(batch)
+        joined = self._checked_together(batch)
+        if joined is not None:
+            return self._predict_split(batch, list(range(len(batch))), outcomes, joined)
+        passed: list[int] = []
+        for index, job in enumerate(batch):
+            try:
+                if job.check is not None:
+                    job.check(job.frame)
+                passed.append(index)
+            except Exception as exc:  # noqa: BLE001  # fails this caller alone
+                outcomes[index] = exc
+        if not passed:
+            return outcomes, 0
+        return self._predict_split(batch, passed, outcomes, None)
+
+    @staticmethod
+    def _checked_together(batch: list[_Job]) -> pd.DataFrame | None:
+        """Return the batch's frames joined when one check of them all passed, else None.
+
+        Only for several frames sharing one (equal) check: each passing alone is then the
+        same as all passing together, and the check's cost is paid once. When the joined
+        check raises, the caller checks each frame on its own to fail only the culprits.
+        """
+        check = batch[0].check
+        if len(batch) < 2 or check is None or any(job.check != check for job in batch):
+            return None
+        frame = pd.concat([job.frame for job in batch], ignore_index=True)
+        try:
+            check(frame)
+        except Exception:  # noqa: BLE001  # some frame fails: each is checked on its own
+            return None
+        return frame
+
+    def _predict_split(self, batch: list[_Job], passed: list[int], outcomes: list[Any],
+                       joined: pd.DataFrame | None) -> tuple[list[Any], int]:
+        """Predict the passed frames in one call and put each one's piece in ``outcomes``."""
+        frames = [batch[i].frame for i in passed]
+        frame = joined if joined is not None else frames[0] if len(frames) == 1 else \
+            pd.concat(frames, ignore_index=True)
+        try:
+            result = self._predict(frame)
+            pieces = [result] if len(frames) == 1 else _split(result, [len(f) for f in frames])
+        except Exception as exc:  # noqa: BLE001  # handed to exactly this batch's callers
+            pieces = [exc] * len(frames)
+        for index, piece in zip(passed, pieces, strict=True):
+            outcomes[index] = piece
+        return outcomes, len(frame)
 
     async def _execute(self, batch: list[_Job]) -> None:
         live = [job for job in batch if not job.future.done()]
         if not live:
             return
-        frame = live[0].frame if len(live) == 1 else \
-            pd.concat([job.frame for job in live], ignore_index=True)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._predict, frame)
-            pieces = [result] if len(live) == 1 else _split(result, [j.rows for j in live])
-        except Exception as exc:  # noqa: BLE001  # handed to exactly this batch's callers
-            for job in live:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        finally:
+            outcomes, rows = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._score, live)
+        except Exception as exc:  # noqa: BLE001  # the worker itself failed (shut down)
+            outcomes, rows = [exc] * len(live), 0
+        # traffic is concurrent when the batch joined several requests, or when more arrived
+        # while it was scored (``queued_rows`` still counts this batch's rows)
+        self._concurrent = len(live) > 1 or self._queued_rows > sum(j.rows for j in live)
+        if rows:
             self.batches += 1
-            self.rows += len(frame)
+            self.rows += rows
             if self._on_batch is not None:
-                self._on_batch(len(frame))
-        for job, piece in zip(live, pieces, strict=True):
-            if not job.future.done():
-                job.future.set_result(piece)
-
+                self._on_batch(rows)
+        for job, outcome in zip(live, outcomes, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)

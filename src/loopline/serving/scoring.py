@@ -197,6 +197,21 @@ class _ShadowJob:
 
 
 
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A request's signature check, run in the worker thread.
+
+    Equal for requests a batch may check together (same deployment and version).
+    """
+
+    scoring: Scoring
+    deployment: str
+    choice: RouteChoice
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        self.scoring.check(self.deployment, self.choice, frame)
+
+
 class Scoring:
     """The request path shared by every protocol, over the current routing table.
 
@@ -321,18 +336,24 @@ class Scoring:
             raise QueueFull(self._in_flight, self._max_queue_rows)
         self._in_flight += rows
         try:
-            self._check(deployment, choice, frame)
             runner = self._pool.acquire(choice.model, self.table.models() if self.table
                                         else {})
             try:
-                result = await runner.predict(frame)
+                result = await runner.predict(frame, _Check(self, deployment, choice))
             finally:
                 self._pool.release(runner)
         finally:
             self._in_flight -= rows
         return as_predictions(result, len(frame)), datatype_of(result)
 
-    def _check(self, deployment: str, choice: RouteChoice, frame: pd.DataFrame) -> None:
+    def check(self, deployment: str, choice: RouteChoice, frame: pd.DataFrame) -> None:
+        """Refuse ``frame`` when the routed version's signature does; count its warnings.
+
+        Thread-safe (run in the model's worker thread).
+
+        Raises:
+            SignatureRefused: on signature errors or unseen categories.
+        """
         violations = choice.model.check(frame)
         _refuse_violations(violations)
         for warning in violations:
@@ -369,7 +390,7 @@ class Scoring:
         deployment, shadow = job.outcome.deployment, job.shadow
         routed = (deployment, shadow.route.uri)
         try:
-            self._check(deployment, shadow, job.frame)
+            self.check(deployment, shadow, job.frame)
             predictions = as_predictions(shadow.model.predict(job.frame), len(job.frame))
         except Exception as exc:  # noqa: BLE001  # a shadow's failure never reaches a caller
             logger.warning("shadow %s failed on request %s: %s", shadow.route.uri,

@@ -24,7 +24,7 @@ import pandas as pd
 
 from loopline.core.errors import ConflictError, UserCodeError
 from loopline.core.ports import ServableModel
-from loopline.serving.batching import MicroBatcher
+from loopline.serving.batching import Check, MicroBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -76,22 +76,31 @@ class ModelRunner:
         self.retired = False
         self.closed = False
 
-    async def predict(self, frame: pd.DataFrame) -> Any:
+    async def predict(self, frame: pd.DataFrame, check: Check | None = None) -> Any:
         """Return ``model.predict(frame)``, computed in a worker thread.
+
+        ``check(frame)``, when given, runs first in the worker thread; what it raises fails
+        this request alone (``predict`` is then not called for it).
 
         Raises:
             ConflictError: after ``close``.
-            Exception: whatever ``predict`` raised.
+            Exception: whatever ``check`` or ``predict`` raised.
         """
         if self.batcher is not None:
-            return await self.batcher.submit(frame)
+            return await self.batcher.submit(frame, check)
         if self.closed or self._executor is None:
             raise ConflictError("the model's worker is closed; its version was replaced")
         result = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.model.predict, frame)
+            self._executor, self._checked_predict, frame, check)
         if self._on_batch is not None:
             self._on_batch(len(frame))
         return result
+
+    def _checked_predict(self, frame: pd.DataFrame, check: Check | None) -> Any:
+        """Run ``check`` then ``predict`` on ``frame`` (in the worker thread)."""
+        if check is not None:
+            check(frame)
+        return self.model.predict(frame)
 
     async def close(self) -> None:
         """Finish what is queued and release the worker thread (idempotent)."""
