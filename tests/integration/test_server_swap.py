@@ -12,6 +12,7 @@ import httpx
 import pytest
 from serving_support import (
     RunningServer,
+    SlowLoader,
     deploy,
     make_workspace,
     primary,
@@ -100,34 +101,6 @@ def test_swapping_the_primary_under_load_loses_no_request(ws: Workspace,
     assert {version for _, version, _ in answers} == set(expected)
 
 
-class _SlowModel:
-    """A served model whose predict takes ``seconds``."""
-
-    def __init__(self, inner: Any, seconds: float) -> None:
-        self._inner = inner
-        self._seconds = seconds
-        self.uri = inner.uri
-        self.input_names = inner.input_names
-        self.input_types = inner.input_types
-        self.batchable = inner.batchable
-
-    def check(self, batch: Any) -> Any:
-        return self._inner.check(batch)
-
-    def predict(self, batch: Any) -> Any:
-        time.sleep(self._seconds)
-        return self._inner.predict(batch)
-
-
-class _SlowLoader:
-    def __init__(self, inner: Any, seconds: float) -> None:
-        self._inner = inner
-        self._seconds = seconds
-
-    def servable(self, name: str, version: int) -> Any:
-        return _SlowModel(self._inner.servable(name, version), self._seconds)
-
-
 def test_shutdown_drops_readiness_first_finishes_in_flight_requests_and_flushes_the_log(
         ws: Workspace) -> None:
     zero = ws.models.versions("const")[0]
@@ -135,8 +108,8 @@ def test_shutdown_drops_readiness_first_finishes_in_flight_requests_and_flushes_
     results: list[httpx.Response] = []
     # batch_max_rows=1: each request scored alone in the worker thread, so the event loop
     # answers readiness while the slow prediction runs
-    with running(ws, deployments=["draining"], loader=_SlowLoader(ws.models, 0.6),
-                 batch_max_rows=1) as server:
+    slow = SlowLoader(ws.models, {(zero.name, zero.version): 0.6})
+    with running(ws, deployments=["draining"], loader=slow, batch_max_rows=1) as server:
         server.server._drain_seconds = 0.3  # what --drain-seconds sets
 
         def slow_request() -> None:
