@@ -8,8 +8,6 @@ requests finish, the lifespan flushes the prediction log).
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +22,7 @@ from loopline.app import Workspace
 from loopline.core.deployments import Route, RouteRole, Strategy
 from loopline.core.models import ModelVersion
 from loopline.serving.app import create_app
-from loopline.serving.server import DrainingServer, ServerOptions, uvicorn_config
+from loopline.serving.server import ServerOptions, ThreadedServer
 
 START_TIMEOUT = 20.0
 
@@ -91,21 +89,13 @@ class SlowLoader:
         return SlowModel(model, delay) if delay else model
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 class RunningServer:
     """A started server: its base URL, its app and a way to stop it."""
 
-    def __init__(self, server: DrainingServer, thread: threading.Thread, url: str,
-                 app: Any) -> None:
-        self.server = server
-        self.thread = thread
-        self.url = url
+    def __init__(self, threaded: ThreadedServer, app: Any) -> None:
+        self._threaded = threaded
+        self.server = threaded.server
+        self.url = threaded.url
         self.app = app
 
     def client(self, **options: Any) -> httpx.Client:
@@ -124,9 +114,8 @@ class RunningServer:
 
     def stop(self) -> None:
         """Stop gracefully and wait for the thread."""
-        self.server.should_exit = True
-        self.thread.join(START_TIMEOUT)
-        assert not self.thread.is_alive(), "the server did not stop"
+        self._threaded.stop()
+        assert not self._threaded.alive, "the server did not stop"
 
 
 @contextmanager
@@ -138,24 +127,14 @@ def running(ws: Workspace, wait_ready: bool = True, loader: Any = None,
     if loader is not None:
         config = dataclasses.replace(config, loader=loader)
     app = create_app(config)
-    sock = _free_socket()
-    port = sock.getsockname()[1]
-    server = DrainingServer(uvicorn_config(app, ServerOptions(port=port, graceful_timeout=10)))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("the server did not start")
-        time.sleep(0.01)
-    handle = RunningServer(server, thread, f"http://127.0.0.1:{port}", app)
+    handle = RunningServer(ThreadedServer(app, ServerOptions(graceful_timeout=10),
+                                          START_TIMEOUT), app)
     try:
         if wait_ready:
             handle.wait_ready()
         yield handle
     finally:
         handle.stop()
-        sock.close()
 
 
 def make_workspace(root: Path) -> Workspace:

@@ -8,8 +8,6 @@ and once with a bad request, then stops it and shows the requests in the predict
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from typing import Any
 
@@ -20,7 +18,7 @@ from loopline.cli.output import console
 from loopline.core.deployments import Route, Strategy
 from loopline.core.predictions import PredictionWindow
 from loopline.serving.app import create_app
-from loopline.serving.server import DrainingServer, ServerOptions, uvicorn_config
+from loopline.serving.server import ThreadedServer
 
 ROW = {"amount": 42.0, "items": 2}
 START_TIMEOUT = 30.0
@@ -45,42 +43,25 @@ def _describe(response: httpx.Response) -> str:
     return f"{response.status_code} {response.headers.get('x-model-version', '')} {shown}"
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def serve_requests(workspace: Workspace) -> None:
     """Deploy the production model, answer four requests on a real server, stop it."""
     model, version = workspace.deployments.resolve("models:/refunds@production")
     workspace.deployments.create("refunds", [Route(model, version, 100.0)], Strategy.REPLACE)
     console.print(f"   deployment refunds: models:/{model}/{version} takes 100% (gated, audited)")
-    app = create_app(workspace.serving_config(poll_seconds=0.2))
-    sock = _free_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = DrainingServer(uvicorn_config(app, ServerOptions(port=sock.getsockname()[1])))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    server = ThreadedServer(create_app(workspace.serving_config(poll_seconds=0.2)),
+                            start_timeout=START_TIMEOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not server.started:  # the socket answers once uvicorn has started
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the demo server did not start")
-            time.sleep(0.02)
-        with httpx.Client(base_url=url, timeout=10.0) as client:
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            deadline = time.monotonic() + START_TIMEOUT
             while client.get("/v2/health/ready").status_code != 200:
-                if time.monotonic() > deadline or not thread.is_alive():
+                if time.monotonic() > deadline or not server.alive:
                     raise RuntimeError("the demo server did not become ready")
                 time.sleep(0.05)
-            console.print(f"   serving on {url} (uvicorn, uvloop, httptools)")
+            console.print(f"   serving on {server.url} (uvicorn, uvloop, httptools)")
             for what, response in _requests(client):
                 console.print(f"   {what:30} → {_describe(response)}")
     finally:
-        server.should_exit = True
-        thread.join(START_TIMEOUT)
-        sock.close()
+        server.stop()
     logged = workspace.predictions.read(PredictionWindow(deployment="refunds")).num_rows
     console.print(f"   {logged} answers in the prediction log, each with its request id "
                   "and model version")

@@ -11,8 +11,10 @@ lifespan flushes), without the readiness delay.
 
 from __future__ import annotations
 
+import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -123,4 +125,48 @@ def serve(app: Any, options: ServerOptions) -> None:
     DrainingServer(uvicorn_config(app, options), options.drain_seconds).run()
 
 
-__all__ = ["DrainingServer", "ServerOptions", "serve", "uvicorn_config"]
+class ThreadedServer:
+    """A server running in a thread of this process on a free loopback port (demo, tests).
+
+    ``url`` is where it listens; ``stop`` takes the graceful path (in-flight requests
+    finish, the lifespan flushes the prediction log) and waits for the thread.
+    """
+
+    def __init__(self, app: Any, options: ServerOptions | None = None,
+                 start_timeout: float = 30.0) -> None:
+        """Start serving ``app`` (``options.port`` is ignored: the port is chosen free).
+
+        Raises:
+            RuntimeError: when uvicorn has not started within ``start_timeout`` seconds.
+        """
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        port = self._sock.getsockname()[1]
+        chosen = replace(options or ServerOptions(), host="127.0.0.1", port=port)
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = DrainingServer(uvicorn_config(app, chosen), chosen.drain_seconds)
+        self._timeout = start_timeout
+        self._thread = threading.Thread(target=self.server.run,
+                                        kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + start_timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError("the model server did not start")
+            time.sleep(0.01)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the server thread still runs."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop gracefully, wait for the thread, and close the socket."""
+        self.server.should_exit = True
+        self._thread.join(self._timeout)
+        self._sock.close()
+
+
+__all__ = ["DrainingServer", "ServerOptions", "ThreadedServer", "serve", "uvicorn_config"]
