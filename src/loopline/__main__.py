@@ -2,4 +2,5 @@
 
 from loopline.cli.main import run
 
-run()
+if __name__ == "__main__":  # spawned worker processes import this module without running it
+    run()

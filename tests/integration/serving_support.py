@@ -120,14 +120,15 @@ class RunningServer:
 
 @contextmanager
 def running(ws: Workspace, wait_ready: bool = True, loader: Any = None,
-            **options: Any) -> Iterator[RunningServer]:
+            drain_seconds: float = 0.0, **options: Any) -> Iterator[RunningServer]:
     """Run the model server over ``ws`` (``options`` go to ``ws.serving_config``)."""
     options.setdefault("poll_seconds", 0.05)
     config = ws.serving_config(**options)
     if loader is not None:
         config = dataclasses.replace(config, loader=loader)
     app = create_app(config)
-    handle = RunningServer(ThreadedServer(app, ServerOptions(graceful_timeout=10),
+    handle = RunningServer(ThreadedServer(app, ServerOptions(graceful_timeout=10,
+                                                        drain_seconds=drain_seconds),
                                           START_TIMEOUT), app)
     try:
         if wait_ready:

@@ -109,8 +109,8 @@ def test_shutdown_drops_readiness_first_finishes_in_flight_requests_and_flushes_
     # batch_max_rows=1: each request scored alone in the worker thread, so the event loop
     # answers readiness while the slow prediction runs
     slow = SlowLoader(ws.models, {(zero.name, zero.version): 0.6})
-    with running(ws, deployments=["draining"], loader=slow, batch_max_rows=1) as server:
-        server.server._drain_seconds = 0.3  # what --drain-seconds sets
+    with running(ws, deployments=["draining"], loader=slow, batch_max_rows=1,
+                 drain_seconds=0.3) as server:
 
         def slow_request() -> None:
             with server.client() as client:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from loopline.serving.metrics import CONTENT_TYPE, ServingMetrics
+from loopline.serving.metrics import (
+    CONTENT_TYPE,
+    MULTIPROCESS_ENV,
+    ServingMetrics,
+    shared_metrics_dir,
+)
 
 
 def samples(metrics: ServingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,3 +71,15 @@ def test_render_is_prometheus_text() -> None:
     assert "# TYPE loopline_requests_total counter" in text
     assert "# TYPE loopline_request_seconds histogram" in text
     assert CONTENT_TYPE.startswith("text/plain")
+
+
+def test_shared_metrics_dir_is_made_for_the_run_and_removed_unless_the_caller_gave_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    with shared_metrics_dir() as made:
+        assert os.environ[MULTIPROCESS_ENV] == made and Path(made).is_dir()
+    assert MULTIPROCESS_ENV not in os.environ and not Path(made).exists()
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(tmp_path))
+    with shared_metrics_dir() as given:
+        assert given == str(tmp_path)
+    assert os.environ[MULTIPROCESS_ENV] == str(tmp_path) and tmp_path.is_dir()

@@ -1,9 +1,12 @@
 """``loopline serve``: run the model server over this workspace's deployments.
 
-One process by default (the first Ctrl-C or SIGTERM drops readiness, waits
-``--drain-seconds``, then finishes the requests in flight and flushes the prediction log);
-``--workers N`` runs N processes on one port, each building the app with ``worker_app``
-from the options this command passes in ``LOOPLINE_SERVE_SPEC``.
+One process by default: the first Ctrl-C or SIGTERM drops readiness, waits
+``--drain-seconds``, then finishes the requests in flight and flushes the prediction log.
+``--workers N`` runs N processes on one port under uvicorn's supervisor, each building the
+app with ``worker_app`` from the options this command passes in ``LOOPLINE_SERVE_SPEC``;
+each worker drains the same way when the supervisor passes the signal on, and ``/metrics``
+adds up every worker's series (Prometheus multiprocess mode, in a directory made for this
+run and removed after it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from loopline.app import Workspace
 from loopline.cli.context import open_workspace, options
 from loopline.cli.output import console
 from loopline.serving.app import create_app
-from loopline.serving.server import ServerOptions, serve
+from loopline.serving.metrics import shared_metrics_dir
+from loopline.serving.server import ServerOptions, drain_on_signals, serve
 
 SPEC_ENV = "LOOPLINE_SERVE_SPEC"
 WORKER_APP = "loopline.cli.serve_cmd:worker_app"
@@ -38,7 +42,10 @@ def worker_app() -> Starlette:
     except Exception:
         workspace.close()
         raise
-    return create_app(config, on_shutdown=workspace.close)
+    drain_seconds = float(spec["drain_seconds"])
+    return create_app(config, on_shutdown=workspace.close,
+                      on_startup=lambda runtime: drain_on_signals(runtime.begin_drain,
+                                                                  drain_seconds))
 
 
 def serve_command(  # noqa: PLR0913 - one parameter per flag is how typer declares them
@@ -78,10 +85,11 @@ def serve_command(  # noqa: PLR0913 - one parameter per flag is how typer declar
             return
         os.environ[SPEC_ENV] = json.dumps({
             "workspace": str(workspace.root), "overrides": options(ctx).overrides(),
-            "options": chosen})
+            "options": chosen, "drain_seconds": drain_seconds})
     finally:
         workspace.close()
-    serve(WORKER_APP, server)
+    with shared_metrics_dir():
+        serve(WORKER_APP, server)
 
 
 def register(root: typer.Typer) -> None:

@@ -6,10 +6,9 @@ of the routing table (``TableSource``), so the server listens at once: liveness 
 readiness 503 until every routed version is loaded, inference 503 with ``Retry-After``. The
 table source then polls for deployment changes and swaps tables off the request path. At
 shutdown (the lifespan's end) readiness reports 503, queued batches and shadows finish, and
-the prediction log is flushed. Readiness drops *before* the listener closes only in the
-single-process server (``serving.server`` waits ``drain_seconds`` first); with several
-workers uvicorn's supervisor stops the workers directly, so a load balancer learns of it
-from refused connections.
+the prediction log is flushed. Readiness drops *before* the listener closes, and
+``drain_seconds`` before it (``serving.server``), in one process and in each of several
+workers.
 
     GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}, /v2/models/{name}/ready
     POST /v2/models/{name}/infer          Open Inference Protocol v2 (protocol_v2)
@@ -57,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT = 30.0
 MAX_LOAD_RETRY = 30.0
+GAUGE_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,15 @@ class ServingRuntime:
         self._loader_thread = threading.Thread(target=self._load_first, daemon=True,
                                                name="loopline-first-table")
         self._loader_thread.start()
+        if self.metrics.shared_dir is not None:
+            # each worker's gauges must be current whichever worker renders the sum
+            threading.Thread(target=self._refresh_gauges, daemon=True,
+                             name="loopline-gauges").start()
+
+    def _refresh_gauges(self) -> None:
+        while not self._stop.wait(GAUGE_REFRESH_SECONDS):
+            if self._scoring is not None:
+                self._scoring.refresh_gauges()
 
     def _load_first(self) -> None:
         """Load the first table, retrying with backoff while the store is unreachable."""
@@ -197,6 +206,7 @@ class ServingRuntime:
                 logger.exception("the prediction log could not be flushed at shutdown")
         if self._stats is not None:
             await loop.run_in_executor(None, self._stats.close)
+        self.metrics.close()
 
 
 def _rid(request: Request) -> str:
@@ -307,12 +317,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                                   f"{problem}"), _rid(request))
 
 
-def create_app(config: ServingConfig, on_shutdown: Callable[[], None] | None = None
-               ) -> Starlette:
+def create_app(config: ServingConfig, on_shutdown: Callable[[], None] | None = None,
+               on_startup: Callable[[ServingRuntime], object] | None = None) -> Starlette:
     """Return the model server's ASGI app for ``config`` (nothing starts until its lifespan).
 
     ``app.state.serving`` is the ``ServingRuntime`` (``begin_drain`` drops readiness);
-    ``on_shutdown`` runs last at the lifespan's end (closing what the caller opened).
+    ``on_startup`` runs with it when the lifespan starts (in a uvicorn worker: wrapping the
+    signal handlers), ``on_shutdown`` last at the lifespan's end (closing what the caller
+    opened).
     """
     runtime = ServingRuntime(config)
 
@@ -320,6 +332,8 @@ def create_app(config: ServingConfig, on_shutdown: Callable[[], None] | None = N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.start()
         try:
+            if on_startup is not None:
+                on_startup(runtime)
             yield
         finally:
             try:

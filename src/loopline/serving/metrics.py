@@ -8,9 +8,20 @@ Names: ``loopline_requests_total{deployment,model_version,code}``,
 ``loopline_prediction_log_refused_total`` (records the prediction log refused as invalid).
 Labels only ever hold routed deployments and versions (or ``unknown``/``none``), never
 what a caller sent, so the number of series stays bounded.
+
+Several worker processes (``loopline serve --workers N``) share their series through
+Prometheus' multiprocess mode: ``shared_metrics_dir`` sets ``PROMETHEUS_MULTIPROC_DIR``
+before the workers start, each worker writes its values there, and whichever worker answers
+``/metrics`` renders the sum over all of them (gauges summed over the live workers).
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +30,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -27,12 +39,36 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[str]:
+    """Put worker processes started inside this block in multiprocess mode.
+
+    Uses ``PROMETHEUS_MULTIPROC_DIR`` when the caller has set it (and leaves it alone);
+    otherwise creates an empty directory for this run and removes it afterwards. The
+    variable must be set before the workers import ``prometheus_client``, which spawned
+    workers do afresh.
+    """
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="loopline-metrics-")
+    os.environ[MULTIPROCESS_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class ServingMetrics:
     """Counters, histograms and gauges of one server process, rendered as Prometheus text."""
 
     def __init__(self) -> None:
+        self.shared_dir = os.environ.get(MULTIPROCESS_ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._batch_children: dict[str, Histogram] = {}
@@ -47,11 +83,11 @@ class ServingMetrics:
             buckets=BATCH_ROW_BUCKETS, registry=self.registry)
         self._queue_depth = Gauge(
             "loopline_prediction_queue_depth", "Predictions waiting to be logged.",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="livesum")
         self._dropped = Gauge(
             "loopline_prediction_log_dropped",
             "Predictions the log dropped since the server started (its queue was full).",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="livesum")
         self._swaps = Counter(
             "loopline_table_swaps", "Routing tables swapped in after a deployment change.",
             registry=self.registry)
@@ -110,5 +146,17 @@ class ServingMetrics:
         self._log_refused.inc()
 
     def render(self) -> bytes:
-        """Return every metric as Prometheus text exposition (``CONTENT_TYPE``)."""
-        return generate_latest(self.registry)
+        """Return every metric as Prometheus text exposition (``CONTENT_TYPE``).
+
+        In multiprocess mode: the sum over every worker that wrote to the shared directory.
+        """
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+
+    def close(self) -> None:
+        """Take this process's live gauges out of the shared sums (multiprocess mode only)."""
+        if self.shared_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.shared_dir)  # type: ignore[no-untyped-call]

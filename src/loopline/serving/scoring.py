@@ -411,11 +411,15 @@ class Scoring:
             self.metrics.log_refused()
             logger.warning("prediction of request %s not logged: %s", rid, exc)
 
-    def render_metrics(self) -> bytes:
-        """Return the Prometheus text, the prediction log's gauges brought up to date."""
+    def refresh_gauges(self) -> None:
+        """Bring the prediction log's gauges up to date."""
         stats = self._writer.stats()
         self.metrics.set_queue_depth(stats.pending)
         self.metrics.set_dropped(stats.dropped)
+
+    def render_metrics(self) -> bytes:
+        """Return the Prometheus text, the prediction log's gauges brought up to date."""
+        self.refresh_gauges()
         return self.metrics.render()
 
     async def close(self) -> None:

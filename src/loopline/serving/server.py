@@ -1,19 +1,21 @@
 """Running the model server on uvicorn (uvloop, httptools), with a graceful shutdown.
 
-In one process, the first SIGTERM/SIGINT drops readiness at once (``ServingRuntime.
-begin_drain``), waits ``drain_seconds`` so load balancers stop sending, then lets uvicorn
-stop accepting connections and finish the requests in flight; the app's lifespan then
-flushes the prediction log. A second signal stops at once. With ``workers > 1`` uvicorn's
-supervisor runs the app factory named by ``factory`` in each worker process; there each
-worker drains as uvicorn does (listeners closed, in-flight requests finished, then the
-lifespan flushes), without the readiness delay.
+The first SIGTERM/SIGINT drops readiness at once (``ServingRuntime.begin_drain``), waits
+``drain_seconds`` so load balancers stop sending, then lets uvicorn stop accepting
+connections and finish the requests in flight; the app's lifespan then flushes the
+prediction log. A second signal stops at once. In one process ``DrainingServer`` does this;
+with ``workers > 1`` uvicorn's supervisor runs the app factory named by ``factory`` in each
+worker process, passes its stop signal on to every worker, and each worker's app wraps
+uvicorn's signal handler the same way at start-up (``drain_on_signals``).
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
@@ -71,37 +73,88 @@ def _runtime_of(app: Any) -> Any:
     return None
 
 
+SignalHandler = Callable[[int, FrameType | None], Any]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalDrain:
+    """A stop-signal handler: the first signal drains, then stops; a later one stops at once.
+
+    Draining is ``begin_drain()`` (readiness drops) and, ``drain_seconds`` later (at once
+    when 0), ``stop(sig, None)``: uvicorn's own handler, which closes the listener and
+    finishes the requests in flight.
+    """
+
+    def __init__(self, begin_drain: Callable[[], None], stop: Callable[[int], None],
+                 drain_seconds: float) -> None:
+        self._begin_drain = begin_drain
+        self._stop = stop
+        self._drain_seconds = drain_seconds
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        """Whether a stop signal has arrived."""
+        return self._draining
+
+    def __call__(self, sig: int, frame: FrameType | None = None) -> None:
+        """Handle one stop signal."""
+        if self._draining:
+            self._stop(sig)
+            return
+        self._draining = True
+        self._begin_drain()
+        if self._drain_seconds <= 0:
+            self._stop(sig)
+            return
+        timer = threading.Timer(self._drain_seconds, self._stop, (sig,))
+        timer.daemon = True
+        timer.start()
+
+
+def drain_on_signals(begin_drain: Callable[[], None], drain_seconds: float) -> bool:
+    """Wrap the stop-signal handlers uvicorn installed in this process in one ``SignalDrain``.
+
+    Called from a worker app's lifespan start-up, which runs after uvicorn's server has
+    installed its handlers; uvicorn restores its own handlers when it stops. Returns whether
+    the handlers were wrapped (only the main thread can, and only callable handlers).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    originals: dict[int, SignalHandler] = {}
+    for sig in STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            return False
+        originals[sig] = handler
+    drain = SignalDrain(begin_drain, lambda sig: originals[sig](sig, None), drain_seconds)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, drain)
+    return True
+
+
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first stop signal drops readiness before it stops accepting."""
 
     def __init__(self, config: uvicorn.Config, drain_seconds: float = 0.0) -> None:
         super().__init__(config)
-        self._drain_seconds = drain_seconds
-        self._draining = False
+        self._drain = SignalDrain(self._begin_drain, self._uvicorn_exit, drain_seconds)
 
-    def begin_shutdown(self) -> None:
-        """Drop readiness, then stop after the drain delay (what a stop signal does)."""
+    def _begin_drain(self) -> None:
         runtime = _runtime_of(getattr(self.config, "loaded_app", None))
         if runtime is not None:
             runtime.begin_drain()
-        if self._drain_seconds <= 0:
-            self.should_exit = True
-            return
-        timer = threading.Timer(self._drain_seconds, self._exit)
-        timer.daemon = True
-        timer.start()
 
-    def _exit(self) -> None:
-        self.should_exit = True
+    def _uvicorn_exit(self, sig: int) -> None:
+        super().handle_exit(sig, None)
+
+    def begin_shutdown(self, sig: int = signal.SIGTERM) -> None:
+        """Drop readiness, then stop after the drain delay (what a first stop signal does)."""
+        self._drain(sig)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Drain on the first signal; behave as uvicorn does on the next."""
-        if self._draining:
-            super().handle_exit(sig, frame)
-            return
-        self._draining = True
-        self._captured_signals.append(sig)
-        self.begin_shutdown()
+        self._drain(sig, frame)
 
 
 def serve(app: Any, options: ServerOptions) -> None:
@@ -169,4 +222,5 @@ class ThreadedServer:
         self._sock.close()
 
 
-__all__ = ["DrainingServer", "ServerOptions", "ThreadedServer", "serve", "uvicorn_config"]
+__all__ = ["DrainingServer", "ServerOptions", "SignalDrain", "ThreadedServer", "drain_on_signals",
+           "serve", "uvicorn_config"]
