@@ -64,6 +64,10 @@ BAD_RECORDS: list[tuple[str, list[dict[str, Any]], int, str, tuple[str, ...]]] =
     ("NaN as text", [record(x="NaN")], 422, "x", ("dtype",)),  # type: ignore[arg-type]
     ("null where none was seen", [record(x=None)], 422, "x", ("null",)),  # type: ignore[arg-type]
     ("unseen category", [record(color="green")], 422, "color", ("categories",)),
+    ("integer beyond int64", [record(n=2 ** 63)], 422, "n", ("64-bit",)),
+    ("integer beyond 64 bits", [record(n=2 ** 70)], 422, "n", ("2**53",)),
+    ("whole float beyond 2**53 next to a null", [record(n=2 ** 60 + 1), record(n=None)],  # type: ignore[arg-type]
+     422, "n", ("lost digits",)),
     ("too many rows", [record()] * (MAX_ROWS + 1), 413, "records", (str(MAX_ROWS),)),
     ("no rows", [], 422, "records", ("no rows",)),
     ("records naming other columns", [record(), {"x": 1.0, "n": 1, "colour": "red"}], 422,

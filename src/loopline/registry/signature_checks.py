@@ -111,7 +111,31 @@ def _null_count(series: Any) -> int:
     return 0 if dtype.kind in "iub" else int(series.isna().sum())
 
 
+FLOAT_EXACT_LIMIT = 2.0 ** 53
+
+
+def _int64_problem(series: Any) -> str | None:
+    """Say why an integer or float column cannot become int64 exactly, or return None.
+
+    JSON allows integers of any size: beyond 64 bits they arrive as floats, and an integer
+    column with nulls arrives as floats too; a float beyond 2**53 no longer holds the
+    integer that was sent, so casting it would change the value silently.
+    """
+    import numpy as np
+
+    kind = series.dtype.kind
+    if kind == "u" and len(series) and int(series.max()) >= 2 ** 63:
+        return "has values beyond the 64-bit integer range; the model takes int64"
+    if kind == "f" and np.any(np.abs(series.to_numpy()) > FLOAT_EXACT_LIMIT):
+        return ("has integers beyond 2**53 that arrived as floats (too large for 64 bits, or "
+                "next to nulls) and may have lost digits; the model takes int64")
+    return None
+
+
 def _check_column(spec: ColumnSpec, series: Any) -> list[SignatureViolation]:
+    problem = _int64_problem(series) if spec.dtype == "int64" else None
+    if problem is not None:
+        return [_violation(spec.name, "type", 0, problem)]
     if not _fits_type(spec, series):
         return [_violation(spec.name, "type", 0, f"has dtype {series.dtype}; the model takes "
                                                  f"{spec.dtype}")]
