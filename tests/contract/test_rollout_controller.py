@@ -35,7 +35,14 @@ from loopline.core.deployments import (
 from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
 from loopline.deploy.service import DeploymentService
-from loopline.loop.rollout import DEFAULT_SETTLE, FAIL, INCONCLUSIVE, PASS, RolloutController
+from loopline.loop.rollout import (
+    DEFAULT_SETTLE,
+    FAIL,
+    INCONCLUSIVE,
+    MAX_WINDOW_INTERVALS,
+    PASS,
+    RolloutController,
+)
 from loopline.loop.rollout_window import window
 from loopline.loop.scheduler import Scheduler
 from loopline.pipelines import Runner, RunnerOptions
@@ -329,6 +336,27 @@ def test_a_stopped_controller_judges_its_backlog_as_one_window_of_whole_interval
     assert running.tick() == []
 
 
+def test_an_inconclusive_window_grows_to_max_intervals_then_slides_keeping_the_latest(
+        store: MetadataStore, clock: ManualClock) -> None:
+    fake = FakeDeployments(store, rollout())
+    store.clock = clock
+    running = RolloutController(store, fake, clock, settle=timedelta(0), max_intervals=3)
+    windows = []
+    for minute in range(5):  # 10 canary requests a minute: never the 50 needed
+        serve(store, T0 + minute * INTERVAL, CANARY, 10, 0)
+        serve(store, T0 + minute * INTERVAL, PRIMARY, 100, 0)
+        clock.advance(INTERVAL)
+        [verdict] = running.tick()
+        assert verdict.verdict == INCONCLUSIVE
+        windows.append((verdict.window_start, verdict.window_end,
+                        verdict.numbers["canary"]["requests"]))
+    assert windows == [(T0, T0 + INTERVAL, 10), (T0, T0 + 2 * INTERVAL, 20),
+                       (T0, T0 + 3 * INTERVAL, 30), (T0 + INTERVAL, T0 + 4 * INTERVAL, 30),
+                       (T0 + 2 * INTERVAL, T0 + 5 * INTERVAL, 30)]
+    with pytest.raises(InvalidArgumentError, match="max_intervals"):
+        RolloutController(store, fake, clock, max_intervals=0)
+
+
 def test_settle_time_delays_judging_past_the_window_end(
         store: MetadataStore, clock: ManualClock) -> None:
     fake = FakeDeployments(store, rollout())
@@ -530,8 +558,9 @@ def test_rollouts_run_once_judges_a_due_canary_and_prints_its_verdict(
         assert code == 0, out
         assert "inconclusive" in out
         [stored] = ws.deployments.verdicts("churn")
-        assert stored.window_start == long_ago  # the whole backlog, in whole intervals
-        assert (stored.window_end - long_ago) % INTERVAL == timedelta(0)
+        # the backlog's last max_intervals intervals, in whole intervals from the step's start
+        assert stored.window_end - stored.window_start == MAX_WINDOW_INTERVALS * INTERVAL
+        assert (stored.window_start - long_ago) % INTERVAL == timedelta(0)
         settled = datetime.now(UTC) - DEFAULT_SETTLE  # the default settle time
         assert settled - INTERVAL < stored.window_end <= settled
         assert stored.numbers["checks"][0] == {"name": "min_samples", "observed": 0,

@@ -15,7 +15,9 @@ happens to run (``window_of``):
 - a window starts at the end of the deployment's latest *decisive* verdict (pass or fail) or,
   before one, at the first bucket boundary at or after the step's start. An inconclusive
   verdict (too few requests) moves nothing: the next window starts where it started and
-  grows, so a low-traffic canary's requests accumulate until ``min_samples`` is reached;
+  grows, so a low-traffic canary's requests accumulate until ``min_samples`` is reached —
+  up to ``max_intervals`` intervals (12 by default), after which it slides, keeping the
+  latest ones, so week-old traffic never decides and the window query stays bounded;
 - it ends at the last boundary ``start + n * length`` (``length``: ``policy.interval``
   rounded up to whole buckets) with ``end + settle <= now``, and only when that end is past
   the latest stored verdict's end (a window is judged once). ``settle`` defaults to one
@@ -23,7 +25,8 @@ happens to run (``window_of``):
   the final counts of the window's last bucket.
 
 Ticking at least once a bucket, a decisive window is one interval long and the next starts
-exactly at its end; a controller stopped for a while judges the whole backlog as one window.
+exactly at its end; a controller stopped for a while judges its backlog (up to
+``max_intervals`` intervals of it) as one window.
 Because a judged window holds only buckets that were complete, reading the same window again
 later (``rollout_window.window``) gives the verdict's numbers back, whatever arrived since
 for later buckets; a controller that crashed between judging and storing judges the same
@@ -63,6 +66,7 @@ MAX_SETTLE = timedelta(hours=1)
 BUCKET = timedelta(seconds=BUCKET_SECONDS)
 DEFAULT_SETTLE = BUCKET + timedelta(seconds=FLUSH_SECONDS)
 DECISIVE = (PASS, FAIL)
+MAX_WINDOW_INTERVALS = 12
 
 
 class DeploymentControl(Protocol):
@@ -86,21 +90,27 @@ class RolloutController:
 
     ``settle`` is how long after a window's end it is judged (default ``DEFAULT_SETTLE``:
     one bucket plus one stats flush period); ``bucket`` is the servers' stats bucket length
-    (``StatsRecorder(bucket_seconds=...)``; windows sit on its grid).
+    (``StatsRecorder(bucket_seconds=...)``; windows sit on its grid); ``max_intervals`` is
+    the most analysis intervals one window spans.
 
     Raises:
-        InvalidArgumentError: when ``settle`` is negative or longer than an hour, or
-            ``bucket`` is not from 1 second to 1 hour.
+        InvalidArgumentError: when ``settle`` is negative or longer than an hour, ``bucket``
+            is not from 1 second to 1 hour, or ``max_intervals`` not from 1 to 1,000.
     """
 
     def __init__(self, store: MetadataStore, deployments: DeploymentControl,
                  clock: Clock | None = None, *, settle: timedelta | None = None,
-                 bucket: timedelta = BUCKET) -> None:
+                 bucket: timedelta = BUCKET, max_intervals: int = MAX_WINDOW_INTERVALS,
+                 ) -> None:
         settle = DEFAULT_SETTLE if settle is None else settle
         if not timedelta(0) <= settle <= MAX_SETTLE:
             raise InvalidArgumentError("settle", "must be from 0 to 1 hour")
         if not timedelta(seconds=1) <= bucket <= MAX_SETTLE:
             raise InvalidArgumentError("bucket", "must be from 1 second to 1 hour")
+        if isinstance(max_intervals, bool) or not 1 <= max_intervals <= 1000:
+            raise InvalidArgumentError("max_intervals", f"{max_intervals!r} must be from 1 "
+                                                        "to 1,000")
+        self._max_intervals = max_intervals
         self._store = store
         self._deployments = deployments
         self._clock: Clock = clock or store.clock
@@ -138,7 +148,8 @@ class RolloutController:
         """Return the deployment's window to judge at ``now`` (None: none is due yet).
 
         See the module docstring: whole buckets, from the latest decisive verdict's end (or
-        the step's first bucket boundary), ending ``settle`` or more before ``now``.
+        the step's first bucket boundary) but at most ``max_intervals`` intervals long,
+        ending ``settle`` or more before ``now``.
 
         Raises:
             BackendError: when the database fails.
@@ -156,6 +167,7 @@ class RolloutController:
         if whole < 1:
             return None
         end = start + whole * length
+        start = max(start, end - self._max_intervals * length)
         judged = latest_verdict_end(self._store.engine, deployment.name)
         if judged is not None and judged >= end:
             return None  # judged already (inconclusive): wait for the window to grow
