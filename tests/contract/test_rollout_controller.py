@@ -42,6 +42,7 @@ from loopline.loop.rollout import (
     MAX_WINDOW_INTERVALS,
     PASS,
     RolloutController,
+    WindowRules,
 )
 from loopline.loop.rollout_window import window
 from loopline.loop.scheduler import Scheduler
@@ -49,7 +50,7 @@ from loopline.pipelines import Runner, RunnerOptions
 from loopline.serving.stats_recorder import StatsRecorder
 from loopline.store import MetadataStore
 from loopline.store.models import ROLLOUT_VERDICTS
-from loopline.store.serving_stats import StatsRow, add_stats
+from loopline.store.serving_stats import StatsRow, add_stats, window_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=1)
@@ -121,7 +122,7 @@ def controller(store: MetadataStore, fake: FakeDeployments, clock: ManualClock,
                settle: timedelta | None = timedelta(0)) -> RolloutController:
     """A controller judging at a window's end (``serve`` writes synchronously), by default."""
     store.clock = clock
-    return RolloutController(store, fake, clock, settle=settle)
+    return RolloutController(store, fake, clock, rules=WindowRules(settle=settle))
 
 
 def test_nothing_is_judged_before_the_interval_has_elapsed(
@@ -340,7 +341,8 @@ def test_an_inconclusive_window_grows_to_max_intervals_then_slides_keeping_the_l
         store: MetadataStore, clock: ManualClock) -> None:
     fake = FakeDeployments(store, rollout())
     store.clock = clock
-    running = RolloutController(store, fake, clock, settle=timedelta(0), max_intervals=3)
+    running = RolloutController(store, fake, clock,
+                                rules=WindowRules(settle=timedelta(0), max_intervals=3))
     windows = []
     for minute in range(5):  # 10 canary requests a minute: never the 50 needed
         serve(store, T0 + minute * INTERVAL, CANARY, 10, 0)
@@ -354,7 +356,51 @@ def test_an_inconclusive_window_grows_to_max_intervals_then_slides_keeping_the_l
                        (T0, T0 + 3 * INTERVAL, 30), (T0 + INTERVAL, T0 + 4 * INTERVAL, 30),
                        (T0 + 2 * INTERVAL, T0 + 5 * INTERVAL, 30)]
     with pytest.raises(InvalidArgumentError, match="max_intervals"):
-        RolloutController(store, fake, clock, max_intervals=0)
+        RolloutController(store, fake, clock, rules=WindowRules(max_intervals=0))
+
+
+def test_stats_older_than_keep_stats_are_pruned_hourly_sparing_a_rollouts_longest_window(
+        store: MetadataStore, clock: ManualClock) -> None:
+    idle = replace(rollout("idle"), state=DeploymentState.ACTIVE, canary=None)
+    fake = FakeDeployments(store, rollout(), idle)
+    store.clock = clock
+    running = RolloutController(store, fake, clock, rules=WindowRules(settle=timedelta(0),
+                                                                  keep_stats=timedelta(hours=2)))
+    for name in ("churn", "idle"):
+        for hours in (0, 1, 3):
+            serve(store, T0 + timedelta(hours=hours), PRIMARY, 5, 0, deployment=name)
+    clock.advance(timedelta(hours=3, minutes=30))
+
+    def kept(name: str) -> list[datetime]:
+        return [row.bucket_start for row in window_rows(store.engine, name, T0 - INTERVAL,
+                                                        T0 + timedelta(days=1))]
+
+    running.tick()
+    # the idle deployment keeps 2 hours; the rollout keeps its 12-interval window's span too,
+    # which (12 minutes) is shorter, so both keep only buckets from the last 2 hours
+    assert kept("idle") == kept("churn") == [T0 + timedelta(hours=3)]
+    serve(store, T0 + timedelta(hours=1), PRIMARY, 5, 0, deployment="idle")
+    clock.advance(timedelta(minutes=30))
+    running.tick()  # within the hour: no prune
+    assert kept("idle") == [T0 + timedelta(hours=1), T0 + timedelta(hours=3)]
+    assert running.prune(clock.now(), force=True) == 1
+    with pytest.raises(InvalidArgumentError, match="keep_stats"):
+        RolloutController(store, fake, clock,
+                          rules=WindowRules(keep_stats=timedelta(minutes=5)))
+
+
+def test_a_long_analysis_interval_keeps_stats_for_its_whole_window(
+        store: MetadataStore, clock: ManualClock) -> None:
+    slow = replace(PLAN, analysis=replace(PLAN.analysis, interval=timedelta(hours=1)))
+    fake = FakeDeployments(store, replace(rollout(), canary=slow))
+    store.clock = clock
+    running = RolloutController(store, fake, clock, rules=WindowRules(settle=timedelta(0),
+                                                                  keep_stats=timedelta(hours=2)))
+    serve(store, T0, PRIMARY, 5, 0)
+    clock.advance(timedelta(hours=11))
+    assert running.prune(clock.now()) == 0  # a 12-hour window may still read it
+    clock.advance(timedelta(hours=2))
+    assert running.prune(clock.now(), force=True) == 1
 
 
 def test_settle_time_delays_judging_past_the_window_end(
@@ -397,10 +443,11 @@ def test_stats_before_the_step_started_are_not_in_the_window(
 def test_a_negative_settle_time_or_a_sub_second_bucket_is_refused(
         store: MetadataStore) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
-        RolloutController(store, FakeDeployments(store), settle=timedelta(seconds=-1))
+        RolloutController(store, FakeDeployments(store),
+                          rules=WindowRules(settle=timedelta(seconds=-1)))
     assert caught.value.field == "settle"
     with pytest.raises(InvalidArgumentError) as caught:
-        RolloutController(store, FakeDeployments(store), bucket=timedelta(0))
+        RolloutController(store, FakeDeployments(store), rules=WindowRules(bucket=timedelta(0)))
     assert caught.value.field == "bucket"
 
 

@@ -13,7 +13,13 @@ from loopline.data.quantile_sketch import QuantileSketch
 from loopline.loop.rollout_window import window
 from loopline.store import MetadataStore
 from loopline.store.models import ROLLOUT_VERDICTS
-from loopline.store.serving_stats import StatsRow, add_stats, latest_verdict_end, window_rows
+from loopline.store.serving_stats import (
+    StatsRow,
+    add_stats,
+    latest_verdict_end,
+    prune_stats,
+    window_rows,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 V1, V2 = "models:/churn/1", "models:/churn/2"
@@ -123,3 +129,17 @@ def test_latest_verdict_end_can_be_limited_to_decisive_verdicts(store: MetadataS
         T0 + timedelta(minutes=2)
     assert latest_verdict_end(store.engine, "churn", ("pass",)) == T0 + timedelta(minutes=1)
     assert latest_verdict_end(store.engine, "other", ("pass", "fail")) is None
+
+
+def test_prune_deletes_only_the_deployments_buckets_before_the_cutoff(
+        store: MetadataStore) -> None:
+    add_stats(store, [row("a", 0), row("b", 0), row("a", 1), row("a", 2),
+                      row("a", 0, deployment="other")])
+    assert prune_stats(store, "churn", T0 + timedelta(seconds=20)) == 3
+    left = window_rows(store.engine, "churn", T0, T0 + timedelta(minutes=1))
+    assert [r.bucket_start for r in left] == [T0 + timedelta(seconds=20)]
+    assert len(window_rows(store.engine, "other", T0, T0 + timedelta(minutes=1))) == 1
+    with pytest.raises(InvalidArgumentError, match="before"):
+        prune_stats(store, "churn", datetime(2026, 3, 1))  # noqa: DTZ001 - naive on purpose
+    with pytest.raises(InvalidArgumentError, match="deployment"):
+        prune_stats(store, "no such/name", T0)

@@ -22,7 +22,7 @@ from loopline.cli.output import console, table
 from loopline.core.deployments import RolloutVerdict
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.governance.durations import parse_duration
-from loopline.loop.rollout import DEFAULT_SETTLE, RolloutController
+from loopline.loop.rollout import DEFAULT_SETTLE, RolloutController, WindowRules
 
 app = typer.Typer(help="The rollout controller: canary analysis, promotion and rollback.",
                   no_args_is_help=True)
@@ -106,7 +106,7 @@ def run(
             raise InvalidArgumentError(flag, f"{value} is longer than 1h")
     with open_workspace(ctx) as workspace:
         controller = RolloutController(workspace.store, workspace.deployments,
-                                       workspace.store.clock, settle=wait)
+                                       workspace.store.clock, WindowRules(settle=wait))
         if once:
             _show(controller.tick())
             return

@@ -24,6 +24,10 @@ happens to run (``window_of``):
   bucket plus one flush period (15 s, ``DEFAULT_SETTLE``): by then every server has written
   the final counts of the window's last bucket.
 
+Serving stats are kept ``keep_stats`` (14 days by default, and never less than the longest
+window a rolling-out deployment can be judged over): at most once an hour a tick deletes
+each deployment's older buckets.
+
 Ticking at least once a bucket, a decisive window is one interval long and the next starts
 exactly at its end; a controller stopped for a while judges its backlog (up to
 ``max_intervals`` intervals of it) as one window.
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -56,10 +61,15 @@ from loopline.core.ids import new_id
 from loopline.loop.rollout_analysis import FAIL, INCONCLUSIVE, PASS, analyse
 from loopline.loop.rollout_window import EMPTY, grid_ceil, window
 from loopline.store import MetadataStore
-from loopline.store.serving_stats import BUCKET_SECONDS, FLUSH_SECONDS, latest_verdict_end
+from loopline.store.serving_stats import (
+    BUCKET_SECONDS,
+    FLUSH_SECONDS,
+    latest_verdict_end,
+    prune_stats,
+)
 
 __all__ = ["BUCKET", "DEFAULT_SETTLE", "FAIL", "INCONCLUSIVE", "PASS", "DeploymentControl",
-           "RolloutController", "analyse"]
+           "RolloutController", "WindowRules", "analyse"]
 
 log = logging.getLogger(__name__)
 MAX_SETTLE = timedelta(hours=1)
@@ -67,6 +77,8 @@ BUCKET = timedelta(seconds=BUCKET_SECONDS)
 DEFAULT_SETTLE = BUCKET + timedelta(seconds=FLUSH_SECONDS)
 DECISIVE = (PASS, FAIL)
 MAX_WINDOW_INTERVALS = 12
+DEFAULT_KEEP_STATS = timedelta(days=14)
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class DeploymentControl(Protocol):
@@ -85,37 +97,61 @@ def _canary(deployment: Deployment) -> Route | None:
     return next((r for r in deployment.routes if r.role is RouteRole.CANARY), None)
 
 
-class RolloutController:
-    """Judges the canaries of rolling-out deployments on the injected clock.
+@dataclass(frozen=True, slots=True)
+class WindowRules:
+    """How the controller cuts windows and keeps serving stats.
 
-    ``settle`` is how long after a window's end it is judged (default ``DEFAULT_SETTLE``:
-    one bucket plus one stats flush period); ``bucket`` is the servers' stats bucket length
+    ``settle`` is how long after a window's end it is judged (None: ``DEFAULT_SETTLE``, one
+    bucket plus one stats flush period); ``bucket`` is the servers' stats bucket length
     (``StatsRecorder(bucket_seconds=...)``; windows sit on its grid); ``max_intervals`` is
-    the most analysis intervals one window spans.
+    the most analysis intervals one window spans; serving stats older than ``keep_stats``
+    are deleted (``RolloutController.prune``).
+    """
+
+    settle: timedelta | None = None
+    bucket: timedelta = BUCKET
+    max_intervals: int = MAX_WINDOW_INTERVALS
+    keep_stats: timedelta = DEFAULT_KEEP_STATS
+
+    def checked(self) -> WindowRules:
+        """Return the rules with ``settle`` filled in, when every value is in range.
+
+        Raises:
+            InvalidArgumentError: when ``settle`` is negative or longer than an hour,
+                ``bucket`` is not from 1 second to 1 hour, ``max_intervals`` not from 1 to
+                1,000, or ``keep_stats`` shorter than an hour.
+        """
+        settle = DEFAULT_SETTLE if self.settle is None else self.settle
+        if not timedelta(0) <= settle <= MAX_SETTLE:
+            raise InvalidArgumentError("settle", "must be from 0 to 1 hour")
+        if not timedelta(seconds=1) <= self.bucket <= MAX_SETTLE:
+            raise InvalidArgumentError("bucket", "must be from 1 second to 1 hour")
+        if isinstance(self.max_intervals, bool) or not 1 <= self.max_intervals <= 1000:
+            raise InvalidArgumentError("max_intervals", f"{self.max_intervals!r} must be "
+                                                        "from 1 to 1,000")
+        if self.keep_stats < PRUNE_EVERY:
+            raise InvalidArgumentError("keep_stats", "must be at least an hour")
+        return replace(self, settle=settle)
+
+
+class RolloutController:
+    """Judges the canaries of rolling-out deployments on the injected clock (see ``WindowRules``).
 
     Raises:
-        InvalidArgumentError: when ``settle`` is negative or longer than an hour, ``bucket``
-            is not from 1 second to 1 hour, or ``max_intervals`` not from 1 to 1,000.
+        InvalidArgumentError: when ``rules`` holds a value out of range.
     """
 
     def __init__(self, store: MetadataStore, deployments: DeploymentControl,
-                 clock: Clock | None = None, *, settle: timedelta | None = None,
-                 bucket: timedelta = BUCKET, max_intervals: int = MAX_WINDOW_INTERVALS,
-                 ) -> None:
-        settle = DEFAULT_SETTLE if settle is None else settle
-        if not timedelta(0) <= settle <= MAX_SETTLE:
-            raise InvalidArgumentError("settle", "must be from 0 to 1 hour")
-        if not timedelta(seconds=1) <= bucket <= MAX_SETTLE:
-            raise InvalidArgumentError("bucket", "must be from 1 second to 1 hour")
-        if isinstance(max_intervals, bool) or not 1 <= max_intervals <= 1000:
-            raise InvalidArgumentError("max_intervals", f"{max_intervals!r} must be from 1 "
-                                                        "to 1,000")
-        self._max_intervals = max_intervals
+                 clock: Clock | None = None, rules: WindowRules | None = None) -> None:
+        checked = (rules or WindowRules()).checked()
+        self._settle: timedelta = checked.settle or timedelta(0)
+        self._bucket = checked.bucket
+        self._max_intervals = checked.max_intervals
+        self._keep_stats = checked.keep_stats
+        self._pruned_at: datetime | None = None
         self._store = store
         self._deployments = deployments
         self._clock: Clock = clock or store.clock
-        self._settle = settle
-        self._bucket = bucket
         self.rolling_out = 0  # how many deployments the last tick found rolling out
 
     def tick(self) -> list[RolloutVerdict]:
@@ -132,6 +168,7 @@ class RolloutController:
         rolling = [d for d in self._deployments.list()
                    if d.state is DeploymentState.ROLLING_OUT]
         self.rolling_out = len(rolling)
+        self.prune(now)
         for deployment in rolling:
             try:
                 verdict = self.judge(deployment, now)
@@ -142,6 +179,33 @@ class RolloutController:
                 log.warning("rollout of %s: %s; judged again next tick", deployment.name,
                             exc.message)
         return verdicts
+
+    def prune(self, now: datetime, force: bool = False) -> int:
+        """Delete serving stats older than ``keep_stats``, at most once an hour unless forced.
+
+        A rolling-out deployment keeps at least the longest window it can be judged over.
+        Returns how many rows went; a failure is logged and retried on the next tick.
+        """
+        if not force and self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return 0
+        self._pruned_at = now
+        deleted = 0
+        for deployment in self._deployments.list():
+            keep = self._keep_stats
+            if deployment.canary is not None:
+                span = self._max_intervals * self._length(deployment.canary.analysis)
+                keep = max(keep, span + self._settle + self._bucket)
+            try:
+                deleted += prune_stats(self._store, deployment.name, now - keep)
+            except LooplineError as exc:
+                self._pruned_at = None
+                log.warning("serving stats of %s not pruned: %s", deployment.name,
+                            exc.message)
+        return deleted
+
+    def _length(self, policy: AnalysisPolicy) -> timedelta:
+        """Return the policy's interval rounded up to whole buckets."""
+        return self._bucket * max(1, -(-policy.interval // self._bucket))
 
     def window_of(self, deployment: Deployment, now: datetime,
                   ) -> tuple[datetime, datetime] | None:
@@ -157,7 +221,7 @@ class RolloutController:
         if deployment.canary is None or deployment.step_started_at is None:
             return None
         bucket = self._bucket
-        length = bucket * max(1, -(-deployment.canary.analysis.interval // bucket))
+        length = self._length(deployment.canary.analysis)
         start = deployment.step_started_at
         decisive = latest_verdict_end(self._store.engine, deployment.name, DECISIVE)
         if decisive is not None and decisive > start:

@@ -40,7 +40,7 @@ from loopline.store.metadata_store import MetadataStore
 from loopline.store.models import ROLLOUT_VERDICTS, SERVING_STATS
 
 __all__ = ["BUCKET_SECONDS", "FLUSH_SECONDS", "STATS_ACTOR", "StatsRow", "add_stats",
-           "latest_verdict_end", "window_rows"]
+           "latest_verdict_end", "prune_stats", "window_rows"]
 
 BUCKET_SECONDS = 10  # the servers' stats bucket length (``StatsRecorder`` default)
 FLUSH_SECONDS = 5  # how often servers flush their stats (``StatsRecorder`` default)
@@ -169,6 +169,26 @@ def window_rows(engine: Engine, deployment: str, start: datetime, end: datetime,
                  .order_by(*(SERVING_STATS.c[k] for k in _KEY)))
     with engine.connect() as connection:
         return [_row(mapping) for mapping in connection.execute(statement).mappings()]
+
+
+def prune_stats(store: MetadataStore, deployment: str, before: datetime,
+                actor: str = STATS_ACTOR) -> int:
+    """Delete the deployment's rows whose bucket starts before ``before``; return how many.
+
+    Uses the (deployment, bucket_start) index; one write transaction.
+
+    Raises:
+        InvalidArgumentError: for a bad deployment name or a naive ``before``.
+        BackendError: when the database fails (nothing is deleted).
+    """
+    validate_name(deployment, "deployment")
+    if not isinstance(before, datetime) or before.tzinfo is None:
+        raise InvalidArgumentError("before", "must be an aware datetime")
+    with store.write(actor) as uow:
+        result = uow.session.connection().execute(
+            sa.delete(SERVING_STATS).where(SERVING_STATS.c.deployment == deployment,
+                                           SERVING_STATS.c.bucket_start < before))
+        return int(result.rowcount or 0)
 
 
 @translated
