@@ -596,3 +596,102 @@ DEPLOYMENTS = cast(sa.Table, DeploymentRow.__table__)
 DEPLOYMENT_HISTORY = cast(sa.Table, DeploymentHistoryRow.__table__)
 ROLLOUT_VERDICTS = cast(sa.Table, RolloutVerdictRow.__table__)
 SERVING_STATS = cast(sa.Table, ServingStatsRow.__table__)
+
+
+class MonitorConfigRow(Base):
+    """A monitoring configuration as applied (the latest is in force)."""
+
+    __tablename__ = "monitor_configs"
+    __table_args__ = (sa.Index("ix_monitor_configs_applied_at", "applied_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(sa.String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    source: Mapped[str | None] = mapped_column(sa.String(1024), nullable=True)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_by: Mapped[str] = mapped_column(sa.String(256))
+
+
+class MonitorEvaluationRow(Base):
+    """One evaluation of one alert rule in one scope, with the rule and the numbers it saw."""
+
+    __tablename__ = "monitor_evaluations"
+    __table_args__ = (
+        sa.UniqueConstraint("rule", "scope_key", "window_end",
+                            name="uq_monitor_evaluations_rule_scope_window"),
+        sa.Index("ix_monitor_evaluations_deployment_evaluated_at", "deployment",
+                 "evaluated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    rule: Mapped[str] = mapped_column(sa.String(128))
+    scope_key: Mapped[str] = mapped_column(sa.String(800))
+    deployment: Mapped[str] = mapped_column(sa.String(128))
+    signal: Mapped[str] = mapped_column(sa.String(32))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    value: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    samples: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    streak: Mapped[int] = mapped_column(sa.Integer)
+    alert_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    rule_record: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    numbers: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    config_digest: Mapped[str] = mapped_column(sa.String(64))
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertRow(Base):
+    """An alert: a rule that breached ``for`` times in a row in one scope."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.Index("ix_alerts_rule_scope_state", "rule", "scope_key", "state"),
+        sa.Index("ix_alerts_deployment_opened_at", "deployment", "opened_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    rule: Mapped[str] = mapped_column(sa.String(128))
+    scope_key: Mapped[str] = mapped_column(sa.String(800))
+    deployment: Mapped[str] = mapped_column(sa.String(128))
+    severity: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    playbook: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    evaluation_id: Mapped[str] = mapped_column(sa.String(32))
+    numbers: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+
+class PlaybookActionRow(Base):
+    """One step of one alert's playbook; ``(alert_id, step)`` is unique (exactly once)."""
+
+    __tablename__ = "playbook_actions"
+    __table_args__ = (
+        sa.UniqueConstraint("alert_id", "step", name="uq_playbook_actions_alert_step"),
+        sa.Index("ix_playbook_actions_deployment_kind", "deployment", "kind", "updated_at"),
+        sa.Index("ix_playbook_actions_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(sa.String(32))
+    deployment: Mapped[str] = mapped_column(sa.String(128))
+    playbook: Mapped[str] = mapped_column(sa.String(128))
+    step: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    state: Mapped[str] = mapped_column(sa.String(24))
+    requires_approval: Mapped[bool] = mapped_column(sa.Boolean)
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    approval_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+MONITOR_CONFIGS = cast(sa.Table, MonitorConfigRow.__table__)
+MONITOR_EVALUATIONS = cast(sa.Table, MonitorEvaluationRow.__table__)
+ALERTS = cast(sa.Table, AlertRow.__table__)
+PLAYBOOK_ACTIONS = cast(sa.Table, PlaybookActionRow.__table__)
