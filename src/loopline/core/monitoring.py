@@ -270,8 +270,11 @@ class PlaybookStep:
 
 @dataclass(frozen=True, slots=True)
 class Playbook:
-    """Steps run in order on an alert; ``cooldown``: the same step for the same deployment
-    is skipped when it last ran that recently (no retrain storms)."""
+    """Steps run in order on an alert.
+
+    ``cooldown``: a step of the same kind for the same deployment is skipped when one ran
+    that recently (no retrain storms).
+    """
 
     name: str
     steps: tuple[PlaybookStep, ...]
@@ -338,8 +341,11 @@ class DriftSettings:
 
 @dataclass(frozen=True, slots=True)
 class SliceSpec:
-    """Rows where every column matches: a value (equal), a list (one of) or a range
-    ``{"min": a, "max": b}`` (inclusive, either end optional)."""
+    """A slice: the rows where every named column matches its condition.
+
+    A condition is a value (equal), a list (one of) or a range ``{"min": a, "max": b}``
+    (inclusive, either end optional).
+    """
 
     name: str
     where: Mapping[str, Any]
