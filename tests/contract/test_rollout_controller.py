@@ -34,6 +34,7 @@ from loopline.core.deployments import (
 )
 from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
+from loopline.data.serving_windows import window
 from loopline.deploy.service import DeploymentService
 from loopline.loop.rollout import (
     DEFAULT_SETTLE,
@@ -44,7 +45,6 @@ from loopline.loop.rollout import (
     RolloutController,
     WindowRules,
 )
-from loopline.loop.rollout_window import window
 from loopline.loop.scheduler import Scheduler
 from loopline.pipelines import Runner, RunnerOptions
 from loopline.serving.stats_recorder import StatsRecorder

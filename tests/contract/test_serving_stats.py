@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from loopline.core.deployments import WindowStats
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
-from loopline.loop.rollout_window import window
+from loopline.data.serving_windows import window
 from loopline.store import MetadataStore
 from loopline.store.models import ROLLOUT_VERDICTS
 from loopline.store.serving_stats import (

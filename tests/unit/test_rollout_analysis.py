@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from loopline.core.deployments import AnalysisPolicy, WindowStats
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.quantile_sketch import QuantileSketch
+from loopline.data.serving_windows import merge_rows, p99
 from loopline.loop.rollout_analysis import (
     FAIL,
     INCONCLUSIVE,
@@ -18,7 +19,6 @@ from loopline.loop.rollout_analysis import (
     PASS,
     analyse,
 )
-from loopline.loop.rollout_window import merge_rows, p99
 from loopline.store.serving_stats import StatsRow
 
 POLICY = AnalysisPolicy(interval=timedelta(minutes=1), max_error_rate_increase=0.01,

@@ -32,7 +32,7 @@ Ticking at least once a bucket, a decisive window is one interval long and the n
 exactly at its end; a controller stopped for a while judges its backlog (up to
 ``max_intervals`` intervals of it) as one window.
 Because a judged window holds only buckets that were complete, reading the same window again
-later (``rollout_window.window``) gives the verdict's numbers back, whatever arrived since
+later (``data.serving_windows.window``) gives the verdict's numbers back, whatever arrived since
 for later buckets; a controller that crashed between judging and storing judges the same
 window again, and two controllers compute the same windows (the service ignores a repeated
 or stale verdict). A server whose flush lags by more than ``settle`` (the store was away)
@@ -58,8 +58,8 @@ from loopline.core.deployments import (
 )
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.ids import new_id
+from loopline.data.serving_windows import EMPTY, grid_ceil, window
 from loopline.loop.rollout_analysis import FAIL, INCONCLUSIVE, PASS, analyse
-from loopline.loop.rollout_window import EMPTY, grid_ceil, window
 from loopline.store import MetadataStore
 from loopline.store.serving_stats import (
     BUCKET_SECONDS,

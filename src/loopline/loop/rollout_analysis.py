@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loopline.core.deployments import AnalysisPolicy, WindowStats
-from loopline.loop.rollout_window import p99
+from loopline.data.serving_windows import p99
 
 __all__ = ["FAIL", "INCONCLUSIVE", "NOT_SUPPLIED", "PASS", "analyse", "policy_record"]
 
