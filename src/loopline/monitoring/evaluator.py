@@ -1,0 +1,290 @@
+"""Evaluating alert rules: measure each rule's window, store what it saw, open and resolve alerts.
+
+Rules kept here:
+
+- One evaluation per rule, scope and window: the window ends at the evaluation time rounded
+  down to a whole minute, so running again in the same minute measures nothing and returns
+  the stored evaluation (the store's unique key holds even when two evaluators race: each
+  looks again under the append lock before writing).
+- Status: ``insufficient`` when the measurement has no value or fewer samples than the
+  rule's ``min_samples``; otherwise ``breached`` or ``ok`` by ``AlertRule.breaches``.
+- Streak: a breach continues the streak of the previous evaluation of the rule and scope
+  (by window end) when that one breached too, else starts at 1; ``ok`` and ``insufficient``
+  set it to 0. An insufficient evaluation breaks a streak on purpose: ``for: N`` promises N
+  judged-bad windows in a row, and a window that could not be judged (a traffic lull, labels
+  not in yet) is no evidence of a breach; carrying streaks across such gaps would let
+  breaches hours apart add up to an alert.
+- An alert opens when the streak reaches the rule's ``for`` and no alert of the rule and
+  scope is firing: the evaluation row, the alert row, the ``monitoring.alert_fired`` event
+  and the audit entry commit in one transaction. Later breaches refer to the firing alert.
+  An ``ok`` evaluation resolves it (audited; no event: only firing drives playbooks); an
+  insufficient one leaves it firing.
+- Each evaluation stores the rule, the drift settings and slice it was judged by
+  (``config_yaml.rule_record``), the window and the numbers measured, so ``rerun``
+  measures it again from stored data alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loopline.core.canonical import json_safe
+from loopline.core.clock import Clock
+from loopline.core.errors import BackendError, InvalidArgumentError, LooplineError
+from loopline.core.events import EventType
+from loopline.core.governance import Permission
+from loopline.core.ids import new_id
+from loopline.core.models import MODELS_SCHEME
+from loopline.core.monitoring import (
+    Alert,
+    AlertRule,
+    AlertState,
+    Evaluation,
+    EvaluationStatus,
+    Measurement,
+    MonitorConfig,
+)
+from loopline.core.ports import Authorizer, authorize_if_wired
+from loopline.monitoring.config_yaml import parse_rule_record, rule_record
+from loopline.monitoring.windows import Measurer, MeasureTask, window_end
+from loopline.store import MetadataStore, UnitOfWork
+from loopline.store import monitor_records as records
+
+__all__ = ["MONITOR_ACTOR", "Evaluator", "Rerun", "alert_subject", "judge", "next_streak"]
+
+MONITOR_ACTOR = "loopline-monitor"
+"""Who evaluations are recorded as when no actor is given (the scheduler)."""
+
+
+def alert_subject(alert_id: str) -> str:
+    """Return the audit and event subject of an alert: ``alert:<id>``."""
+    return f"alert:{alert_id}"
+
+
+def judge(rule: AlertRule, measurement: Measurement) -> EvaluationStatus:
+    """Return the status of ``measurement`` under ``rule`` (see the module's rules)."""
+    if measurement.value is None or measurement.samples < rule.min_samples:
+        return EvaluationStatus.INSUFFICIENT
+    return EvaluationStatus.BREACHED if rule.breaches(measurement.value) \
+        else EvaluationStatus.OK
+
+
+def next_streak(previous: Evaluation | None, status: EvaluationStatus) -> int:
+    """Return the streak of an evaluation with ``status`` following ``previous``."""
+    if status is not EvaluationStatus.BREACHED:
+        return 0
+    if previous is not None and previous.status is EvaluationStatus.BREACHED:
+        return previous.streak + 1
+    return 1
+
+
+def _checked(measurement: Measurement) -> Measurement:
+    """Return ``measurement`` with a NaN value as None (and said so in its numbers)."""
+    samples = measurement.samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise InvalidArgumentError("samples", f"{samples!r} must be a whole number >= 0")
+    value = measurement.value
+    if value is not None and math.isnan(value):
+        return Measurement(None, samples, {**measurement.numbers, "reason": "the value is NaN"})
+    return Measurement(None if value is None else float(value), samples, measurement.numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A stored evaluation measured again: what it says now beside what it said then."""
+
+    evaluation: Evaluation
+    value: float | None
+    samples: int
+    status: EvaluationStatus
+    numbers: Mapping[str, Any]
+
+    @property
+    def same(self) -> bool:
+        """Whether the measurement and the status agree with the stored evaluation."""
+        return (self.value == self.evaluation.value and self.status is self.evaluation.status
+                and self.samples == self.evaluation.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one evaluation decides besides its own row."""
+
+    evaluation: Evaluation
+    opened: Alert | None = None
+    resolved: Alert | None = None
+
+
+class Evaluator:
+    """Evaluates a config's rules through a ``Measurer`` and records what they found.
+
+    With an ``authorizer``, ``run`` needs ``write`` (its alerts start playbooks).
+    """
+
+    def __init__(self, store: MetadataStore, measurer: Measurer, clock: Clock, *,
+                 actor: str = MONITOR_ACTOR, authorizer: Authorizer | None = None) -> None:
+        self._store = store
+        self._measurer = measurer
+        self._clock = clock
+        self._actor = actor
+        self._authorizer = authorizer
+        self.records = records.MonitorRecords(store.engine)
+
+    def run(self, config: MonitorConfig,
+            deployments: Collection[str] | None = None) -> list[Evaluation]:
+        """Evaluate every rule of ``config`` (of ``deployments`` only, when given) once.
+
+        Returns the evaluations in rule order: new ones, or the ones stored already for
+        this minute's windows.
+
+        Raises:
+            AccessDeniedError: when the actor may not write.
+            BackendError: when the store cannot be reached (rules evaluated before the
+                failure stay recorded).
+        """
+        authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
+        now = self._clock.now()
+        end = window_end(now)
+        wanted = None if deployments is None else frozenset(deployments)
+        return [self._evaluate(rule, config, end, now) for rule in config.rules
+                if wanted is None or rule.scope.deployment in wanted]
+
+    def rerun(self, evaluation_id: str) -> Rerun:
+        """Measure a stored evaluation again from its stored rule, settings and window.
+
+        Nothing is written. The answer is the same while the window's predictions and the
+        labels timed before the evaluation are as they were.
+
+        Raises:
+            NotFoundError: when there is no such evaluation.
+        """
+        evaluation = self.records.evaluation(evaluation_id)
+        rule, config = parse_rule_record(evaluation.rule_record)
+        measurement = self._measure(MeasureTask(
+            rule, evaluation.window_start, evaluation.window_end, evaluation.evaluated_at,
+            config.drift, config.slices))
+        return Rerun(evaluation, measurement.value, measurement.samples,
+                     judge(rule, measurement), measurement.numbers)
+
+    def _measure(self, task: MeasureTask) -> Measurement:
+        try:
+            return _checked(self._measurer.measure(task))
+        except BackendError:
+            raise
+        except LooplineError as exc:  # bad data for this rule must not stop the others
+            return Measurement(None, 0, {"error": exc.message})
+
+    def _evaluate(self, rule: AlertRule, config: MonitorConfig, end: datetime,
+                  now: datetime) -> Evaluation:
+        key = rule.scope.key
+        with self._store.read() as session:
+            stored = records.evaluation_at(session.connection(), rule.name, key, end)
+        if stored is not None:
+            return stored  # measured this minute already: measure nothing
+        measurement = self._measure(MeasureTask(rule, end - rule.window, end, now,
+                                                config.drift, config.slices))
+        with self._store.write(self._actor) as uow:
+            uow.serialise()  # look again under the lock every evaluator takes
+            stored = records.evaluation_at(uow.session.connection(), rule.name, key, end)
+            if stored is not None:
+                return stored
+            outcome = _decide(uow, rule, measurement, _Draft(
+                config.digest, end, now, rule_record(rule, config)))
+            records.insert_evaluation(uow, outcome.evaluation)
+            _record_alerts(uow, rule, outcome)
+        return outcome.evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """What an evaluation is stamped with besides the measurement."""
+
+    digest: str
+    end: datetime
+    now: datetime
+    rule_record: Mapping[str, Any]
+
+
+def _decide(uow: UnitOfWork, rule: AlertRule, measurement: Measurement,
+            draft: _Draft) -> _Outcome:
+    """Return the evaluation, and the alert it opens or resolves, from what is stored."""
+    key = rule.scope.key
+    connection = uow.session.connection()
+    status = judge(rule, measurement)
+    previous = records.previous_evaluation(connection, rule.name, key, draft.end)
+    streak = next_streak(previous, status)
+    firing = records.firing_alert(connection, rule.name, key)
+    evaluation_id = new_id()
+    alert_id: str | None = None
+    opened = resolved = None
+    if status is EvaluationStatus.BREACHED and firing is not None:
+        alert_id = firing.id
+    elif status is EvaluationStatus.BREACHED and streak >= rule.for_count:
+        alert_id = new_id()
+        opened = Alert(id=alert_id, rule=rule.name, scope_key=key,
+                       deployment=rule.scope.deployment, severity=rule.severity,
+                       state=AlertState.FIRING, playbook=rule.playbook, opened_at=draft.now,
+                       evaluation_id=evaluation_id,
+                       numbers=_alert_numbers(rule, measurement, streak, draft))
+    elif status is EvaluationStatus.OK and firing is not None:
+        resolved = firing
+    evaluation = Evaluation(
+        id=evaluation_id, rule=rule.name, scope_key=key, deployment=rule.scope.deployment,
+        signal=rule.signal, window_start=draft.end - rule.window, window_end=draft.end,
+        value=measurement.value, samples=measurement.samples, status=status, streak=streak,
+        rule_record=draft.rule_record, numbers=dict(measurement.numbers),
+        config_digest=draft.digest, evaluated_at=draft.now, alert_id=alert_id)
+    return _Outcome(evaluation, opened, resolved)
+
+
+def _finite(value: float | None) -> float | None:
+    """Return ``value`` when finite: an event payload is strict JSON (the row keeps inf)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _served_version(rule: AlertRule, measurement: Measurement) -> str | None:
+    found = measurement.numbers.get("model_version")
+    if rule.scope.model_version is not None:
+        return rule.scope.model_version
+    return found if isinstance(found, str) and found.startswith(MODELS_SCHEME) else None
+
+
+def _alert_numbers(rule: AlertRule, measurement: Measurement, streak: int,
+                   draft: _Draft) -> dict[str, Any]:
+    return {"signal": str(rule.signal), "value": measurement.value,
+            "threshold": rule.threshold, "comparison": str(rule.comparison),
+            "metric": rule.metric, "samples": measurement.samples, "streak": streak,
+            "for": rule.for_count, "window_start": (draft.end - rule.window).isoformat(),
+            "window_end": draft.end.isoformat(),
+            "model_version": _served_version(rule, measurement)}
+
+
+def _record_alerts(uow: UnitOfWork, rule: AlertRule, outcome: _Outcome) -> None:
+    evaluation = outcome.evaluation
+    if outcome.opened is not None:
+        alert = records.insert_alert(uow, outcome.opened)
+        scope = rule.scope
+        payload = {
+            "alert_id": alert.id, "rule": rule.name, "deployment": scope.deployment,
+            "scope": {"deployment": scope.deployment, "model_version": scope.model_version,
+                      "slice": scope.slice, "column": scope.column},
+            "scope_key": scope.key, "severity": str(rule.severity), "playbook": rule.playbook,
+            "evaluation_id": evaluation.id, "signal": str(rule.signal),
+            "value": _finite(evaluation.value), "threshold": rule.threshold,
+            "model_version": alert.numbers.get("model_version"),
+            "window_start": evaluation.window_start.isoformat(),
+            "window_end": evaluation.window_end.isoformat()}
+        uow.emit(EventType.ALERT_FIRED, alert_subject(alert.id), payload)
+        uow.audit("monitoring.alert_fired", alert_subject(alert.id), None,
+                  {**payload, "value": json_safe(evaluation.value)})
+    if outcome.resolved is not None:
+        alert = records.resolve_alert(uow, outcome.resolved, evaluation.evaluated_at)
+        uow.audit("monitoring.alert_resolved", alert_subject(alert.id),
+                  {"state": str(AlertState.FIRING)},
+                  {"state": str(alert.state), "evaluation_id": evaluation.id,
+                   "value": json_safe(evaluation.value), "rule": rule.name,
+                   "deployment": rule.scope.deployment})

@@ -1,0 +1,267 @@
+"""Monitoring config documents: what a full document becomes, its digest, and every kind of
+mistake refused with the file, line and field named; rule records read back to the same rule;
+rules judged and streaks counted."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import yaml
+
+from loopline.core.canonical import hash_canonical
+from loopline.core.errors import InvalidArgumentError
+from loopline.core.monitoring import (
+    ActionKind,
+    Comparison,
+    DriftMethod,
+    EvaluationStatus,
+    Measurement,
+    MonitorConfig,
+    Severity,
+    SignalKind,
+)
+from loopline.governance.policy_yaml import read_documents
+from loopline.monitoring.config_yaml import (
+    format_duration,
+    parse_config,
+    parse_duration,
+    parse_rule_record,
+    rule_record,
+)
+from loopline.monitoring.evaluator import judge, next_streak
+from loopline.monitoring.windows import window_end
+
+CONFIG = textwrap.dedent("""\
+    drift:
+      share: 0.4
+      method: psi
+      threshold: 0.25
+      columns:
+        amount: {method: wasserstein, threshold: 0.1}
+    slices:
+      eu: {region: [DE, FR]}
+      adults: {age: {min: 18}}
+    playbooks:
+      recover:
+        cooldown: 30m
+        steps:
+          - action: retrain
+            pipeline: train
+            requires_approval: true
+          - action: notify
+            url: https://hooks.example.com/x
+    rules:
+      - name: input-drift
+        signal: dataset_drift
+        deployment: fraud
+        window: 15m
+        threshold: 0.3
+        for: 3
+        severity: critical
+        playbook: recover
+      - name: amount-drift
+        signal: column_drift
+        deployment: fraud
+        version: fraud/3
+        column: amount
+        threshold: 0.2
+      - name: eu-accuracy
+        signal: quality
+        deployment: fraud
+        slice: eu
+        metric: accuracy
+        baseline: training
+        threshold: 0.05
+        min_samples: 50
+      - name: slow
+        signal: latency
+        deployment: fraud
+        metric: p99
+        window: 90s
+        threshold: 250
+      - name: quiet
+        signal: throughput
+        deployment: fraud
+        comparison: below
+        window: 1d
+        threshold: 0.5
+    """)
+
+
+def _parse(text: str, file: str = "monitor.yaml") -> MonitorConfig:
+    documents = list(read_documents(file, text))
+    assert len(documents) == 1
+    return parse_config(documents[0].data, documents[0].where)
+
+
+def test_a_full_document_becomes_rules_playbooks_slices_and_drift_settings() -> None:
+    config = _parse(CONFIG)
+    drift, amount, quality, slow, quiet = config.rules
+    assert (drift.signal, drift.window, drift.threshold, drift.for_count, drift.severity,
+            drift.playbook) == (SignalKind.DATASET_DRIFT, timedelta(minutes=15), 0.3, 3,
+                                Severity.CRITICAL, "recover")
+    assert drift.scope.key == "fraud|*|*|*" and drift.min_samples == 100
+    assert amount.scope.model_version == "models:/fraud/3" and amount.scope.column == "amount"
+    assert (quality.scope.slice, quality.metric, quality.baseline, quality.min_samples) == (
+        "eu", "accuracy", "training", 50)
+    assert (slow.window, slow.metric, slow.comparison) == (timedelta(seconds=90), "p99",
+                                                           Comparison.ABOVE)
+    assert (quiet.comparison, quiet.window) == (Comparison.BELOW, timedelta(days=1))
+    retrain, notify = config.playbooks["recover"].steps
+    assert config.playbooks["recover"].cooldown == timedelta(minutes=30)
+    assert (retrain.kind, dict(retrain.params), retrain.requires_approval) == (
+        ActionKind.RETRAIN, {"pipeline": "train"}, True)
+    assert (notify.kind, notify.requires_approval) == (ActionKind.NOTIFY, False)
+    assert dict(config.slices["adults"].where) == {"age": {"min": 18}}
+    assert config.drift.share == 0.4
+    assert config.drift.spec("amount").method is DriftMethod.WASSERSTEIN
+    assert (config.drift.spec("age").method, config.drift.spec("age").threshold) == (
+        DriftMethod.PSI, 0.25)
+
+
+def test_the_digest_is_of_the_document_not_its_layout() -> None:
+    config = _parse(CONFIG)
+    assert config.digest == hash_canonical(yaml.safe_load(CONFIG))
+    flowed = yaml.safe_dump(yaml.safe_load(CONFIG), default_flow_style=True, sort_keys=True)
+    assert _parse("# the same, written otherwise\n" + flowed).digest == config.digest
+    assert _parse(CONFIG.replace("threshold: 0.3", "threshold: 0.31")).digest != config.digest
+
+
+def test_an_empty_document_is_a_config_without_rules() -> None:
+    config = parse_config(None)
+    assert config.rules == () and config.digest == hash_canonical({})
+
+
+BAD: list[tuple[str, str, str, str]] = [
+    ("threshold: 0.3", "threshold: high", "monitor.yaml:24: rules[0].threshold",
+     "must be a valid number, not 'high'"),
+    ("for: 3", "for: 0", "monitor.yaml:25: rules[0].for", "0 must be a whole number from 1"),
+    ("window: 15m", "window: 15", "monitor.yaml:23: rules[0].window", "15 is not a duration"),
+    ("window: 15m", "window: 91d", "monitor.yaml:23: rules[0].window", "at most 90 days"),
+    ("version: fraud/3", "version: fraud@prod", "monitor.yaml:31: rules[1].version",
+     "names an alias"),
+    ("metric: accuracy", "metric: acc", "monitor.yaml:38: rules[2].metric",
+     "'acc' is not a quality metric"),
+    ("metric: p99", "metric: p90", "monitor.yaml:45: rules[3].metric",
+     "'p90' is not a latency percentile"),
+    ("slice: eu", "slice: us", "monitor.yaml:37: rules[2].slice", "'us' is not a slice here"),
+    ("playbook: recover", "playbook: panic", "monitor.yaml:27: rules[0].playbook",
+     "'panic' is not a playbook here"),
+    ("signal: dataset_drift", "signal: drift", "monitor.yaml:21: rules[0].signal",
+     "must be 'dataset_drift', 'column_drift'"),
+    ("severity: critical", "severity: loud", "monitor.yaml:26: rules[0].severity",
+     "not 'loud'"),
+    ("deployment: fraud\n    window: 15m", "deployment: fr/aud\n    window: 15m",
+     "monitor.yaml:22: rules[0].deployment", "'fr/aud' must be 1-128 characters"),
+    ("column: amount", "column: amount\n    colour: red", "monitor.yaml:33: rules[1].colour",
+     "is not a known key; use name, signal, deployment"),
+    ("amount: {method: wasserstein", "amount: {method: auto",
+     "monitor.yaml:32: rules[1].column", "name it (drift.columns.amount.method"),
+    ("cooldown: 30m", "cooldown: 1y", "monitor.yaml:12: playbooks.recover.cooldown",
+     "'1y' is not a duration"),
+    ("- action: retrain", "- action: retrian", "monitor.yaml:14: playbooks.recover.steps[0]"
+     ".action", "not 'retrian'"),
+    ("eu: {region: [DE, FR]}", "eu: {region: []}", "monitor.yaml:8: slices.eu.region",
+     "is not a condition"),
+    ("adults: {age: {min: 18}}", "adults: {age: {above: 18}}",
+     "monitor.yaml:9: slices.adults.age", "is not a condition"),
+    ("share: 0.4", "share: 1.5", "monitor.yaml:2: drift.share", "must be in (0, 1]"),
+    ("  - name: amount-drift", "  - name: input-drift", "monitor.yaml:28: rules[1].name",
+     "rule 'input-drift' is also rules[0]"),
+    ("metric: p99", "metric: p99\n    column: x", "monitor.yaml:46: rules[3].column",
+     "applies to column_drift rules only"),
+    ("comparison: below", "comparison: under", "monitor.yaml:51: rules[4].comparison",
+     "must be 'above' or 'below'"),
+    ("rules:", "rulez:", "monitor.yaml:19: rulez", "is not a known key; use drift, slices"),
+    ("baseline: training", "baseline: yesterday", "monitor.yaml:39: rules[2].baseline",
+     "must be 'training' or absent"),
+    ("url: https://hooks.example.com/x", "url: 2024-01-02",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "quote dates"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "where", "problem"), BAD,
+                         ids=[case[2].split(": ", 1)[1] for case in BAD])
+def test_a_mistake_is_refused_naming_file_line_and_field(old: str, new: str, where: str,
+                                                         problem: str) -> None:
+    assert old in CONFIG
+    with pytest.raises(InvalidArgumentError) as refused:
+        _parse(CONFIG.replace(old, new, 1))
+    assert refused.value.field == where
+    assert problem in refused.value.problem
+
+
+def test_a_document_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="a monitor config is a mapping"):
+        _parse("- name: x\n")
+
+
+def test_without_a_file_errors_name_the_path() -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        parse_config({"rules": [{"name": "x", "signal": "error_rate", "deployment": "d"}]})
+    assert (refused.value.field, refused.value.problem) == ("rules[0].threshold",
+                                                            "is required")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600),
+                                                ("2d", 172800), (" 5 m ", 300)])
+def test_durations_read_and_write_back(text: str, seconds: int) -> None:
+    value = parse_duration(text, "window")
+    assert value == timedelta(seconds=seconds)
+    assert parse_duration(format_duration(value), "window") == value
+
+
+@pytest.mark.parametrize("text", ["15", "1w", "1.5h", "h", "", "15 minutes"])
+def test_a_duration_without_a_known_unit_is_refused(text: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="is not a duration"):
+        parse_duration(text, "window")
+
+
+def test_a_rule_record_reads_back_to_the_same_rule_and_settings() -> None:
+    config = _parse(CONFIG)
+    for rule in config.rules:
+        record = rule_record(rule, config)
+        back, settings = parse_rule_record(record)
+        assert back == rule
+        assert settings.drift == config.drift
+        if rule.scope.slice is not None:
+            assert settings.slices[rule.scope.slice] == config.slices[rule.scope.slice]
+    assert rule_record(config.rules[2], config)["slices"] == {"eu": {"region": ["DE", "FR"]}}
+
+
+def test_a_broken_rule_record_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="holds no rule"):
+        parse_rule_record({"drift": {}})
+
+
+def _rule(**changes: Any) -> Any:
+    base = {"name": "r", "signal": "error_rate", "deployment": "d", "threshold": 0.1,
+            "min_samples": 10}
+    return parse_config({"rules": [{**base, **changes}]}).rules[0]
+
+
+def test_judging_needs_a_value_and_enough_samples_and_breaches_on_the_rule_side() -> None:
+    above, below = _rule(), _rule(comparison="below")
+    assert judge(above, Measurement(0.2, 9)) is EvaluationStatus.INSUFFICIENT
+    assert judge(above, Measurement(None, 1000)) is EvaluationStatus.INSUFFICIENT
+    assert judge(above, Measurement(0.2, 10)) is EvaluationStatus.BREACHED
+    assert judge(above, Measurement(0.1, 10)) is EvaluationStatus.OK
+    assert judge(below, Measurement(0.05, 10)) is EvaluationStatus.BREACHED
+    assert judge(below, Measurement(0.2, 10)) is EvaluationStatus.OK
+
+
+def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
+    assert next_streak(None, EvaluationStatus.BREACHED) == 1
+    assert next_streak(None, EvaluationStatus.OK) == 0
+    assert next_streak(None, EvaluationStatus.INSUFFICIENT) == 0
+
+
+def test_a_window_ends_on_the_whole_minute_before() -> None:
+    from datetime import UTC, datetime
+    assert window_end(datetime(2026, 1, 1, 10, 7, 59, 999, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 10, 7, tzinfo=UTC)
+    with pytest.raises(InvalidArgumentError, match="now"):
+        window_end(datetime(2026, 1, 1))  # noqa: DTZ001 - a naive time is what is refused
