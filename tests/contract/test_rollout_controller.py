@@ -45,7 +45,7 @@ from loopline.loop.rollout import (
     RolloutController,
     WindowRules,
 )
-from loopline.loop.scheduler import Scheduler
+from loopline.loop.scheduler import Duty, Scheduler
 from loopline.pipelines import Runner, RunnerOptions
 from loopline.serving.stats_recorder import StatsRecorder
 from loopline.store import MetadataStore
@@ -458,7 +458,7 @@ def test_a_scheduler_given_the_controller_judges_rollouts_on_each_tick(
     blobs = ContentAddressedStore.from_url(tmp_path / "artifacts")
     runner = Runner(store, blobs, RunnerOptions(max_workers=1, actor="scheduler",
                                                 record_provenance=False))
-    with Scheduler(store, runner, [], rollouts=running) as scheduler:
+    with Scheduler(store, runner, [], duties=[Duty("rollouts", running.tick)]) as scheduler:
         assert scheduler.tick() == []
         assert fake.applied == []
         clock.advance(INTERVAL)

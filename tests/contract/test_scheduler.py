@@ -15,10 +15,10 @@ import pytest
 from loopline import pipeline, task
 from loopline.artifacts import ContentAddressedStore
 from loopline.core.clock import ManualClock
-from loopline.core.errors import BackendError
+from loopline.core.errors import BackendError, InvalidArgumentError
 from loopline.core.events import EventType
 from loopline.core.runs import PipelineRun, RunState, RunTrigger
-from loopline.loop.scheduler import Scheduler
+from loopline.loop.scheduler import Duty, Scheduler
 from loopline.pipelines import PipelineDefinition, Runner, RunnerOptions
 from loopline.pipelines.schedules import Schedule, Trigger
 from loopline.store import MetadataStore
@@ -350,3 +350,32 @@ def test_a_sweep_executes_triggered_runs_left_pending(stores: Stores, schedulers
     assert scheduler.wait(30)
     assert runner.runs.run(run.id).state is RunState.SUCCEEDED
     assert scheduler.sweep() == []
+
+
+def test_duties_tick_when_their_period_passed_and_a_failing_one_spares_the_others(
+        stores: Stores, clock: ManualClock, tmp_path: Path) -> None:
+    store = stores()
+    ticks: Counter[str] = Counter()
+
+    def broken() -> None:
+        ticks["broken"] += 1
+        raise BackendError("the database is away")
+
+    duties = [Duty("monitor", lambda: ticks.update(["monitor"]), timedelta(minutes=1)),
+              Duty("broken", broken),
+              Duty("playbooks", lambda: ticks.update(["playbooks"]))]
+    runner = Runner(store, ContentAddressedStore.from_url(tmp_path / "artifacts"),
+                    RunnerOptions(max_workers=1, actor="scheduler", record_provenance=False))
+    with Scheduler(store, runner, [], duties=duties) as running:
+        running.tick()
+        clock.advance(timedelta(seconds=30))
+        running.tick()
+        assert ticks == {"monitor": 1, "broken": 2, "playbooks": 2}
+        clock.advance(timedelta(seconds=30))
+        running.tick()
+        assert ticks == {"monitor": 2, "broken": 3, "playbooks": 3}
+    runner.close()
+    with pytest.raises(InvalidArgumentError, match="every"):
+        Duty("late", lambda: None, timedelta(seconds=-1))
+    with pytest.raises(InvalidArgumentError, match="duties"):
+        Scheduler(store, runner, [], duties=[Duty("a", lambda: None), Duty("a", lambda: None)])

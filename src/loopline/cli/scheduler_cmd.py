@@ -24,7 +24,7 @@ from loopline.cli.user_code import import_user_file
 from loopline.core.errors import InvalidArgumentError, UserCodeError
 from loopline.core.runs import RunState
 from loopline.loop.rollout import RolloutController
-from loopline.loop.scheduler import Scheduler
+from loopline.loop.scheduler import Duty, Scheduler
 from loopline.pipelines import PipelineDefinition
 
 Files = Annotated[list[str], typer.Argument(
@@ -123,7 +123,8 @@ def scheduler(
     pipelines = load_scheduled(files)
     with open_workspace(ctx) as workspace, Scheduler(
             workspace.store, workspace.pipelines, pipelines, max_concurrent_runs=max_runs,
-            rollouts=RolloutController(workspace.store, workspace.deployments)) as running:
+            duties=[Duty("rollouts", RolloutController(workspace.store,
+                                                       workspace.deployments).tick)]) as running:
         _show_duties(running)
         if not once:
             _serve(workspace, running, interval)

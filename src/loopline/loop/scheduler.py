@@ -11,7 +11,9 @@ are recorded; a crash before the move replays the batch, and the keys make that 
 On its first start (no cursor yet) the scheduler begins at the end of the event log: past
 events never fire triggers. A schedule that never fired counts its slots from the time the
 ``Scheduler`` was made; see ``loopline.pipelines.schedules`` for the catch-up policies.
-Given a ``RolloutController``, each tick also judges the canaries whose interval elapsed.
+Each ``Duty`` (judging canaries with the ``RolloutController``, evaluating monitoring rules,
+advancing playbook actions) is ticked when its period has passed on the store's clock; a
+duty that fails is logged and tried again on the next tick.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.core.errors import (
@@ -36,7 +38,6 @@ from loopline.core.errors import (
 from loopline.core.events import Event
 from loopline.core.names import validate_name
 from loopline.core.runs import PipelineRun, RunState, RunTrigger
-from loopline.loop.rollout import RolloutController
 from loopline.pipelines import PipelineDefinition, Runner
 from loopline.pipelines.schedules import Schedule, Trigger
 from loopline.store import MetadataStore
@@ -46,6 +47,24 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0  # how often run_forever looks for triggered runs left pending
 
 MAX_CONCURRENT_RUNS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Duty:
+    """Periodic work the scheduler does besides runs: ``tick()`` every ``every`` at most.
+
+    Raises:
+        InvalidArgumentError: for a bad name or a negative period.
+    """
+
+    name: str
+    tick: Callable[[], object]
+    every: timedelta = timedelta(0)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name, "duty")
+        if self.every < timedelta(0):
+            raise InvalidArgumentError(f"duties.{self.name}.every", "must be 0 or more")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +101,7 @@ class Scheduler:
 
     def __init__(self, store: MetadataStore, runner: Runner,
                  pipelines: Sequence[PipelineDefinition], *, max_concurrent_runs: int = 4,
-                 subscriber: str = "scheduler",
-                 rollouts: RolloutController | None = None) -> None:
+                 subscriber: str = "scheduler", duties: Sequence[Duty] = ()) -> None:
         if isinstance(max_concurrent_runs, bool) or not isinstance(max_concurrent_runs, int) \
                 or not 1 <= max_concurrent_runs <= MAX_CONCURRENT_RUNS:
             raise InvalidArgumentError("max_concurrent_runs",
@@ -101,7 +119,11 @@ class Scheduler:
         self._queued: set[str] = set()  # ids of runs queued here and not yet done
         self._lock = threading.Lock()
         self._started = False
-        self._rollouts = rollouts
+        names = [duty.name for duty in duties]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError("duties", f"names repeat: {names}")
+        self._duties = tuple(duties)
+        self._duty_last: dict[str, datetime] = {}
 
     @property
     def first_seen(self) -> datetime:
@@ -155,7 +177,7 @@ class Scheduler:
                      head)
 
     def tick(self) -> list[str]:
-        """Start a run for every due schedule slot, then tick the rollout controller if any.
+        """Start a run for every due schedule slot, then tick the duties that are due.
 
         Returns the ids of the runs recorded: pending ones are executed, and a slot whose
         parameters the pipeline refuses is recorded as a failed run. A store failure is
@@ -169,17 +191,21 @@ class Scheduler:
                 self._fire_schedule(pipeline, schedule, now, started)
             except LooplineError as exc:  # the store failed: the slot is due again next tick
                 log.warning("schedule %s/%s: %s", pipeline.name, schedule.name, exc.message)
-        self._tick_rollouts()
+        self._tick_duties()
         return self._submit(started)
 
-    def _tick_rollouts(self) -> None:
-        """Judge the canaries whose analysis interval elapsed (when given a controller)."""
-        if self._rollouts is None:
-            return
-        try:
-            self._rollouts.tick()
-        except LooplineError as exc:  # the deployments could not be listed: next tick
-            log.warning("rollouts: %s; judged again next tick", exc.message)
+    def _tick_duties(self) -> None:
+        """Tick each duty whose period has passed; a failure waits for the next tick."""
+        now = self._store.clock.now()
+        for duty in self._duties:
+            last = self._duty_last.get(duty.name)
+            if last is not None and now - last < duty.every:
+                continue
+            self._duty_last[duty.name] = now
+            try:
+                duty.tick()
+            except LooplineError as exc:
+                log.warning("%s: %s; tried again next tick", duty.name, exc.message)
 
     def _fire_schedule(self, pipeline: PipelineDefinition, schedule: Schedule, now: datetime,
                        started: list[_Start]) -> None:
