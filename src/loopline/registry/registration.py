@@ -2,7 +2,8 @@
 
 ``prepare`` picks the flavor, saves the model to bytes, settles the signature (given, or
 inferred from an input example), normalises the metrics (``registry.metrics``), records the
-holdout sample and the model's outputs on it (``registry.holdout``) and captures the code
+holdout sample and the model's outputs on it (``registry.holdout``), profiles the reference
+data and the model's outputs on it (``registry.reference_profile``) and captures the code
 version and environment; it computes every digest itself, so the gate can be asked about the
 exact version before a byte reaches the artifact store (``Payload``s are stored after).
 ``check_references`` refuses dataset snapshots and runs that do not exist, so lineage never
@@ -38,6 +39,7 @@ from loopline.registry.holdout import (
     scorer_for,
 )
 from loopline.registry.metrics import normalise_metrics
+from loopline.registry.reference_profile import PreparedReference, prepare_reference
 from loopline.registry.signature_checks import check_batch
 from loopline.registry.signatures import Signature, infer_signature
 from loopline.store import MetadataStore
@@ -57,6 +59,9 @@ class Registration:
     (default: the current folder). ``holdout`` is the data whose sample and outputs are
     recorded for ``verify`` (default: ``input_example``; False records none), compared
     under ``tolerance`` (``"exact"`` or ``{"rtol": ..., "atol": ...}``; default: by flavor).
+    ``reference`` is the training inputs (DataFrame or pyarrow Table), whose profile and the
+    model's outputs' profile monitoring compares windows with (``registry.reference_profile``);
+    without it the version has no reference profile (``input_example`` is never taken as one).
     """
 
     signature: Signature | Mapping[str, Any] | None = None
@@ -71,6 +76,7 @@ class Registration:
     code_dir: Path | None = None
     holdout: Any = None
     tolerance: Tolerance | None = None
+    reference: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +116,10 @@ class Prepared:
     artifact: bytes
     environment: CapturedEnvironment
     holdout: PreparedHoldout | None = None
+    reference: PreparedReference | None = None
 
     def payloads(self) -> tuple[Payload, ...]:
-        """Return the bytes to store: artifact, environment record and holdout files."""
+        """Return the bytes to store: artifact, environment record, holdout files, reference."""
         found = [Payload(self.new.artifact_digest, "artifact", self.artifact),
                  Payload(self.environment.summary["artifact"], "environment record",
                          self.environment.record)]
@@ -120,6 +127,9 @@ class Prepared:
             record = self.holdout.record
             found += [Payload(record["inputs"], "holdout inputs", self.holdout.inputs),
                       Payload(record["outputs"], "holdout outputs", self.holdout.outputs)]
+        if self.reference is not None:
+            found.append(Payload(self.reference.record["digest"], "reference profile",
+                                 self.reference.payload))
         return tuple(found)
 
 
@@ -190,6 +200,14 @@ def _holdout(model: Any, flavor: Flavor, artifact: bytes, registration: Registra
                            tolerance)
 
 
+def _reference(model: Any, flavor: Flavor, artifact: bytes, signature: dict[str, Any] | None,
+               data: Any) -> PreparedReference | None:
+    if data is None:
+        return None
+    names = None if signature is None else [column["name"] for column in signature["inputs"]]
+    return prepare_reference(scorer_for(model, flavor, artifact), data, names)
+
+
 def _dataset_refs(datasets: Sequence[str | DatasetVersion]) -> tuple[str, ...]:
     if isinstance(datasets, str):
         raise InvalidArgumentError("datasets", "must be a list of snapshot refs, not one text")
@@ -201,25 +219,31 @@ def prepare(model: Any, name: str, registration: Registration) -> Prepared:
 
     Raises:
         InvalidArgumentError: naming the field when the name, flavor, signature, metrics,
-            a dataset ref or the run id is invalid, or no flavor stores the model.
+            a dataset ref, the run id or the reference is invalid, or no flavor stores the
+            model.
         UserCodeError: when the model's ``predict`` raises while typing the signature or
-            scoring the holdout sample.
+            scoring the holdout sample or the reference.
     """
     validate_name(name, "model")
     flavor = _flavor(model, registration.flavor)
     signature = _signature(model, registration)
     artifact = flavor.save(model)
     holdout = _holdout(model, flavor, artifact, registration)
+    reference = _reference(model, flavor, artifact, signature, registration.reference)
     captured = capture(environment(), flavor.name)
+    extra: dict[str, Any] = {}
+    if holdout is not None:
+        extra["holdout"] = dict(holdout.record)
+    if reference is not None:
+        extra["reference_profile"] = dict(reference.record)
     new = NewModelVersion(
         name=name, artifact_digest=sha256_hex(artifact), flavor=flavor.name,
         signature=signature, metrics=normalise_metrics(registration.metrics),
         params=registration.params or {}, tags=registration.tags or {},
         run_id=registration.run, datasets=_dataset_refs(registration.datasets),
         code_version=code_version(registration.code_dir).as_dict(),
-        environment=captured.summary, description=registration.description,
-        extra={"holdout": dict(holdout.record)} if holdout is not None else {})
-    return Prepared(new, artifact, captured, holdout)
+        environment=captured.summary, description=registration.description, extra=extra)
+    return Prepared(new, artifact, captured, holdout, reference)
 
 
 def snapshots(store: MetadataStore, refs: Sequence[str]) -> list[dict[str, Any]]:

@@ -96,11 +96,13 @@ class ModelRegistry:
             datasets: Sequence[str | DatasetVersion] = (), run: str | None = None,
             description: str | None = None, flavor: str | None = None,
             input_example: Any = None, holdout: Any = None,
-            tolerance: Tolerance | None = None) -> ModelVersion:
+            tolerance: Tolerance | None = None, reference: Any = None) -> ModelVersion:
         """Register ``model`` as the next version of ``name`` (see ``Registration``).
 
         Metrics are overall (``{"accuracy": 0.9}``) and/or per slice (``{"recall":
-        {"overall": 0.8, "region=EU": 0.75}}``); see ``registry.metrics``.
+        {"overall": 0.8, "region=EU": 0.75}}``); see ``registry.metrics``. ``reference``
+        (the training inputs) records the profiles monitoring compares windows with
+        (``registry.reference_profile``).
 
         Raises:
             InvalidArgumentError: naming the field that is invalid, or when no flavor takes
@@ -108,12 +110,12 @@ class ModelRegistry:
             NotFoundError: when a dataset snapshot or the run does not exist.
             PolicyDeniedError: when the gate denies it (nothing is written).
             UserCodeError: when the model's ``predict`` raises while typing the signature
-                or scoring the holdout sample.
+                or scoring the holdout sample or the reference.
         """
         return self.register_with(model, name, Registration(
             signature=signature, metrics=metrics, params=params, tags=tags, datasets=datasets,
             run=run, description=description, flavor=flavor, input_example=input_example,
-            holdout=holdout, tolerance=tolerance))
+            holdout=holdout, tolerance=tolerance, reference=reference))
 
     def register_with(self, model: Any, name: str, registration: Registration) -> ModelVersion:
         """Register ``model`` as the next version of ``name`` with ``registration``'s options.
