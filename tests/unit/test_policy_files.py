@@ -159,7 +159,7 @@ MALFORMED = [
     pytest.param(policy("  - {id: a, kind: encryption}\n", gates="[alias, launch]"),
                  "p.yaml:3: applies_to.gates[1]",
                  "'launch' is not a gate; use one of register, alias, delete_alias, status, "
-                 "trust, deploy, rollout_step", id="unknown-gate"),
+                 "trust, deploy, rollout_step, playbook_action", id="unknown-gate"),
     pytest.param(policy("  - {id: a, kind: encryption}\n", gates="[]"),
                  "p.yaml:3: applies_to.gates", "must have at least 1 item", id="empty-gates"),
     pytest.param(policy("  - id: a\n    kind: encryption\n  - id: b\n    kind: metric\n"
@@ -197,7 +197,7 @@ MALFORMED = [
                  "p.yaml:4: rules", "rules[0] ('a') is an approvals rule, which cannot apply "
                  "to gate register: an approval request needs an existing version, and a "
                  "registration has none yet; approvals apply to alias, delete_alias, status, "
-                 "trust, deploy, rollout_step", id="approvals-at-registration"),
+                 "trust, deploy, rollout_step, playbook_action", id="approvals-at-registration"),
     pytest.param(policy("  - {id: a, kind: encryption}\n",
                         gates="[register], targets: [production]"),
                  "p.yaml:3: applies_to.targets", "gate register never carries a target, so a "
@@ -470,7 +470,8 @@ def test_parse_gate_action_returns_the_gate_or_names_the_field_and_lists_the_gat
         parse_gate_action("launch", "--gate")
     assert caught.value.field == "--gate"
     assert caught.value.problem == ("'launch' is not a gate; use one of register, alias, "
-                                    "delete_alias, status, trust, deploy, rollout_step")
+                                    "delete_alias, status, trust, deploy, rollout_step, "
+                                    "playbook_action")
     with pytest.raises(InvalidArgumentError) as default:
         parse_gate_action("Alias")
     assert default.value.field == "gate"

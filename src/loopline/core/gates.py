@@ -27,6 +27,7 @@ class GateAction(StrEnum):
     TRUST = "trust"
     DEPLOY = "deploy"
     ROLLOUT_STEP = "rollout_step"
+    PLAYBOOK_ACTION = "playbook_action"  # target: the action kind (retrain, rollback ...)
 
 
 def parse_gate_action(value: str, field: str = "gate") -> GateAction:

@@ -64,6 +64,12 @@ SETTLED = (_S.ACTIVE, _S.ROLLED_BACK)  # no rollout in progress
 IN_ROLLOUT = (_S.ROLLING_OUT, _S.PAUSED)
 
 Build = Callable[[UnitOfWork, Deployment], tuple[Deployment, records.Note]]
+Within = Callable[[UnitOfWork, Deployment], None]
+"""A caller's own write, run inside a change's transaction with the deployment as written.
+
+Its rows commit with the change or not at all; an exception from it rolls the change back.
+Playbooks use it to mark an action done in the same transaction as its rollback or canary.
+"""
 
 
 def _reason(value: str | None, default: str) -> str:
@@ -215,13 +221,13 @@ class DeploymentService:
     # -- rollouts ----------------------------------------------------------------------------
 
     def start_canary(self, name: str, canary_uri_version: tuple[str, int],
-                     plan: CanaryPlan | None = None, *, reason: str | None = None
-                     ) -> Deployment:
+                     plan: CanaryPlan | None = None, *, reason: str | None = None,
+                     within: Within | None = None) -> Deployment:
         """Start a canary rollout of ``(model, version)`` on ``name`` at the plan's first step.
 
         The primary keeps ``100 - steps[0]`` percent; shadows are kept; the routes before
         become ``last_good``. Without ``plan``, the deployment's stored plan (or the default)
-        is used.
+        is used. ``within`` runs inside the same transaction (see ``Within``).
 
         Raises:
             InvalidArgumentError: naming ``canary.*`` or ``model`` (the primary itself).
@@ -252,7 +258,7 @@ class DeploymentService:
                                    f"{chosen.steps[0]:g}%")
             return after, records.Note("canary_started", text, gate)
 
-        return self._change(name, SETTLED, _S.ROLLING_OUT, build)
+        return self._change(name, SETTLED, _S.ROLLING_OUT, build, within)
 
     def promote(self, name: str, *, reason: str | None = None) -> Deployment:
         """Give the canary all traffic now as the sole primary; the rollout ends ``active``.
@@ -275,12 +281,13 @@ class DeploymentService:
 
         return self._change(name, IN_ROLLOUT, _S.ACTIVE, build)
 
-    def rollback(self, name: str, reason: str) -> Deployment:
+    def rollback(self, name: str, reason: str, *, within: Within | None = None) -> Deployment:
         """Return ``name`` to its last good routes; never blocked by policy, always audited.
 
         When ``last_good`` holds a quarantined or archived version, the deployment instead
         routes 100 % to its current primary alone (canary, other arms and shadows dropped),
         provided that primary may serve; the history reason and the audit entry say so.
+        ``within`` runs inside the same transaction (see ``Within``).
 
         Raises:
             InvalidArgumentError: naming ``reason`` when it is blank or too long.
@@ -300,7 +307,7 @@ class DeploymentService:
             return rollouts.rolled_back(uow, current, self._actor, target.routes), \
                 records.Note("rolled_back", note, None, target.details)
 
-        return self._change(name, (_S.ACTIVE, *IN_ROLLOUT), _S.ROLLED_BACK, build)
+        return self._change(name, (_S.ACTIVE, *IN_ROLLOUT), _S.ROLLED_BACK, build, within)
 
     def pause(self, name: str, reason: str | None = None) -> Deployment:
         """Hold a rollout at its step: no analysis moves it until it is resumed.
@@ -371,7 +378,8 @@ class DeploymentService:
     # -- helpers -----------------------------------------------------------------------------
 
     def _change(self, name: str, allowed: Collection[DeploymentState],
-                target: DeploymentState, build: Build) -> Deployment:
+                target: DeploymentState, build: Build, within: Within | None = None
+                ) -> Deployment:
         validate_name(name, "name")
         with self._store.write(self._actor) as uow:
             current = records.lock(uow, name)
@@ -379,8 +387,12 @@ class DeploymentService:
             after, note = build(uow, current)
             if after.routes == current.routes and after.state is current.state and \
                     after.sticky_key == current.sticky_key:
-                return current  # nothing would change: write nothing
-            return records.save(uow, current, after, note)
+                saved = current  # nothing would change: write nothing
+            else:
+                saved = records.save(uow, current, after, note)
+            if within is not None:
+                within(uow, saved)
+            return saved
 
     def _next(self, uow: UnitOfWork, current: Deployment, **changes: object) -> Deployment:
         return rollouts.next_revision(uow, current, self._actor, **changes)
@@ -396,4 +408,4 @@ class DeploymentService:
             authorize_if_wired(self._authorizer, self._actor, Permission.WRITE, model)
 
 
-__all__ = ["DeploymentService"]
+__all__ = ["DeploymentService", "Within"]

@@ -13,18 +13,24 @@ registration writes nothing, not even the artifact. Loading reads the artifact t
 verifying content store, so a changed byte raises ``IntegrityError`` naming the version.
 Reproducibility (``verify``, ``export``, ``import_bundle``) lives in ``registry.verify`` and
 the ``registry.bundle_*`` modules; an import is gated and recorded as a registration is.
+
+A quarantined version is released (moved back to ``candidate``) only with an approver's
+consent: an approved approval request for exactly that move (gate ``status``, target
+``candidate``) with an approver other than the actor, checked inside the transaction on the
+locked version row, whatever the policies in force say (see ``set_status``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from loopline.core.datasets import DatasetVersion
-from loopline.core.errors import InvalidArgumentError
+from loopline.core.errors import InvalidArgumentError, PolicyDeniedError
 from loopline.core.gates import AllowAll, GateAction, GateDecision, GateRequest
+from loopline.core.governance import ApprovalStatus
 from loopline.core.models import (
     LATEST,
     ModelAlias,
@@ -62,9 +68,15 @@ from loopline.registry.signatures import Signature
 from loopline.registry.verify import DEFAULT_TIMEOUT, VerifyReport, verify_version
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import model_registry as records
-from loopline.store.model_queries import ModelQueries
+from loopline.store.approval_records import ApprovalQueries
+from loopline.store.model_queries import ModelQueries, to_version, version_row
 
 CardFormat = Literal["markdown", "json"]
+StatusWithin = Callable[[UnitOfWork, ModelVersion], None]
+"""A caller's own write, run inside a status change's transaction with the version as written.
+
+Its rows commit with the change or not at all; an exception from it rolls the change back.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,21 +273,57 @@ class ModelRegistry:
             decision = self._ask(uow, GateAction.DELETE_ALIAS, target, alias, {})
             return records.delete_alias(uow, name, alias, decision)
 
-    def set_status(self, uri: str | ModelURI, status: ModelStatus | str) -> ModelVersion:
+    def set_status(self, uri: str | ModelURI, status: ModelStatus | str, *,
+                   within: StatusWithin | None = None) -> ModelVersion:
         """Move the version ``uri`` names to ``status``; return it as it is now.
+
+        Releasing a quarantined version (to ``candidate``) needs an approved approval request
+        for that move (gate ``status``, target ``candidate``) whose approvers include someone
+        other than the actor. ``within`` runs inside the same transaction (``StatusWithin``).
 
         Raises:
             InvalidArgumentError: when ``status`` is not a status.
             NotFoundError: naming the version when it does not exist.
             InvalidTransitionError: when the lifecycle does not allow the move.
-            PolicyDeniedError: when the gate denies it (nothing is written).
+            PolicyDeniedError: when the gate denies it, or a release from quarantine has no
+                approval (nothing is written).
         """
         wanted = parse_status(str(status))
         target = self.resolve(uri)
         with self._store.write(self._actor) as uow:
             decision = self._ask(uow, GateAction.STATUS, target, str(wanted),
                                  {"from": str(target.status)})
-            return records.set_status(uow, target.name, target.version, wanted, decision)
+            if wanted is ModelStatus.CANDIDATE:
+                self._require_release_approval(uow, target)
+            changed = records.set_status(uow, target.name, target.version, wanted, decision)
+            if within is not None:
+                within(uow, changed)
+            return changed
+
+    def _require_release_approval(self, uow: UnitOfWork, target: ModelVersion) -> None:
+        """Refuse to release a quarantined version (as the locked row says) unapproved.
+
+        Runs after ``_ask`` took the append lock, so a vote either committed before (and is
+        read here) or waits until this change commits.
+
+        Raises:
+            PolicyDeniedError: naming the version and the commands that approve the release.
+        """
+        locked = to_version(version_row(uow.session.connection(), target.name,
+                                        target.version, lock=True))
+        if locked.status is not ModelStatus.QUARANTINED:
+            return
+        now = uow.now()
+        requests = ApprovalQueries(self._store.engine).for_action(
+            target.name, target.version, str(GateAction.STATUS), str(ModelStatus.CANDIDATE))
+        if any(request.status_at(now) is ApprovalStatus.APPROVED
+               and request.approvers(excluding=[self._actor]) for request in requests):
+            return
+        uri = locked.uri
+        raise PolicyDeniedError(
+            f"{uri} is quarantined; releasing it needs an approver: `loopline approvals "
+            f"request {uri} --gate status --target candidate --reason ...`, approved by "
+            f"someone other than {self._actor!r} (`loopline approvals approve ID`)")
 
     def trust(self, uri: str | ModelURI, reason: str) -> TrustDecision:
         """Record an audited decision that the version may run code when it loads.
