@@ -58,6 +58,21 @@ def _instances(value: Any, field: str, model: ServableModel, limits: Limits
     return frame_from_rows(value, model.input_names, field, limits)
 
 
+def _logged(key: str, value: Any, frame: pd.DataFrame) -> Any:
+    """Return what the prediction log keeps: the value under its format key.
+
+    Rows without names (``instances``/``inputs`` as lists of values) are kept as
+    ``dataframe_split`` with the columns they were read as, so the log can be read back by
+    column.
+    """
+    if key in ("instances", "inputs") and isinstance(value, list) and value and \
+            not isinstance(value[0], dict):
+        rows = value if isinstance(value[0], list) else [[item] for item in value]
+        return {"dataframe_split": {"columns": [str(name) for name in frame.columns],
+                                    "data": rows}}
+    return {key: value}
+
+
 class MlflowWire:
     """``POST /invocations``."""
 
@@ -98,7 +113,7 @@ class MlflowWire:
             frame = frame_from_records(value, key, limits)
         else:
             frame = _instances(value, key, model, limits)
-        return Parsed(frame, value)
+        return Parsed(frame, _logged(key, value, frame))
 
     def render(self, outcome: Outcome) -> Any:
         """Return MLflow's answer, with the version and request id beside it."""

@@ -132,12 +132,14 @@ class V2Wire:
 
     def _matrix(self, tensor: tuple[str, list[int], str, Any], names: tuple[str, ...]
                 ) -> Parsed:
-        name, shape, datatype, data = tensor
+        _, shape, datatype, data = tensor
         if not names or shape[1] != len(names):
             raise RequestRefused(422, "inputs[0].shape", f"a 2-D tensor needs one column per "
                                  f"input of the model ({len(names)}: {', '.join(names)})")
         values = _values(data, shape, datatype, "inputs[0]")
-        return Parsed(pd.DataFrame(values, columns=list(names)), {name: data})
+        rows = data if data and isinstance(data[0], list) else values.tolist()
+        return Parsed(pd.DataFrame(values, columns=list(names)),
+                      {"dataframe_split": {"columns": list(names), "data": rows}})
 
     def render(self, outcome: Outcome) -> Any:
         """Return the V2 answer with one output tensor, ``predict``."""

@@ -1,0 +1,260 @@
+"""The prediction log's per-request records turned into per-row columns: a window's rows.
+
+Pure: no I/O. One logged record is one request, which may hold several rows. Its ``inputs``
+(JSON text) is the request body in the shape its protocol logged:
+
+    [{col: value}, ...]                                 native /predict (the records)
+    {"records": [{col: value}, ...]}                    native, as sent
+    {"dataframe_records": [{col: value}, ...]}          MLflow
+    {"dataframe_split": {"columns": [...], "data": [[...], ...]}}
+                                                        MLflow; V2 with one 2-D tensor
+    {"instances" | "inputs": [{col: value}, ...] or {col: [values]}}
+                                                        MLflow
+    {col: [values], ...}                                V2 (one tensor per column; a
+                                                        ``[N, 1]`` tensor's ``[[v], ...]``
+                                                        is read as ``[v, ...]``)
+
+A dict with one of the format keys whose value does not have that format's shape is read as
+a V2 tensor of that name. ``outputs`` is the JSON list of predictions, one per row. A
+``label`` (JSON text, null when none) is split over the request's rows when it is a list of
+as many values; a one-row request takes the label as it is (a one-value list gives its
+value).
+
+Columns are built from Python lists in C (``operator.itemgetter`` over the records, one
+``pyarrow.array`` per column), never cell by cell in Python. A column of scalars keeps its
+Arrow type; a column holding lists or objects, or values of mixed types, becomes JSON text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from loopline.core.errors import InvalidArgumentError
+
+WINDOW_COLUMNS = ("request_id", "time", "model_version")
+"""The logged columns each row carries from its request."""
+PREDICTION = "prediction"
+LABEL = "label"
+RESERVED = frozenset({*WINDOW_COLUMNS, PREDICTION, LABEL})
+RECORD_KEYS = ("records", "dataframe_records")
+COLUMN_KEYS = ("instances", "inputs")
+SPLIT_KEY = "dataframe_split"
+
+
+def _refuse(field: str, request_id: str, problem: str) -> InvalidArgumentError:
+    return InvalidArgumentError(field, f"request {request_id!r}: {problem}")
+
+
+def _decode(text: Any, field: str, request_id: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise _refuse(field, request_id, f"is not JSON text ({exc})") from None
+
+
+def _decode_all(texts: list[Any], field: str, ids: list[str]) -> list[Any]:
+    """Decode a column of JSON texts; nulls stay None."""
+    return [None if text is None else _decode(text, field, request_id)
+            for text, request_id in zip(texts, ids, strict=True)]
+
+
+def _is_records(value: Any) -> bool:
+    return type(value) is list and bool(value) and set(map(type, value)) == {dict}
+
+
+def _split(value: Any, request_id: str) -> dict[str, list[Any]]:
+    """Return ``{"columns": [...], "data": [[...], ...]}`` as columns."""
+    columns, data = value.get("columns"), value.get("data")
+    if type(columns) is not list or not columns or not all(
+            type(name) is str for name in columns) or len(set(columns)) != len(columns):
+        raise _refuse("inputs", request_id, "dataframe_split.columns must be a list of "
+                                            "distinct column names")
+    if type(data) is not list or not data or not all(type(row) is list for row in data):
+        raise _refuse("inputs", request_id, "dataframe_split.data must be a non-empty list "
+                                            "of rows (lists)")
+    if set(map(len, data)) != {len(columns)}:
+        raise _refuse("inputs", request_id, f"dataframe_split.data rows must each hold "
+                                            f"{len(columns)} values, one per column")
+    transposed = zip(*data, strict=True)
+    return {name: list(values) for name, values in zip(columns, transposed, strict=True)}
+
+
+def _columns(value: dict[str, Any], request_id: str) -> dict[str, list[Any]]:
+    """Return ``{column: [values]}`` checked: lists of one length, ``[[v], ...]`` unwrapped."""
+    if not value:
+        raise _refuse("inputs", request_id, "holds no columns")
+    out: dict[str, list[Any]] = {}
+    for name, values in value.items():
+        if type(values) is not list:
+            raise _refuse("inputs", request_id, f"column {name!r} must be a list of values")
+        if values and all(type(cell) is list and len(cell) == 1 for cell in values):
+            values = [cell[0] for cell in values]  # a V2 [N, 1] tensor, nested
+        out[name] = values
+    if len({len(values) for values in out.values()}) != 1 or not next(iter(out.values())):
+        lengths = {name: len(values) for name, values in out.items()}
+        raise _refuse("inputs", request_id, f"columns must hold the same number of values, "
+                                            f"at least one: {lengths}")
+    return out
+
+
+def read_inputs(value: Any, request_id: str) -> list[dict[str, Any]] | dict[str, list[Any]]:
+    """Return a logged request body as its records (a list) or its columns (a dict).
+
+    Raises:
+        InvalidArgumentError: naming ``inputs`` and the request when the body has none of the
+            shapes in the module docstring.
+    """
+    if _is_records(value):
+        return list(value)
+    if type(value) is not dict:
+        raise _refuse("inputs", request_id, "must be a list of records or an object (see "
+                                            "loopline.monitoring.window_rows)")
+    if len(value) == 1:
+        key, inner = next(iter(value.items()))
+        if key in (*RECORD_KEYS, *COLUMN_KEYS) and _is_records(inner):
+            return list(inner)
+        if key == SPLIT_KEY and type(inner) is dict:
+            return _split(inner, request_id)
+        if key in COLUMN_KEYS and type(inner) is dict:
+            return _columns(inner, request_id)
+    return _columns(value, request_id)
+
+
+def _outputs(value: Any, rows: int, request_id: str) -> list[Any]:
+    if type(value) is not list or len(value) != rows:
+        got = f"{len(value)} values" if type(value) is list else type(value).__name__
+        raise _refuse("outputs", request_id, f"must be a list of {rows} predictions, one per "
+                                             f"row; got {got}")
+    return value
+
+
+def _labels(value: Any, rows: int, request_id: str) -> list[Any]:
+    if value is None:
+        return [None] * rows
+    if rows == 1:
+        return [value[0] if type(value) is list and len(value) == 1 else value]
+    if type(value) is not list or len(value) != rows:
+        got = f"{len(value)} values" if type(value) is list else "one value"
+        raise _refuse("label", request_id, f"must be a list of {rows} labels, one per row of "
+                                           f"the request; got {got}")
+    return value
+
+
+class _Rows:
+    """Columns grown request by request; consecutive records are turned into columns at once."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.data: dict[str, list[Any]] = {}
+        self._pending: list[dict[str, Any]] = []
+
+    def add(self, inputs: list[dict[str, Any]] | dict[str, list[Any]]) -> int:
+        """Add one request's rows; return how many."""
+        if isinstance(inputs, list):
+            self._pending.extend(inputs)
+            return len(inputs)
+        self._flush()
+        return self._extend(inputs)
+
+    def _extend(self, columns: dict[str, list[Any]]) -> int:
+        count = len(next(iter(columns.values())))
+        for name, values in columns.items():
+            column = self.data.setdefault(name, [])
+            if len(column) < self.rows:  # the column was missing from earlier requests
+                column.extend([None] * (self.rows - len(column)))
+            column.extend(values)
+        self.rows += count
+        return count
+
+    def _flush(self) -> None:
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        names = dict.fromkeys(chain.from_iterable(records))  # every key, first-seen order
+        columns: dict[str, list[Any]] = {}
+        for name in names:
+            try:
+                columns[name] = list(map(itemgetter(name), records))
+            except KeyError:  # not every record names it: missing cells are null
+                columns[name] = [record.get(name) for record in records]
+        self._extend(columns)
+
+    def finish(self) -> dict[str, list[Any]]:
+        """Return every column, padded with nulls to the full row count."""
+        self._flush()
+        for column in self.data.values():
+            column.extend([None] * (self.rows - len(column)))
+        return self.data
+
+
+def to_arrow(values: list[Any]) -> pa.Array:
+    """Return a column of scalars with its inferred Arrow type, else of JSON text."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        array = None
+    if array is not None and not pa.types.is_nested(array.type):
+        return array
+    return pa.array([None if value is None else orjson.dumps(value).decode()
+                     for value in values], pa.string())
+
+
+def _check_names(names: Iterable[str]) -> None:
+    clash = sorted(RESERVED.intersection(names))
+    if clash:
+        raise InvalidArgumentError("inputs", f"input columns {clash} clash with the window's "
+                                             f"own columns ({', '.join(sorted(RESERVED))})")
+
+
+def expand_predictions(table: pa.Table) -> pa.Table:
+    """Return one row per scored row of the prediction log's ``table``.
+
+    Columns: ``request_id``, ``time``, ``model_version`` (those the table has), the input
+    columns by name in first-seen order, ``prediction`` and ``label`` (null where the request
+    has no label, or everywhere when the table has no ``label`` column).
+
+    Raises:
+        InvalidArgumentError: naming ``table`` without ``request_id``, ``inputs`` or
+            ``outputs``; naming ``inputs``, ``outputs`` or ``label`` and the request id for a
+            body it cannot read, predictions or a list label that do not match the rows; naming
+            ``inputs`` for an input column called like one of the window's own.
+    """
+    missing = [name for name in ("request_id", "inputs", "outputs")
+               if name not in table.column_names]
+    if missing:
+        raise InvalidArgumentError("table", f"lacks the prediction log columns {missing}")
+    ids = table.column("request_id").to_pylist()
+    inputs = _decode_all(table.column("inputs").to_pylist(), "inputs", ids)
+    outputs = _decode_all(table.column("outputs").to_pylist(), "outputs", ids)
+    labels = (_decode_all(table.column(LABEL).to_pylist(), LABEL, ids)
+              if LABEL in table.column_names else None)
+    rows = _Rows()
+    sizes = np.zeros(len(ids), dtype=np.int64)
+    predictions: list[Any] = []
+    label_rows: list[Any] = []
+    for index, request_id in enumerate(ids):
+        count = rows.add(read_inputs(inputs[index], request_id))
+        sizes[index] = count
+        predictions.extend(_outputs(outputs[index], count, request_id))
+        if labels is not None:
+            label_rows.extend(_labels(labels[index], count, request_id))
+    columns = rows.finish()
+    _check_names(columns)
+    base = table.select([name for name in WINDOW_COLUMNS if name in table.column_names])
+    base = base.take(pa.array(np.repeat(np.arange(len(ids), dtype=np.int64), sizes)))
+    arrays = {name: base.column(name) for name in base.column_names}
+    arrays.update((name, to_arrow(values)) for name, values in columns.items())
+    arrays[PREDICTION] = to_arrow(predictions)
+    arrays[LABEL] = to_arrow(label_rows) if labels is not None else pa.nulls(rows.rows)
+    return pa.table(arrays)
+
+
+__all__ = ["LABEL", "PREDICTION", "RESERVED", "WINDOW_COLUMNS", "expand_predictions",
+           "read_inputs", "to_arrow"]
