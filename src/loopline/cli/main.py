@@ -27,6 +27,7 @@ from loopline.cli import (
     models_bundle_cmds,
     models_cmds,
     models_mlflow_cmd,
+    monitor_cmds,
     policy_cmds,
     retention_cmds,
     rollouts_cmd,
@@ -98,6 +99,7 @@ runs_cmds.register(app)
 models_bundle_cmds.register(models_cmds.app)
 models_cmds.register(app)
 models_mlflow_cmd.register(models_cmds.app)
+monitor_cmds.register(app)
 scheduler_cmd.register(app)
 serve_cmd.register(app)
 score_cmd.register(app)

@@ -1,0 +1,251 @@
+"""Signals measured from real data on every backend: a registered version with its reference
+profile, requests logged to the prediction log with feedback labels, and serving stats.
+Drift stays quiet on the training distribution and flags a planted shift (dataset, column
+and prediction drift); a window served by two versions is judged per version and the worst
+reported; quality agrees with scikit-learn, against training too, on a slice, and ignores
+labels timed after the evaluation; label share, error rate, latency and throughput; a
+version without a reference has no value and says why; the evaluator with this measurer
+fires on a shift and re-runs an evaluation to the same value after more labels arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+
+from loopline.app import Workspace
+from loopline.core.clock import ManualClock
+from loopline.core.deployments import Route
+from loopline.core.monitoring import EvaluationStatus, MonitorConfig
+from loopline.core.predictions import FeedbackRecord, PredictionRecord
+from loopline.data.quantile_sketch import QuantileSketch
+from loopline.monitoring.config_yaml import parse_config
+from loopline.monitoring.evaluator import Evaluator
+from loopline.monitoring.references import ReferenceProfiles
+from loopline.monitoring.signals import SignalMeasurer, log_name, version_of_log_name
+from loopline.monitoring.windows import MeasureTask
+from loopline.serving.scoring import log_version
+from loopline.store.serving_stats import StatsRow, add_stats
+
+END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+AS_OF = END + timedelta(seconds=30)
+COLUMNS = ("x1", "x2", "x3")
+ROWS_PER_REQUEST = 4
+
+
+def _frame(rng: np.random.Generator, rows: int, shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame({"x1": rng.normal(shift, 1.0, rows), "x2": rng.normal(0.0, 1.0, rows),
+                         "x3": rng.normal(0.0, 1.0, rows)})
+
+
+def _truth(frame: pd.DataFrame) -> np.ndarray:
+    return (frame["x1"] + frame["x2"] > 0).astype(int).to_numpy()
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[LogisticRegression, pd.DataFrame, float]:
+    rng = np.random.default_rng(11)
+    train = _frame(rng, 3000)
+    model = LogisticRegression().fit(train, _truth(train))
+    return model, train, float(accuracy_score(_truth(train), model.predict(train)))
+
+
+@pytest.fixture
+def served(ws: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float],
+           ) -> Iterator[Workspace]:
+    """``fraud`` v1 and v2 registered with references (v3 without one)."""
+    model, train, accuracy = trained
+    for _ in range(2):
+        ws.models.register(model, "fraud", input_example=train.head(5), reference=train,
+                           metrics={"accuracy": {"overall": accuracy, "high": 0.9}})
+    ws.models.register(model, "fraud", input_example=train.head(5))
+    yield ws
+
+
+def _log(ws: Workspace, model: LogisticRegression, frame: pd.DataFrame, version: int,
+         labels: dict[str, Any] | None = None, prefix: str = "r") -> list[str]:
+    """Log ``frame`` as requests of four rows spread over the window; return request ids."""
+    records, ids = [], []
+    predictions = model.predict(frame)
+    requests = len(frame) // ROWS_PER_REQUEST
+    for index in range(requests):
+        rows = slice(index * ROWS_PER_REQUEST, (index + 1) * ROWS_PER_REQUEST)
+        request_id = f"{prefix}{version}-{index}"
+        ids.append(request_id)
+        records.append(PredictionRecord(
+            request_id=request_id, time=END - timedelta(minutes=14) + timedelta(
+                seconds=index * 800 / requests),
+            deployment="fraud", model_version=log_version(Route("fraud", version, 100.0)),
+            inputs=frame.iloc[rows].to_dict(orient="records"),
+            outputs=[int(value) for value in predictions[rows]], latency_ms=5.0))
+    ws.predictions.append(records)
+    if labels is not None:
+        truth = _truth(frame)
+        ws.predictions.log_feedback([FeedbackRecord(
+            request_id, labels.get("time", END - timedelta(minutes=1)),
+            [int(value) for value in truth[index * ROWS_PER_REQUEST:
+                                           (index + 1) * ROWS_PER_REQUEST]])
+            for index, request_id in enumerate(ids) if index % labels.get("every", 1) == 0])
+    return ids
+
+
+def _config(**rule: Any) -> MonitorConfig:
+    return parse_config({
+        "drift": {"method": "psi", "share": 0.3},
+        "slices": {"high": {"x2": {"min": 0.0}}},
+        "rules": [{"name": "r", "deployment": "fraud", "window": "15m", "threshold": 0.2,
+                   "min_samples": 50, **rule}]})
+
+
+def _measure(ws: Workspace, config: MonitorConfig) -> Any:
+    measurer = SignalMeasurer(ws.predictions, ReferenceProfiles(ws.store, ws._blobs), ws.store)
+    return measurer.measure(MeasureTask(config.rules[0], END - timedelta(minutes=15), END,
+                                        AS_OF, config.drift, config.slices))
+
+
+def test_dataset_drift_is_quiet_on_the_training_distribution_and_flags_a_shift(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    model = trained[0]
+    rng = np.random.default_rng(3)
+    _log(served, model, _frame(rng, 2000), version=1)
+    quiet = _measure(served, _config(signal="dataset_drift"))
+    assert quiet.value == 0.0 and quiet.samples == 2000
+    assert quiet.numbers["model_version"] == "models:/fraud/1"
+    report = quiet.numbers["versions"]["models:/fraud/1"]
+    assert {column["column"] for column in report["columns"]} == set(COLUMNS)
+
+    _log(served, model, _frame(rng, 2000, shift=2.0), version=2)
+    shifted = _measure(served, _config(signal="dataset_drift"))
+    assert shifted.numbers["model_version"] == "models:/fraud/2"  # the worst version
+    assert shifted.value == pytest.approx(1 / 3) and shifted.samples == 2000
+    versions = shifted.numbers["versions"]
+    assert set(versions) == {"models:/fraud/1", "models:/fraud/2"}
+    assert versions["models:/fraud/2"]["drifted_columns"] == ["x1"]
+    only_first = _measure(served, _config(signal="dataset_drift", version="models:/fraud/1"))
+    assert only_first.value == 0.0 and set(only_first.numbers["versions"]) == {
+        "models:/fraud/1"}
+
+
+def test_column_and_prediction_drift_score_the_shifted_column_and_the_outputs(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    rng = np.random.default_rng(5)
+    _log(served, trained[0], _frame(rng, 2000, shift=2.0), version=1)
+    x1 = _measure(served, _config(signal="column_drift", column="x1"))
+    x3 = _measure(served, _config(signal="column_drift", column="x3"))
+    assert x1.value > 1.0 > 0.1 > x3.value  # PSI: a big shift, then none
+    assert x1.numbers["versions"]["models:/fraud/1"]["method"] == "psi"
+    outputs = _measure(served, _config(signal="prediction_drift"))
+    assert outputs.value is not None and outputs.value > 0.2
+    assert outputs.numbers["versions"]["models:/fraud/1"]["column"] == "prediction"
+
+
+def test_quality_agrees_with_scikit_learn_overall_against_training_and_on_a_slice(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    model, _, training = trained
+    rng = np.random.default_rng(8)
+    frame = _frame(rng, 2000, shift=1.0)
+    ids = _log(served, model, frame, version=1, labels={"every": 2})
+    labelled = np.concatenate([np.arange(i * 4, i * 4 + 4) for i in range(0, len(ids), 2)])
+    truth, predicted = _truth(frame)[labelled], model.predict(frame)[labelled]
+    accuracy = _measure(served, _config(signal="quality", metric="accuracy"))
+    assert accuracy.value == pytest.approx(accuracy_score(truth, predicted))
+    assert accuracy.samples == len(labelled)
+    drop = _measure(served, _config(signal="quality", metric="accuracy", baseline="training"))
+    assert drop.value == pytest.approx(training - accuracy_score(truth, predicted))
+    high = frame["x2"].to_numpy()[labelled] >= 0.0
+    sliced = _measure(served, _config(signal="quality", metric="accuracy", slice="high",
+                                      baseline="training"))
+    assert sliced.value == pytest.approx(0.9 - accuracy_score(truth[high], predicted[high]))
+    assert sliced.samples == int(high.sum())
+    share = _measure(served, _config(signal="label_share"))
+    assert (share.value, share.samples) == (pytest.approx(len(labelled) / 2000), 2000)
+
+
+def test_labels_timed_after_the_evaluation_are_not_counted(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    rng = np.random.default_rng(9)
+    _log(served, trained[0], _frame(rng, 400), version=1,
+         labels={"time": AS_OF + timedelta(seconds=1)})
+    late = _measure(served, _config(signal="quality", metric="accuracy"))
+    assert (late.value, late.samples) == (None, 0)
+    assert late.numbers["versions"]["models:/fraud/1"]["reason"] == "no labelled rows"
+
+
+def test_a_version_without_a_reference_has_no_value_and_says_why(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    _log(served, trained[0], _frame(np.random.default_rng(1), 400), version=3)
+    found = _measure(served, _config(signal="dataset_drift"))
+    assert (found.value, found.samples) == (None, 400)
+    assert found.numbers["versions"]["models:/fraud/3"]["reason"] == (
+        "models:/fraud/3 has no reference profile")
+    empty = _measure(served, _config(signal="dataset_drift", version="models:/fraud/1"))
+    assert (empty.value, empty.samples, empty.numbers) == (
+        None, 0, {"reason": "no predictions in the window"})
+
+
+def test_health_signals_judge_each_version_and_throughput_the_deployment(
+        served: Workspace) -> None:
+    def row(version: int, bucket: int, latency: float, requests: int,
+            errors: int) -> StatsRow:
+        return StatsRow("fraud", f"models:/fraud/{version}", "a",
+                        END - timedelta(minutes=10) + timedelta(seconds=10 * bucket), requests,
+                        errors, QuantileSketch.of(np.full(requests, latency)).to_dict())
+
+    add_stats(served.store, [row(1, 0, 10.0, 900, 9), row(2, 1, 80.0, 100, 20)])
+    errors = _measure(served, _config(signal="error_rate", min_samples=10))
+    assert errors.value == pytest.approx(0.2) and errors.samples == 100
+    assert errors.numbers["model_version"] == "models:/fraud/2"
+    assert errors.numbers["versions"]["models:/fraud/1"]["value"] == pytest.approx(0.01)
+    latency = _measure(served, _config(signal="latency", metric="p99", min_samples=10))
+    assert latency.value == pytest.approx(80.0, rel=0.02)
+    rate = _measure(served, _config(signal="throughput", comparison="below"))
+    assert rate.value == pytest.approx(1000 / 900) and rate.samples == 1000
+    first = _measure(served, _config(signal="error_rate", version="models:/fraud/1"))
+    assert first.value == pytest.approx(0.01) and first.samples == 900
+
+
+def test_the_evaluator_fires_on_a_shift_and_reruns_to_the_same_value(
+        served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    model = trained[0]
+    rng = np.random.default_rng(12)
+    frame = _frame(rng, 2000, shift=1.5)
+    ids = _log(served, model, frame, version=1, labels={"every": 2})
+    measurer = SignalMeasurer(served.predictions, ReferenceProfiles(served.store,
+                                                                    served._blobs),
+                              served.store)
+    config = parse_config({"drift": {"method": "psi", "share": 0.3}, "rules": [
+        {"name": "drift", "signal": "dataset_drift", "deployment": "fraud", "window": "15m",
+         "threshold": 0.3, "comparison": "above", "for": 1},
+        {"name": "accuracy", "signal": "quality", "metric": "accuracy", "deployment": "fraud",
+         "window": "15m", "threshold": 0.5, "comparison": "above", "min_samples": 100}]})
+    evaluator = Evaluator(served.store, measurer, ManualClock(AS_OF))
+    drift, accuracy = evaluator.run(config)
+    assert drift.status is EvaluationStatus.BREACHED and drift.alert_id is not None
+    assert accuracy.status is EvaluationStatus.BREACHED and accuracy.samples == 1000
+
+    # The other half of the labels arrives later, timed after the evaluation.
+    served.predictions.log_feedback([FeedbackRecord(
+        request_id, AS_OF + timedelta(minutes=5),
+        [int(v) for v in _truth(frame)[index * 4:(index + 1) * 4]])
+        for index, request_id in enumerate(ids) if index % 2 == 1])
+    for evaluation in (drift, accuracy):
+        rerun = Evaluator(served.store, measurer, ManualClock(AS_OF + timedelta(days=1))).rerun(
+            evaluation.id)
+        assert rerun.same and rerun.value == evaluation.value
+
+
+@pytest.mark.parametrize("model", ["fraud", "m" * 127, "a.v2"])
+def test_log_names_are_the_model_servers_and_read_back_when_whole(model: str) -> None:
+    assert log_name(f"models:/{model}/7") == log_version(Route(model, 7, 100.0))
+    back = version_of_log_name(log_name(f"models:/{model}/7"))
+    if len(model) < 120:
+        assert back is not None and (back.name, back.version) == (model, 7)
+    else:
+        assert back is None  # a cut name does not hold its model's whole name
+    assert version_of_log_name("not-a-version") is None
