@@ -11,10 +11,12 @@ Actions run durably off the event log, each exactly once per alert, within polic
     quarantine.py  quarantine the version once, evacuate it from every deployment
     notify.py      log line always; signed webhook POST, at least once, idempotency key
     signing.py     HMAC-SHA256 webhook signatures and their check
+    log.py         ActionLog: reading actions (the CLI needs only the store)
     service.py     Automation: handle(event), tick(), actions(), get()
 """
 
 from loopline.automation.alerts import AlertContext
+from loopline.automation.log import ActionLog, parse_action_state
 from loopline.automation.ports import (
     AutomationOptions,
     AutomationPorts,
@@ -30,6 +32,7 @@ from loopline.automation.service import (
 )
 
 __all__ = [
+    "ActionLog",
     "AlertContext",
     "Automation",
     "AutomationOptions",
@@ -39,5 +42,6 @@ __all__ = [
     "RunExecutor",
     "TickReport",
     "inline_executor",
+    "parse_action_state",
     "pipelines_by_name",
 ]

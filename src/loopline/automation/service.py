@@ -36,6 +36,7 @@ from loopline.automation import notify, quarantine, retrain, rollback
 from loopline.automation.alerts import AlertContext
 from loopline.automation.governing import Outcome, Verdict, approval_request, govern
 from loopline.automation.held import Held
+from loopline.automation.log import ActionLog
 from loopline.automation.ports import (
     AutomationOptions,
     AutomationPorts,
@@ -118,6 +119,7 @@ class Automation:
         self._tools = Tools(ports, self.options, pipelines or (lambda name: None), execute,
                             OutboundClient(self.options.outbound, self.options.transport))
         self.queries = records.ActionQueries(ports.store.engine)
+        self.log = ActionLog(ports.store)
 
     @property
     def owner(self) -> str:
@@ -137,7 +139,7 @@ class Automation:
         Raises:
             InvalidArgumentError: naming ``state`` or ``limit`` when invalid.
         """
-        return self.queries.list(alert_id, _state(state), limit)
+        return self.log.list(alert_id, state, limit)
 
     def get(self, action_id: str) -> PlaybookAction:
         """Return one action.
@@ -145,7 +147,7 @@ class Automation:
         Raises:
             NotFoundError: when there is no such action.
         """
-        return self.queries.get(action_id)
+        return self.log.get(action_id)
 
     # -- alerts ------------------------------------------------------------------------------
 
@@ -345,12 +347,3 @@ class Automation:
             log.warning("playbook action %s: could not record the failure: %s",
                         held.action.id, again.message)
 
-
-def _state(value: ActionState | str | None) -> ActionState | None:
-    if value is None:
-        return None
-    try:
-        return ActionState(value)
-    except ValueError:
-        raise InvalidArgumentError("state", f"{value!r} is not an action state; use one of "
-                                            f"{', '.join(ActionState)}") from None

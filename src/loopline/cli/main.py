@@ -28,6 +28,7 @@ from loopline.cli import (
     models_cmds,
     models_mlflow_cmd,
     monitor_cmds,
+    playbook_cmds,
     policy_cmds,
     retention_cmds,
     rollouts_cmd,
@@ -103,6 +104,7 @@ monitor_cmds.register(app)
 scheduler_cmd.register(app)
 serve_cmd.register(app)
 score_cmd.register(app)
+playbook_cmds.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:
