@@ -29,8 +29,9 @@ from loopline.core.monitoring import (
     MonitorConfig,
 )
 from loopline.monitoring import evaluator as evaluator_module
+from loopline.monitoring.config_store import MonitorConfigs
 from loopline.monitoring.config_yaml import parse_config
-from loopline.monitoring.evaluator import Evaluator
+from loopline.monitoring.evaluator import Evaluator, evaluate_in_force
 from loopline.monitoring.windows import MeasureTask
 from loopline.store import AuditFilter, MetadataStore
 
@@ -307,3 +308,15 @@ def test_an_infinite_value_fires_with_a_strict_json_event_and_is_kept_in_the_row
     [audit] = clocked.audit.entries(AuditFilter(action="monitoring.alert_fired"))
     assert audit.after is not None and audit.after["value"] == "inf"
     assert evaluator.records.evaluation(evaluation.id).value == float("inf")
+
+
+def test_the_periodic_duty_evaluates_the_config_in_force_or_nothing(
+        clocked: MetadataStore, clock: ManualClock) -> None:
+    configs = MonitorConfigs(clocked)
+    evaluator = Evaluator(clocked, Scripted(drift=[BAD]), clock)
+    assert evaluate_in_force(evaluator, configs) == []
+    configs.apply("ann", {"rules": [{"name": "lat", "signal": "latency", "metric": "p95",
+                                     "deployment": "ads", "threshold": 200}]})
+    assert [e.rule for e in evaluate_in_force(evaluator, configs)] == ["lat"]
+    clock.advance(MINUTE)
+    assert evaluate_in_force(evaluator, configs, deployments=["fraud"]) == []

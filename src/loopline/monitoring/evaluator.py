@@ -49,12 +49,14 @@ from loopline.core.monitoring import (
     MonitorConfig,
 )
 from loopline.core.ports import Authorizer, authorize_if_wired
+from loopline.monitoring.config_store import MonitorConfigs
 from loopline.monitoring.config_yaml import parse_rule_record, rule_record
 from loopline.monitoring.windows import Measurer, MeasureTask, window_end
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import monitor_records as records
 
-__all__ = ["MONITOR_ACTOR", "Evaluator", "Rerun", "alert_subject", "judge", "next_streak"]
+__all__ = ["MONITOR_ACTOR", "Evaluator", "Rerun", "alert_subject", "evaluate_in_force", "judge",
+           "next_streak"]
 
 MONITOR_ACTOR = "loopline-monitor"
 """Who evaluations are recorded as when no actor is given (the scheduler)."""
@@ -197,6 +199,18 @@ class Evaluator:
             records.insert_evaluation(uow, outcome.evaluation)
             _record_alerts(uow, rule, outcome)
         return outcome.evaluation
+
+
+def evaluate_in_force(evaluator: Evaluator, configs: MonitorConfigs,
+                      deployments: Collection[str] | None = None) -> list[Evaluation]:
+    """Evaluate the config in force once (the scheduler's periodic duty); [] when none is.
+
+    Raises:
+        InvalidArgumentError: when the stored config no longer parses.
+        AccessDeniedError, BackendError: as ``Evaluator.run``.
+    """
+    applied = configs.current()
+    return [] if applied is None else evaluator.run(applied.config, deployments)
 
 
 @dataclass(frozen=True, slots=True)
