@@ -24,14 +24,9 @@ from loopline.core.monitoring import (
     SignalKind,
 )
 from loopline.governance.policy_yaml import read_documents
-from loopline.monitoring.config_yaml import (
-    format_duration,
-    parse_config,
-    parse_duration,
-    parse_rule_record,
-    rule_record,
-)
+from loopline.monitoring.config_yaml import format_duration, parse_config, parse_duration
 from loopline.monitoring.evaluator import judge, next_streak
+from loopline.monitoring.rule_records import parse_rule_record, rule_record
 from loopline.monitoring.windows import window_end
 
 CONFIG = textwrap.dedent("""\

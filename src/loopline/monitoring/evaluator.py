@@ -20,7 +20,7 @@ Rules kept here:
   An ``ok`` evaluation resolves it (audited; no event: only firing drives playbooks); an
   insufficient one leaves it firing.
 - Each evaluation stores the rule, the drift settings and slice it was judged by
-  (``config_yaml.rule_record``), the window and the numbers measured, so ``rerun``
+  (``rule_records.rule_record``), the window and the numbers measured, so ``rerun``
   measures it again from stored data alone.
 """
 
@@ -50,7 +50,7 @@ from loopline.core.monitoring import (
 )
 from loopline.core.ports import Authorizer, authorize_if_wired
 from loopline.monitoring.config_store import MonitorConfigs
-from loopline.monitoring.config_yaml import parse_rule_record, rule_record
+from loopline.monitoring.rule_records import parse_rule_record, rule_record
 from loopline.monitoring.windows import Measurer, MeasureTask, window_end
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import monitor_records as records
