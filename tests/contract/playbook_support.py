@@ -91,6 +91,7 @@ PLAYBOOKS: dict[str, Playbook] = {
     "quarantine": Playbook("quarantine", (step(ActionKind.QUARANTINE),)),
     "notify": Playbook("notify", (step(ActionKind.NOTIFY, url=HOOK_URL),)),
     "log": Playbook("log", (step(ActionKind.NOTIFY, message="look at fraud"),)),
+    "each": Playbook("each", (step(ActionKind.NOTIFY, url=HOOK_URL, cooldown=False),)),
     "everything": Playbook("everything", (
         step(ActionKind.ROLLBACK), step(ActionKind.QUARANTINE),
         step(ActionKind.RETRAIN, pipeline="retrain_fraud"),

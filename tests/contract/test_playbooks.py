@@ -6,6 +6,7 @@ idempotency key, and every state change audited with an event. Time is a manual 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,26 @@ def test_other_events_alerts_without_playbooks_and_malformed_alerts_create_nothi
         assert [automation.handle(e) for e in (other, bad, unknown, none)] == [[], [], [], []]
     assert "alert.rule" in caplog.text and "no-such-playbook" in caplog.text
     assert automation.actions() == []
+
+
+def test_the_evaluators_alert_payload_is_read_with_its_version_and_window(
+        pws: Workspace, automation: Automation) -> None:
+    payload = {"alert_id": "a1", "rule": "drift", "deployment": "web",
+               "scope": {"deployment": "web", "model_version": None, "slice": None,
+                         "column": None}, "scope_key": "web|*|*|*", "severity": "warning",
+               "playbook": "log", "evaluation_id": "e1", "signal": "dataset_drift",
+               "value": 0.6, "threshold": 0.5, "model_version": "models:/fraud/2",
+               "window_start": WINDOW[0].isoformat(), "window_end": WINDOW[1].isoformat()}
+    with pws.store.write(pws.actor) as uow:
+        named = uow.emit(EventType.ALERT_FIRED, "alert:a1", payload)
+        alias = uow.emit(EventType.ALERT_FIRED, "alert:a2", {
+            **payload, "alert_id": "a2", "model_version": "models:/fraud@champion"})
+    (action,) = automation.handle(named)
+    alert = action.result["alert"]
+    assert (alert["model_version"], alert["window_start"], alert["value"]) == (
+        "models:/fraud/2", WINDOW[0].isoformat(), 0.6)
+    (other,) = automation.handle(alias)  # not a version: dropped, the alert still acted on
+    assert other.result["alert"]["model_version"] is None
 
 
 # -- running them ----------------------------------------------------------------------------
@@ -332,6 +353,28 @@ def test_a_held_action_is_taken_over_only_after_its_lease_expires(
     assert taken.state is D and taken.attempts == 2 and _rollbacks(pws) == 1
 
 
+def test_a_claim_is_refused_while_another_workers_lease_runs_and_final_actions_stay_final(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    (action,) = automation.handle(fire(pws, "rollback"))
+    until = clock.now() + timedelta(minutes=5)
+    with pws.store.write(pws.actor) as uow:
+        first = records.claim(uow, action.id, "worker-a", until)
+        assert first is not None and (first.claimed_by, first.attempts) == ("worker-a", 1)
+        assert records.claim(uow, action.id, "worker-b", until) is None  # a's lease runs
+        again = records.claim(uow, action.id, "worker-a", until)  # a itself may renew
+        assert again is not None and again.attempts == 2
+    clock.advance(timedelta(minutes=5))
+    with pws.store.write(pws.actor) as uow:
+        taken = records.claim(uow, action.id, "worker-b", until + timedelta(minutes=5))
+        assert taken is not None and (taken.claimed_by, taken.attempts) == ("worker-b", 3)
+        records.transition(uow, records.Claim(action.id, "worker-b", 3), ActionState.SKIPPED,
+                           {"reason": "test"})
+        assert records.claim(uow, action.id, "worker-a", until + timedelta(hours=1)) is None
+    with pytest.raises(InvalidArgumentError) as caught, pws.store.write(pws.actor) as uow:
+        records.claim(uow, action.id, "", until)
+    assert caught.value.field == "owner"
+
+
 def test_a_worker_whose_lease_was_taken_over_cannot_complete_its_effect(
         pws: Workspace, automation: Automation, clock: ManualClock) -> None:
     (action,) = automation.handle(fire(pws, "rollback"))
@@ -347,6 +390,22 @@ def test_a_worker_whose_lease_was_taken_over_cannot_complete_its_effect(
                               automation._tools)  # the fenced effect itself
     assert pws.deployments.get("web").revision == revision  # the rollback rolled back too
     assert automation.get(action.id).claimed_by == "other-worker"
+
+
+def test_two_workers_ticking_at_once_run_each_action_once(pws: Workspace) -> None:
+    receiver = Receiver()
+    workers = [automation_for(pws, receiver), automation_for(pws, receiver)]
+    made = [automation_for(pws).handle(fire(pws, "each"))[0] for _ in range(8)]
+    threads = [threading.Thread(target=worker.tick) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    keys = sorted(r.headers["Idempotency-Key"] for r in receiver.requests)
+    assert keys == sorted(a.id for a in made)  # every one delivered, none twice
+    assert all(workers[0].get(a.id).state is D for a in made)
+    for worker in workers:
+        worker.close()
 
 
 # -- approvals -------------------------------------------------------------------------------

@@ -49,11 +49,22 @@ def _scope_version(scope: Any) -> str | None:
         found = parts[1] if len(parts) > 1 and parts[1] != "*" else None
     else:
         found = None
-    if found is None:
+    return found if isinstance(found, str) else None
+
+
+def _version_uri(value: Any) -> str | None:
+    """Return ``value`` when it names one version (``models:/NAME/N``), else None.
+
+    Anything else (an alias, text that is no URI) is not a version the actions can act on;
+    it is dropped rather than the whole alert, whose other steps can still run.
+    """
+    if not isinstance(value, str):
         return None
-    if not isinstance(found, str):
-        raise InvalidArgumentError("alert.scope.model_version", f"{found!r} is not a URI")
-    return found
+    try:
+        parsed = ModelURI.parse(value)
+    except InvalidArgumentError:
+        return None
+    return value if parsed.version is not None else None
 
 
 def _when(value: Any, name: str) -> datetime | None:
@@ -100,13 +111,8 @@ class AlertContext:
         playbook = payload.get("playbook")
         if playbook is not None:
             validate_name(playbook, "alert.playbook")
-        uri = payload.get("model_version") if "model_version" in payload \
-            else _scope_version(payload.get("scope"))
-        if uri is not None:
-            parsed = ModelURI.parse(uri)
-            if parsed.version is None:
-                raise InvalidArgumentError("alert.scope.model_version",
-                                           f"{uri!r} must name a version number")
+        uri = _version_uri(payload.get("model_version")) or _version_uri(
+            _scope_version(payload.get("scope")))
         severity = payload.get("severity")
         return cls(**texts, playbook=playbook,
                    severity=None if severity is None else str(severity), model_version=uri,

@@ -10,6 +10,7 @@ one alert in order, each held by one worker under a lease (``store.playbook_reco
        │                             └──rejected / withdrawn / expired──> skipped
        ├──gate denies (policy)───────> skipped
        └──same kind ran on the deployment within the cool-down──> skipped
+                (a step with ``cooldown: false`` in its params opts out)
     running ──refused (bad params, conflict, denied)──> failed
             ──transient error (BackendError)──> retried with backoff, then failed
 
@@ -309,6 +310,8 @@ class Automation:
         """
         playbook = self._playbooks(held.action.playbook)
         cooldown = playbook.cooldown if playbook is not None else DEFAULT_COOLDOWN
+        if held.params.get("cooldown") is False:  # this step opts out (a notify per alert)
+            cooldown = timedelta(0)
         now = self._store.clock.now()
         with self._store.write(self.options.actor) as uow:
             blocker = None if cooldown <= timedelta(0) else records.cooldown_blocker(
