@@ -293,3 +293,16 @@ def test_report_column_names_a_skipped_column_with_its_reason() -> None:
     assert report.column("x").column == "x"
     with pytest.raises(InvalidArgumentError, match="not in the current window"):
         report.column("y")
+
+
+def test_values_at_the_ends_of_the_float_range_give_a_report_storable_as_json() -> None:
+    import json
+
+    huge = [1e308, 1.7e308, 5.0]  # the sum overflows to inf
+    reference = profile_table(pa.table({"x": huge * 10}))
+    current = profile_table(pa.table({"x": [1.0, 2.0] * 20}))
+    for method in (DriftMethod.WASSERSTEIN, DriftMethod.KS, DriftMethod.PSI):
+        report = dataset_drift(reference, current, DriftSettings(
+            default=ColumnDriftSpec(method)))
+        json.dumps(report.to_dict(), allow_nan=False)
+        assert report.column("x").drifted

@@ -24,6 +24,7 @@ columns that drifted is at least ``DriftSettings.share``.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,16 +264,30 @@ def column_drift(reference: ColumnProfile, current: ColumnProfile,
         method, reason = asked, "asked for"
     chosen = threshold if threshold is not None else DEFAULT_THRESHOLDS[method]
     result = _TESTS[method](histogram)
-    drifted = result.score < chosen if method in P_VALUE_METHODS else result.score >= chosen
+    score = _finite_score(result.score)
+    drifted = score < chosen if method in P_VALUE_METHODS else score >= chosen
     details = {**result.details, "method": method.value, "asked": asked.value,
                "reason": reason, "n": n, "m": m,
                "reference_null_rate": reference.null_rate,
                "current_null_rate": current.null_rate}
     if kind in NUMERIC_KINDS:
         details.update(reference_mean=reference.mean, current_mean=current.mean)
-    return ColumnDrift(column=name, kind=kind, method=method, score=result.score,
+    return ColumnDrift(column=name, kind=kind, method=method, score=score,
                        threshold=chosen, drifted=bool(drifted), reference_count=n,
-                       current_count=m, details=details)
+                       current_count=m, details=_json_safe(details))
+
+
+def _finite_score(score: float) -> float:
+    """Keep a score storable as JSON: +inf becomes the largest float, NaN no evidence."""
+    if math.isfinite(score):
+        return score
+    return sys.float_info.max if score > 0 else 0.0
+
+
+def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
+    """Replace non-finite numbers (a sum past the float range) with None."""
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in details.items()}
 
 
 def _skip_reason(reference: ColumnProfile, current: ColumnProfile,

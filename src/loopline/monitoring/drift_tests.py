@@ -253,20 +253,27 @@ def _moments(values: FloatArray, counts: FloatArray) -> tuple[float, float, floa
 
 
 def wasserstein(histogram: Histogram) -> Statistic:
-    """Score Wasserstein-1 between the bucket distributions over the reference's std."""
+    """Score Wasserstein-1 between the bucket distributions over the reference's std.
+
+    Computed on the values divided by their largest magnitude (the score does not change with
+    scale), so values near the ends of the float range neither overflow nor hide a drift.
+    """
     p, q = histogram.shares
-    with np.errstate(over="ignore", invalid="ignore"):  # values near the float range's ends
-        gaps = np.diff(histogram.values)
-        distance_1 = float(np.dot(np.abs(np.cumsum(p) - np.cumsum(q))[:-1], gaps))
-        _, std, ref_abs = _moments(histogram.values, histogram.reference)
-        _, _, cur_abs = _moments(histogram.values, histogram.current)
-    norm = max(std, MIN_STD)
+    scale = float(np.abs(histogram.values).max()) or 1.0
+    values = histogram.values / scale
+    distance_1 = float(np.dot(np.abs(np.cumsum(p) - np.cumsum(q))[:-1], np.diff(values)))
+    _, std, ref_abs = _moments(values, histogram.reference)
+    _, _, cur_abs = _moments(values, histogram.current)
+    norm = max(std, MIN_STD / scale)
     score = distance_1 / norm
     alpha = histogram.alpha
     bound = None if histogram.pooled else alpha / (1.0 - alpha) * (ref_abs + cur_abs) / norm
-    return Statistic(score, distance_1, {"statistic": distance_1, "reference_std": std,
-                                         "normaliser": norm, "score_error_bound": bound,
-                                         "pooled": histogram.pooled})
+    with np.errstate(over="ignore"):  # the unscaled figures may pass the float range: inf
+        statistic, std, norm = (float(np.float64(value) * scale)
+                                for value in (distance_1, std, norm))
+    return Statistic(score, statistic, {
+        "statistic": statistic, "reference_std": std, "normaliser": norm,
+        "score_error_bound": bound, "pooled": histogram.pooled})
 
 
 def _decile_bins(histogram: Histogram) -> IntArray:

@@ -59,14 +59,10 @@ def _decode(text: Any, field: str, request_id: str) -> Any:
         raise _refuse(field, request_id, f"is not JSON text ({exc})") from None
 
 
-def _decode_all(texts: list[Any], field: str, ids: list[str]) -> list[Any]:
-    """Decode a column of JSON texts; nulls stay None."""
-    return [None if text is None else _decode(text, field, request_id)
-            for text, request_id in zip(texts, ids, strict=True)]
-
-
 def _is_records(value: Any) -> bool:
-    return type(value) is list and bool(value) and set(map(type, value)) == {dict}
+    if type(value) is not list or not value:
+        return False
+    return type(value[0]) is dict if len(value) == 1 else set(map(type, value)) == {dict}
 
 
 def _split(value: Any, request_id: str) -> dict[str, list[Any]]:
@@ -135,9 +131,10 @@ def _outputs(value: Any, rows: int, request_id: str) -> list[Any]:
     return value
 
 
-def _labels(value: Any, rows: int, request_id: str) -> list[Any]:
-    if value is None:
+def _labels(text: Any, rows: int, request_id: str) -> list[Any]:
+    if text is None:
         return [None] * rows
+    value = _decode(text, "label", request_id)
     if rows == 1:
         return [value[0] if type(value) is list and len(value) == 1 else value]
     if type(value) is not list or len(value) != rows:
@@ -145,6 +142,10 @@ def _labels(value: Any, rows: int, request_id: str) -> list[Any]:
         raise _refuse("label", request_id, f"must be a list of {rows} labels, one per row of "
                                            f"the request; got {got}")
     return value
+
+
+FLUSH_RECORDS = 65_536
+"""Pending records are turned into columns at least this often, so the dicts die young."""
 
 
 class _Rows:
@@ -159,6 +160,8 @@ class _Rows:
         """Add one request's rows; return how many."""
         if isinstance(inputs, list):
             self._pending.extend(inputs)
+            if len(self._pending) >= FLUSH_RECORDS:
+                self._flush()
             return len(inputs)
         self._flush()
         return self._extend(inputs)
@@ -192,6 +195,19 @@ class _Rows:
         for column in self.data.values():
             column.extend([None] * (self.rows - len(column)))
         return self.data
+
+
+def _request(rows: _Rows, text: Any, request_id: str) -> int:
+    """Add one logged request's rows; return how many."""
+    return rows.add(read_inputs(_decode(text, "inputs", request_id), request_id))
+
+
+def _predictions(texts: list[Any], sizes: list[int], ids: list[str]) -> list[Any]:
+    """Return every request's predictions, one per row, checked against its row count."""
+    predictions: list[Any] = []
+    for text, count, request_id in zip(texts, sizes, ids, strict=True):
+        predictions.extend(_outputs(_decode(text, "outputs", request_id), count, request_id))
+    return predictions
 
 
 def to_arrow(values: list[Any]) -> pa.Array:
@@ -231,20 +247,14 @@ def expand_predictions(table: pa.Table) -> pa.Table:
     if missing:
         raise InvalidArgumentError("table", f"lacks the prediction log columns {missing}")
     ids = table.column("request_id").to_pylist()
-    inputs = _decode_all(table.column("inputs").to_pylist(), "inputs", ids)
-    outputs = _decode_all(table.column("outputs").to_pylist(), "outputs", ids)
-    labels = (_decode_all(table.column(LABEL).to_pylist(), LABEL, ids)
-              if LABEL in table.column_names else None)
+    labels = table.column(LABEL).to_pylist() if LABEL in table.column_names else None
     rows = _Rows()
-    sizes = np.zeros(len(ids), dtype=np.int64)
-    predictions: list[Any] = []
-    label_rows: list[Any] = []
-    for index, request_id in enumerate(ids):
-        count = rows.add(read_inputs(inputs[index], request_id))
-        sizes[index] = count
-        predictions.extend(_outputs(outputs[index], count, request_id))
-        if labels is not None:
-            label_rows.extend(_labels(labels[index], count, request_id))
+    sizes = [_request(rows, text, request_id)
+             for text, request_id in zip(table.column("inputs").to_pylist(), ids, strict=True)]
+    predictions = _predictions(table.column("outputs").to_pylist(), sizes, ids)
+    label_rows = [] if labels is None else list(chain.from_iterable(
+        _labels(text, count, request_id)
+        for text, count, request_id in zip(labels, sizes, ids, strict=True)))
     columns = rows.finish()
     _check_names(columns)
     base = table.select([name for name in WINDOW_COLUMNS if name in table.column_names])
