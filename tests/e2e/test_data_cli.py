@@ -1,25 +1,16 @@
-"""`loopline data` end to end, in subprocesses as a user runs it."""
+"""`loopline data` end to end: bad input in subprocesses as a user runs it (one clear line on
+stderr, the exit code the shell sees); the rest in this process (``cli.main.run``), which
+runs the same code for a fraction of the cost (see ``cli_runner``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-pytestmark = pytest.mark.e2e
-
-
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment.update({"LOOPLINE_USER": "data-tester", "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "loopline", *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120, check=False)
+from cli_runner import InProcessCli, run_console
 
 
 def _orders(rows: int, seed: int) -> pd.DataFrame:
@@ -45,60 +36,61 @@ expectations:
 """
 
 
-def test_snapshot_list_show_diff_validate_export(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_snapshot_list_show_diff_validate_export(tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     _orders(400, 1).to_parquet(tmp_path / "orders.parquet")
-    first = _run(tmp_path, "data", "snapshot", "orders.parquet", "--name", "orders", "--json")
+    first = run_cli(tmp_path, "data", "snapshot", "orders.parquet", "--name", "orders", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["created"] is True
-    again = json.loads(_run(tmp_path, "data", "snapshot", "orders.parquet", "--name", "orders",
-                            "--json").stdout)
+    again = json.loads(run_cli(tmp_path, "data", "snapshot", "orders.parquet", "--name", "orders",
+                               "--json").stdout)
     assert again["created"] is False and again["ref"] == "orders@1"
     changed = _orders(400, 1)
     changed.loc[3, "amount"] = None
     changed.to_csv(tmp_path / "orders-v2.csv", index=False)
-    assert _run(tmp_path, "data", "snapshot", "orders-v2.csv", "--name", "orders",
-                "--parent", "orders@1").returncode == 0
-    listed = json.loads(_run(tmp_path, "data", "list", "--json").stdout)
+    assert run_cli(tmp_path, "data", "snapshot", "orders-v2.csv", "--name", "orders",
+                   "--parent", "orders@1").returncode == 0
+    listed = json.loads(run_cli(tmp_path, "data", "list", "--json").stdout)
     assert [v["ref"] for v in listed] == ["orders@2", "orders@1"]
-    shown = json.loads(_run(tmp_path, "data", "show", "orders@1", "--json").stdout)
+    shown = json.loads(run_cli(tmp_path, "data", "show", "orders@1", "--json").stdout)
     assert shown["profile"]["columns"]["status"]["kind"] == "categorical"
-    diff = _run(tmp_path, "data", "diff", "orders@1", "orders@2")
+    diff = run_cli(tmp_path, "data", "diff", "orders@1", "orders@2")
     assert diff.returncode == 0 and "amount" in diff.stdout
     (tmp_path / "suite.yaml").write_text(SUITE)
-    good = _run(tmp_path, "data", "validate", "orders@1", "--suite", "suite.yaml")
+    good = run_cli(tmp_path, "data", "validate", "orders@1", "--suite", "suite.yaml")
     assert good.returncode == 0, good.stdout + good.stderr
-    bad = _run(tmp_path, "data", "validate", "orders@2", "--suite", "suite.yaml", "--json")
+    bad = run_cli(tmp_path, "data", "validate", "orders@2", "--suite", "suite.yaml", "--json")
     assert bad.returncode == 9
     report = json.loads(bad.stdout)
     assert {r["expectation"] for r in report["results"] if not r["passed"]} == {
         "null_rate_at_most"}
-    assert _run(tmp_path, "data", "export", "orders@1", "copy.parquet").returncode == 0
+    assert run_cli(tmp_path, "data", "export", "orders@1", "copy.parquet").returncode == 0
     assert pd.read_parquet(tmp_path / "copy.parquet").shape == (400, 4)
-    lineage = json.loads(_run(tmp_path, "lineage", "show", "dataset_snapshot:orders@2",
-                              "--upstream", "--json").stdout)
+    lineage = json.loads(run_cli(tmp_path, "lineage", "show", "dataset_snapshot:orders@2",
+                                 "--upstream", "--json").stdout)
     assert "dataset_snapshot:orders@1" in {n["id"] for n in lineage["nodes"]}
 
 
-def test_append_and_read_a_window(tmp_path: Path) -> None:
-    _run(tmp_path, "init")
+def test_append_and_read_a_window(tmp_path: Path, run_cli: InProcessCli) -> None:
+    run_cli(tmp_path, "init")
     data = _orders(120, 2)
     for index in range(3):
         data[index * 40:(index + 1) * 40].to_parquet(tmp_path / f"batch{index}.parquet")
-        appended = _run(tmp_path, "data", "append", "clicks", f"batch{index}.parquet",
-                        "--time-column", "placed_at")
+        appended = run_cli(tmp_path, "data", "append", "clicks", f"batch{index}.parquet",
+                           "--time-column", "placed_at")
         assert appended.returncode == 0, appended.stderr
-    window = _run(tmp_path, "data", "read", "clicks", "window.parquet",
-                  "--start", "2026-06-01T00:30:00+00:00", "--end", "2026-06-01T01:00:00+00:00")
+    window = run_cli(tmp_path, "data", "read", "clicks", "window.parquet",
+                     "--start", "2026-06-01T00:30:00+00:00", "--end", "2026-06-01T01:00:00+00:00")
     assert window.returncode == 0, window.stderr
     assert pd.read_parquet(tmp_path / "window.parquet")["order_id"].tolist() == list(range(30, 60))
-    last = _run(tmp_path, "data", "read", "clicks", "last.parquet", "--last", "5")
+    last = run_cli(tmp_path, "data", "read", "clicks", "last.parquet", "--last", "5")
     assert last.returncode == 0
     assert pd.read_parquet(tmp_path / "last.parquet")["order_id"].tolist() == list(range(115, 120))
 
 
-def test_bad_data_input_is_one_clear_line(tmp_path: Path) -> None:
-    _run(tmp_path, "init")
+@pytest.mark.e2e
+def test_bad_data_input_is_one_clear_line(tmp_path: Path, run_cli: InProcessCli) -> None:
+    run_cli(tmp_path, "init")
     (tmp_path / "empty.csv").write_text("")
     for args, needle in (
         (("data", "snapshot", "missing.csv", "--name", "x"), "no such file"),
@@ -106,8 +98,10 @@ def test_bad_data_input_is_one_clear_line(tmp_path: Path) -> None:
         (("data", "snapshot", "empty.csv", "--name", "bad name"), "name"),
         (("data", "show", "nothing@3"), "not found"),
     ):
-        result = _run(tmp_path, *args)
+        result = run_cli(tmp_path, *args)
         assert result.returncode not in (0, 1), (args, result.stderr)
         assert needle in result.stderr and "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert json.loads(_run(tmp_path, "data", "list", "--json").stdout) == []
+    # The console entry point exits and prints exactly so, as the shell sees it.
+    assert run_console(tmp_path, "data", "show", "nothing@3") == result
+    assert json.loads(run_cli(tmp_path, "data", "list", "--json").stdout) == []

@@ -6,56 +6,27 @@ one subprocess run proves the console entry point reaches the same state."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_runner import InProcessCli, WorkspaceCli, run_console
 
 from loopline.app import Workspace
-from loopline.cli.main import run
 from loopline.core.models import NewModelVersion
-from loopline.store import AuditFilter
-
-
-class Cli:
-    """Runs ``loopline`` in this process against one workspace, capturing its output."""
-
-    def __init__(self, ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.ws, self.db_url, self.capsys = ws, db_url, capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as done:
-            run(["--workspace", str(self.ws.root), "--db-url", self.db_url, *args])
-        captured = self.capsys.readouterr()
-        return int(done.value.code or 0), captured.out, captured.err
-
-    def json(self, *args: str) -> object:
-        code, out, err = self(*args, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-    def written(self) -> tuple[int, int]:
-        store = self.ws.store
-        return (len(store.audit.entries(AuditFilter(limit=10_000))),
-                len(store.events.read_after(0, 10_000)))
 
 
 @pytest.fixture
-def cli(ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("COLUMNS", "200")
+def cli(ws: Workspace, db_url: str, run_cli: InProcessCli) -> WorkspaceCli:
     digest = ws._blobs.put_bytes(b"a model").digest
     for _ in range(3):
         ws.models.record_version(NewModelVersion("fraud", digest, "python",
                                                  tags={"owner": "risk"}), ())
     ws.models.set_alias("fraud", "champion", 2)
-    return Cli(ws, db_url, capsys)
+    return WorkspaceCli(ws, db_url, run_cli)
 
 
-def test_create_with_arms_and_shadows_then_show_list_and_history(cli: Cli) -> None:
+def test_create_with_arms_and_shadows_then_show_list_and_history(cli: WorkspaceCli) -> None:
     code, out, err = cli("deploy", "create", "web", "--model", "models:/fraud@champion",
                          "--arm", "models:/fraud/3=30", "--shadow", "fraud/1",
                          "--shadow-percent", "20", "--sticky-key", "header:X-User-Id",
@@ -75,7 +46,7 @@ def test_create_with_arms_and_shadows_then_show_list_and_history(cli: Cli) -> No
     assert [d["name"] for d in cli.json("deploy", "list")] == ["web"]
 
 
-def test_a_canary_through_pause_resume_promote_and_a_rollback(cli: Cli) -> None:
+def test_a_canary_through_pause_resume_promote_and_a_rollback(cli: WorkspaceCli) -> None:
     assert cli("deploy", "create", "web", "--model", "fraud/1")[0] == 0
     code, out, err = cli("deploy", "canary", "web", "--model", "fraud@champion",
                          "--steps", "5,50,100", "--interval", "30s", "--min-samples", "10",
@@ -103,7 +74,7 @@ def test_a_canary_through_pause_resume_promote_and_a_rollback(cli: Cli) -> None:
                            "(models:/fraud@champion = models:/fraud/2)")
 
 
-def test_bad_input_is_refused_naming_the_option_with_its_exit_code(cli: Cli) -> None:
+def test_bad_input_is_refused_naming_the_option_with_its_exit_code(cli: WorkspaceCli) -> None:
     before = cli.written()
     for args, code, text in (
             (("create", "web", "--model", "fraud/1", "--arm", "fraud/2"), 5, "--arm"),
@@ -134,7 +105,8 @@ def test_bad_input_is_refused_naming_the_option_with_its_exit_code(cli: Cli) -> 
         assert result[0] == code and text in result[2], (args, result)
 
 
-def test_a_deploy_policy_denial_exits_9_naming_the_rule_and_writes_nothing(cli: Cli) -> None:
+def test_a_deploy_policy_denial_exits_9_naming_the_rule_and_writes_nothing(
+        cli: WorkspaceCli) -> None:
     cli.ws.policies.apply(cli.ws.actor, {"guard.yaml": textwrap.dedent("""\
         kind: gate_policy
         name: deploy-guard
@@ -153,17 +125,9 @@ def test_the_console_command_creates_and_lists_a_deployment(tmp_path: Path) -> N
     with Workspace.init(tmp_path) as ws:
         digest = ws._blobs.put_bytes(b"a model").digest
         ws.models.record_version(NewModelVersion("fraud", digest, "python"), ())
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment.update({"LOOPLINE_USER": "cli-tester", "COLUMNS": "200"})
-
-    def loopline(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "loopline", "deploy", *args],
-                              cwd=tmp_path, env=environment, capture_output=True, text=True,
-                              timeout=120, check=False)
-
-    created = loopline("create", "web", "--model", "models:/fraud/1")
+    created = run_console(tmp_path, "deploy", "create", "web", "--model", "models:/fraud/1")
     assert created.returncode == 0, created.stderr
-    listed = loopline("list", "--json")
+    listed = run_console(tmp_path, "deploy", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [(d["name"], d["updated_by"]) for d in json.loads(listed.stdout)] == [
         ("web", "cli-tester")]

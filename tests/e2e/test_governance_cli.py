@@ -9,9 +9,9 @@ import textwrap
 from typing import Any
 
 import pytest
+from cli_runner import InProcessCli, WorkspaceCli
 
 from loopline.app import Workspace
-from loopline.cli.main import run
 from loopline.core.models import NewModelVersion
 
 POLICY = textwrap.dedent("""\
@@ -43,34 +43,20 @@ def _register(ws: Workspace, name: str, recall_eu: float, tags: dict[str, Any]) 
         metrics={"recall": 0.9, "slices": {"region=EU": {"recall": recall_eu}}}), ())
 
 
-class Cli:
-    """Runs ``loopline`` in this process against one workspace, capturing its output."""
-
-    def __init__(self, ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.ws, self.db_url, self.capsys = ws, db_url, capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as done:
-            run(["--workspace", str(self.ws.root), "--db-url", self.db_url, *args])
-        captured = self.capsys.readouterr()
-        return int(done.value.code or 0), captured.out, captured.err
-
-
 @pytest.fixture
-def cli(ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> Cli:
+def cli(ws: Workspace, db_url: str, run_cli: InProcessCli) -> WorkspaceCli:
     """Three versions, two planted violations, the policy applied after they got in."""
-    monkeypatch.setenv("COLUMNS", "200")
     _register(ws, "fraud", 0.85, {"owner": "ann"})
     _register(ws, "fraud", 0.85, {"intended_use": "screening"})  # fraud/2: no owner
     _register(ws, "churn", 0.72, {"owner": "bob"})  # churn/1: in production, too low
     ws.models.set_alias("fraud", "production", 1)
     ws.models.set_alias("churn", "production", 1)
     ws.policies.apply("tester", {"p.yaml": POLICY})
-    return Cli(ws, db_url, capsys)
+    return WorkspaceCli(ws, db_url, run_cli)
 
 
-def test_report_json_prints_the_record_with_rates_and_the_failing_versions(cli: Cli) -> None:
+def test_report_json_prints_the_record_with_rates_and_the_failing_versions(
+        cli: WorkspaceCli) -> None:
     code, out, err = cli("governance", "report", "--json")
     assert code == 0, err
     record = json.loads(out)
@@ -86,7 +72,7 @@ def test_report_json_prints_the_record_with_rates_and_the_failing_versions(cli: 
                           "models:/fraud/2": [("model-card", "owner")]}
 
 
-def test_report_table_names_the_failing_versions_and_why(cli: Cli) -> None:
+def test_report_table_names_the_failing_versions_and_why(cli: WorkspaceCli) -> None:
     code, out, err = cli("governance", "report")
     assert code == 0, err
     assert "models:/churn/1" in out and "models:/fraud/2" in out
@@ -95,7 +81,7 @@ def test_report_table_names_the_failing_versions_and_why(cli: Cli) -> None:
     assert "66.7%" in out  # versions violating a policy
 
 
-def test_report_samples_with_a_seed_and_refuses_a_sample_of_zero(cli: Cli) -> None:
+def test_report_samples_with_a_seed_and_refuses_a_sample_of_zero(cli: WorkspaceCli) -> None:
     code, out, err = cli("governance", "report", "--sample", "2", "--seed", "5", "--json")
     assert code == 0, err
     first = json.loads(out)
@@ -107,8 +93,8 @@ def test_report_samples_with_a_seed_and_refuses_a_sample_of_zero(cli: Cli) -> No
 
 
 def test_report_without_a_policy_says_none_is_in_force(
-        ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        ws: Workspace, db_url: str, run_cli: InProcessCli) -> None:
     _register(ws, "fraud", 0.72, {})
-    code, out, err = Cli(ws, db_url, capsys)("governance", "report")
+    code, out, err = WorkspaceCli(ws, db_url, run_cli)("governance", "report")
     assert code == 0, err
     assert "none in force" in out and "0.0%" in out and "models:/fraud/1" in out

@@ -1,16 +1,17 @@
-"""``loopline playbooks actions|show`` end to end, in subprocesses, on a workspace where an
-alert's playbook rolled a deployment back and one step waits for approval."""
+"""``loopline playbooks actions|show`` end to end, on a workspace where an alert's playbook
+rolled a deployment back and one step waits for approval. An unknown action is refused by a
+subprocess as a user runs it; the rest runs in this process (``cli.main.run``), which runs the
+same code for a fraction of the cost (see ``cli_runner``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from cli_runner import InProcessCli, Ran, run_console
 
 from loopline.app import Workspace
 from loopline.automation import Automation, AutomationOptions, AutomationPorts
@@ -20,20 +21,15 @@ from loopline.core.models import NewModelVersion
 from loopline.core.monitoring import ActionKind, Playbook, PlaybookStep
 from loopline.store.model_registry import create_version
 
-pytestmark = pytest.mark.e2e
-
 PLAYBOOK = Playbook("respond", (
     PlaybookStep(ActionKind.ROLLBACK),
     PlaybookStep(ActionKind.NOTIFY, {"url": "https://hooks.example.com/T0/secret-path"},
                  requires_approval=True)))
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment["COLUMNS"] = "250"
-    return subprocess.run([sys.executable, "-m", "loopline", "--user", "ops", *args],
-                          cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=120, check=False)
+def _run(runner: Callable[..., Ran], cwd: Path, *args: str) -> Ran:
+    """Run ``loopline --user ops ARGS`` with no LOOPLINE_USER set."""
+    return runner(cwd, "--user", "ops", *args, user=None, env={"COLUMNS": "250"})
 
 
 @pytest.fixture
@@ -63,9 +59,10 @@ def workspace(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path, rollback
 
 
-def test_actions_lists_what_ran_and_show_explains_one(workspace: tuple[Path, str]) -> None:
+def test_actions_lists_what_ran_and_show_explains_one(
+        workspace: tuple[Path, str], run_cli: InProcessCli) -> None:
     root, rollback = workspace
-    listed = _run(root, "playbooks", "actions", "--alert", "a1", "--json")
+    listed = _run(run_cli, root, "playbooks", "actions", "--alert", "a1", "--json")
     assert listed.returncode == 0, listed.stderr
     found = json.loads(listed.stdout)
     assert [(a["step"], a["kind"], a["state"]) for a in found] == [
@@ -73,20 +70,22 @@ def test_actions_lists_what_ran_and_show_explains_one(workspace: tuple[Path, str
     assert found[0]["result"]["revision"] == 3 and found[0]["deployment"] == "web"
     assert found[1]["params"]["url"] == "https://hooks.example.com"  # never the secret path
     assert "secret-path" not in listed.stdout
-    table = _run(root, "playbooks", "actions", "--state", "awaiting_approval")
+    table = _run(run_cli, root, "playbooks", "actions", "--state", "awaiting_approval")
     assert table.returncode == 0 and "1 playbook actions" in table.stdout
     assert f"approval={found[1]['approval_id']}" in table.stdout
-    shown = _run(root, "playbooks", "show", rollback)
+    shown = _run(run_cli, root, "playbooks", "show", rollback)
     assert shown.returncode == 0, shown.stderr
     assert f"playbook action {rollback}  done" in shown.stdout
     assert "rule drift, severity critical" in shown.stdout and "revision" in shown.stdout
 
 
-def test_bad_input_exits_with_the_documented_codes(workspace: tuple[Path, str]) -> None:
+@pytest.mark.e2e
+def test_bad_input_exits_with_the_documented_codes(
+        workspace: tuple[Path, str], run_cli: InProcessCli) -> None:
     root, _ = workspace
-    unknown = _run(root, "playbooks", "show", "nope")
+    unknown = _run(run_console, root, "playbooks", "show", "nope")
     assert unknown.returncode == 3 and "playbook action 'nope' not found" in unknown.stderr
-    state = _run(root, "playbooks", "actions", "--state", "sleeping")
+    state = _run(run_cli, root, "playbooks", "actions", "--state", "sleeping")
     assert state.returncode == 5 and "invalid state" in state.stderr
-    limit = _run(root, "playbooks", "actions", "--limit", "0")
+    limit = _run(run_cli, root, "playbooks", "actions", "--limit", "0")
     assert limit.returncode == 5 and "invalid limit" in limit.stderr

@@ -1,20 +1,18 @@
 """``loopline policy``: apply (refusing a malformed file), show, and check a version against a
-policy set without writing anything. Two tests run the CLI in subprocesses; the rest call it
-in-process (``cli.main.run``) on every backend, which proves the same and costs far less."""
+policy set without writing anything. A denied check runs in a subprocess as a user runs it;
+the rest call the CLI in-process (``cli.main.run``), most on every backend, which proves the
+same and costs far less (see ``cli_runner``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_runner import InProcessCli, WorkspaceCli, run_console
 
 from loopline.app import Workspace
-from loopline.cli.main import run
 from loopline.core.models import NewModelVersion
 from loopline.store import AuditFilter
 
@@ -34,14 +32,6 @@ POLICY = textwrap.dedent("""\
     """)
 
 
-
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment.update({"LOOPLINE_USER": "cli-tester", "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "loopline", *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def _register(ws: Workspace) -> None:
     digest = ws._blobs.put_bytes(b"a model").digest
     ws.models.record_version(NewModelVersion(
@@ -56,24 +46,23 @@ def _written(root: Path) -> tuple[int, int]:
         return len(audit), len(ws.store.events.read_after(0, 10_000))
 
 
-@pytest.mark.e2e
 def test_apply_refuses_a_malformed_file_naming_file_and_line_then_applies_and_shows(
-        tmp_path: Path) -> None:
+        tmp_path: Path, run_cli: InProcessCli) -> None:
     Workspace.init(tmp_path).close()
     before = _written(tmp_path)
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "prod.yaml").write_text(POLICY.replace("fields: [owner]", "fields: []"))
-    refused = _run(tmp_path, "policy", "apply")
+    refused = run_cli(tmp_path, "policy", "apply")
     assert refused.returncode == 5, refused.stderr
     assert "prod.yaml:9: rules[0].fields" in refused.stderr
     assert _written(tmp_path) == before
 
     (policies / "prod.yaml").write_text(POLICY)
-    applied = _run(tmp_path, "policy", "apply")
+    applied = run_cli(tmp_path, "policy", "apply")
     assert applied.returncode == 0, applied.stderr
     assert "1 gate policy, 2 rules in 1 file" in applied.stdout
-    shown = json.loads(_run(tmp_path, "policy", "show", "--json").stdout)
+    shown = json.loads(run_cli(tmp_path, "policy", "show", "--json").stdout)
     assert shown["applied_by"] == "cli-tester" and shown["files"] == ["prod.yaml"]
     assert [r["id"] for r in shown["policies"][0]["rules"]] == ["card", "recall-eu"]
     assert shown["digest"][:12] in applied.stdout
@@ -88,8 +77,8 @@ def test_check_prints_the_failing_rule_exits_non_zero_and_writes_nothing(
     candidate.mkdir()
     (candidate / "prod.yaml").write_text(POLICY)
     before = _written(tmp_path)
-    checked = _run(tmp_path, "policy", "check", "models:/fraud/1", "--gate", "alias",
-                   "--target", "production", "--policies", str(candidate))
+    checked = run_console(tmp_path, "policy", "check", "models:/fraud/1", "--gate", "alias",
+                          "--target", "production", "--policies", str(candidate))
     assert checked.returncode == 9, checked.stderr
     assert "recall-eu" in checked.stdout and "FAIL" in checked.stdout
     assert "recall on slice region=EU is 0.72" in checked.stdout
@@ -101,35 +90,15 @@ def test_check_prints_the_failing_rule_exits_non_zero_and_writes_nothing(
 # -- in-process: the same CLI on every backend ---------------------------------------------------
 
 
-class Cli:
-    """Runs ``loopline`` in this process against one workspace, capturing its output."""
-
-    def __init__(self, ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.ws, self.db_url, self.capsys = ws, db_url, capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as done:
-            run(["--workspace", str(self.ws.root), "--db-url", self.db_url, *args])
-        captured = self.capsys.readouterr()
-        return int(done.value.code or 0), captured.out, captured.err
-
-    def written(self) -> tuple[int, int]:
-        store = self.ws.store
-        return (len(store.audit.entries(AuditFilter(limit=10_000))),
-                len(store.events.read_after(0, 10_000)))
-
-
 @pytest.fixture
-def cli(ws: Workspace, db_url: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("COLUMNS", "200")
+def cli(ws: Workspace, db_url: str, run_cli: InProcessCli) -> WorkspaceCli:
     (ws.root / "policies").mkdir()
     (ws.root / "policies" / "prod.yaml").write_text(POLICY)
     _register(ws)
-    return Cli(ws, db_url, capsys)
+    return WorkspaceCli(ws, db_url, run_cli)
 
 
-def test_a_dry_run_shows_the_change_and_writes_nothing(cli: Cli) -> None:
+def test_a_dry_run_shows_the_change_and_writes_nothing(cli: WorkspaceCli) -> None:
     before = cli.written()
     code, out, err = cli("policy", "apply", "--dry-run")
     assert code == 0, err
@@ -139,7 +108,7 @@ def test_a_dry_run_shows_the_change_and_writes_nothing(cli: Cli) -> None:
     assert code == 0 and "no policy set applied" in out
 
 
-def test_applying_the_same_folder_twice_writes_one_audit_entry(cli: Cli) -> None:
+def test_applying_the_same_folder_twice_writes_one_audit_entry(cli: WorkspaceCli) -> None:
     assert cli("policy", "apply")[0] == 0
     code, out, _ = cli("policy", "apply", str(cli.ws.root / "policies"))
     assert code == 0 and "nothing written" in out
@@ -151,7 +120,7 @@ def test_applying_the_same_folder_twice_writes_one_audit_entry(cli: Cli) -> None
 
 
 def test_check_against_the_applied_set_reports_every_rule_and_allows_other_targets(
-        cli: Cli) -> None:
+        cli: WorkspaceCli) -> None:
     assert cli("policy", "apply")[0] == 0
     before = cli.written()
     code, out, err = cli("policy", "check", "fraud@latest", "--gate", "alias", "--target",
@@ -167,7 +136,7 @@ def test_check_against_the_applied_set_reports_every_rule_and_allows_other_targe
     assert cli.written() == before
 
 
-def test_an_empty_folder_is_refused_naming_it_unless_allow_empty(cli: Cli) -> None:
+def test_an_empty_folder_is_refused_naming_it_unless_allow_empty(cli: WorkspaceCli) -> None:
     assert cli("policy", "apply")[0] == 0
     empty = cli.ws.root / "cleared"
     empty.mkdir()
@@ -183,7 +152,7 @@ def test_an_empty_folder_is_refused_naming_it_unless_allow_empty(cli: Cli) -> No
     assert code == 0 and "no policy governs" in out
 
 
-def test_check_refuses_an_unknown_gate_and_an_unknown_version(cli: Cli) -> None:
+def test_check_refuses_an_unknown_gate_and_an_unknown_version(cli: WorkspaceCli) -> None:
     code, _, err = cli("policy", "check", "fraud/1", "--gate", "launch")
     assert code == 5 and "--gate" in err and "alias" in err
     code, _, err = cli("policy", "check", "fraud/7", "--gate", "alias")

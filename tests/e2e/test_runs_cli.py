@@ -1,17 +1,17 @@
-"""``loopline run`` and ``loopline runs`` end to end, in subprocesses as a user runs them."""
+"""``loopline run`` and ``loopline runs`` end to end. A failed run and its resume run in
+subprocesses as a user runs them: each process imports the pipeline file afresh and the resume
+picks up what another process left. The rest run in this process (``cli.main.run``), which
+runs the same code for a fraction of the cost (see ``cli_runner``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.e2e
+from cli_runner import InProcessCli, run_console
 
 FLOW = '''
 import pathlib
@@ -37,82 +37,80 @@ def flow(n: int, label: str = "x"):
 '''
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment.update({"LOOPLINE_USER": "cli-tester", "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "loopline", *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
-def test_run_list_show_and_resume_a_pipeline_from_a_file(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+@pytest.mark.e2e
+def test_run_list_show_and_resume_a_pipeline_from_a_file(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
     (tmp_path / "fail-total").touch()
-    failed = _run(tmp_path, "run", "flow.py:flow", "--param", "n=4", "-p", "label=abc")
+    failed = run_console(tmp_path, "run", "flow.py:flow", "--param", "n=4", "-p", "label=abc")
     assert failed.returncode == 10, failed.stderr
     assert "task 'total' failed after 1 attempt: RuntimeError" in failed.stderr
-    runs = json.loads(_run(tmp_path, "runs", "list", "--json").stdout)
+    runs = json.loads(run_cli(tmp_path, "runs", "list", "--json").stdout)
     assert [(r["pipeline"], r["state"], r["parameters"]) for r in runs] == [
         ("flow", "failed", {"n": 4, "label": "abc"})]
     (tmp_path / "fail-total").unlink()
-    resumed = _run(tmp_path, "runs", "resume", runs[0]["id"], "flow.py:flow", "--json")
+    resumed = run_console(tmp_path, "runs", "resume", runs[0]["id"], "flow.py:flow", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["result"] == 6
-    shown = json.loads(_run(tmp_path, "runs", "show", runs[0]["id"], "--json").stdout)
+    shown = json.loads(run_cli(tmp_path, "runs", "show", runs[0]["id"], "--json").stdout)
     assert shown["run"]["state"] == "succeeded"
     assert {t["task_key"]: t["attempt"] for t in shown["tasks"]} == {"numbers": 1, "total": 2}
 
 
-def test_bad_parameters_and_targets_exit_5_naming_the_problem(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_bad_parameters_and_targets_exit_5_naming_the_problem(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    bad = _run(tmp_path, "run", "flow.py:flow", "--param", "n=four")
+    bad = run_cli(tmp_path, "run", "flow.py:flow", "--param", "n=four")
     assert bad.returncode == 5 and "parameters.n" in bad.stderr
-    unknown = _run(tmp_path, "run", "flow.py:flow", "-p", "n=1", "-p", "colour=red")
+    unknown = run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=1", "-p", "colour=red")
     assert unknown.returncode == 5 and "parameters.colour" in unknown.stderr
-    missing = _run(tmp_path, "run", "flow.py:nope")
+    missing = run_cli(tmp_path, "run", "flow.py:nope")
     assert missing.returncode == 5 and "no @pipeline named 'nope'" in missing.stderr
-    assert _run(tmp_path, "runs", "show", "0" * 32).returncode == 3
+    assert run_cli(tmp_path, "runs", "show", "0" * 32).returncode == 3
 
 
-def test_runs_logs_show_each_attempt_with_its_error_and_traceback(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_runs_logs_show_each_attempt_with_its_error_and_traceback(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
     (tmp_path / "fail-total").touch()
-    assert _run(tmp_path, "run", "flow.py:flow", "-p", "n=3").returncode == 10
-    run_id = json.loads(_run(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
-    logs = _run(tmp_path, "runs", "logs", run_id, "--task", "total")
+    assert run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=3").returncode == 10
+    run_id = json.loads(run_cli(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
+    logs = run_cli(tmp_path, "runs", "logs", run_id, "--task", "total")
     assert logs.returncode == 0, logs.stderr
     assert "== total attempt 1: failed" in logs.stdout
     assert "RuntimeError: total was told to fail" in logs.stdout
     assert 'in total' in logs.stdout  # the traceback names the task's function
-    every = json.loads(_run(tmp_path, "runs", "logs", run_id, "--json").stdout)
+    every = json.loads(run_cli(tmp_path, "runs", "logs", run_id, "--json").stdout)
     assert set(every) == {"numbers", "total"} and every["numbers"][0]["state"] == "succeeded"
-    missing = _run(tmp_path, "runs", "logs", run_id, "--task", "nope")
+    missing = run_cli(tmp_path, "runs", "logs", run_id, "--task", "nope")
     assert missing.returncode != 0 and "--task" in missing.stderr
 
 
-def test_a_finished_or_unknown_run_cannot_be_cancelled(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_a_finished_or_unknown_run_cannot_be_cancelled(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    assert _run(tmp_path, "run", "flow.py:flow", "-p", "n=2").returncode == 0
-    run_id = json.loads(_run(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
-    finished = _run(tmp_path, "runs", "cancel", run_id)
+    assert run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=2").returncode == 0
+    run_id = json.loads(run_cli(tmp_path, "runs", "list", "--json").stdout)[0]["id"]
+    finished = run_cli(tmp_path, "runs", "cancel", run_id)
     assert finished.returncode != 0 and "cancelled" in finished.stderr
-    unknown = _run(tmp_path, "runs", "cancel", "0" * 32)
+    unknown = run_cli(tmp_path, "runs", "cancel", "0" * 32)
     assert unknown.returncode != 0 and "not found" in unknown.stderr.lower()
 
 
 def test_no_cache_runs_every_task_again_and_the_process_executor_runs_a_file(
-        tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    first = _run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json")
+    first = run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json")
     assert first.returncode == 0, first.stderr
-    cached = json.loads(_run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json").stdout)
+    cached = json.loads(run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--json").stdout)
     assert {t["state"] for t in cached["tasks"]} == {"cached"}
-    fresh = _run(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--no-cache", "--json",
-                 "--executor", "process", "--max-workers", "2")
+    fresh = run_cli(tmp_path, "run", "flow.py:flow", "-p", "n=5", "--no-cache", "--json",
+                    "--executor", "process", "--max-workers", "2")
     assert fresh.returncode == 0, fresh.stderr
     report = json.loads(fresh.stdout)
     assert report["result"] == 10
@@ -147,17 +145,18 @@ print("trained on", pathlib.Path(sys.argv[1], "data.txt").read_text())
 """
 
 
-def test_a_pipeline_file_of_commands_runs_and_its_output_is_in_the_logs(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_a_pipeline_file_of_commands_runs_and_its_output_is_in_the_logs(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     python = sys.executable.replace("\\", "/")
     (tmp_path / "pipeline.toml").write_text(PIPELINE_TOML.replace("{python}", python))
     (tmp_path / "prepare.py").write_text(PREPARE)
     (tmp_path / "train.py").write_text(TRAIN)
-    ran = _run(tmp_path, "run", "pipeline.toml", "-p", "rows=4", "--json")
+    ran = run_cli(tmp_path, "run", "pipeline.toml", "-p", "rows=4", "--json")
     assert ran.returncode == 0, ran.stderr
     run_id = json.loads(ran.stdout)["run"]["id"]
-    logs = _run(tmp_path, "runs", "logs", run_id)
+    logs = run_cli(tmp_path, "runs", "logs", run_id)
     assert "prepared 4" in logs.stdout
     assert "trained on [0, 1, 2, 3]" in logs.stdout
-    wrong = _run(tmp_path, "run", "pipeline.toml", "-p", "rows=many")
+    wrong = run_cli(tmp_path, "run", "pipeline.toml", "-p", "rows=many")
     assert wrong.returncode != 0 and "rows" in wrong.stderr

@@ -1,20 +1,18 @@
-"""``loopline scheduler`` end to end, in subprocesses as a user runs it."""
+"""``loopline scheduler`` end to end. ``--once`` failing with exit 10 runs in subprocesses as a
+user runs it; the rest in this process (``cli.main.run``), which runs the same code for a
+fraction of the cost (see ``cli_runner``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import InProcessCli, run_console
 
 from loopline.app import Workspace
-
-pytestmark = pytest.mark.e2e
 
 FLOW = '''
 from loopline import pipeline, task
@@ -41,65 +39,62 @@ def unscheduled(n: int = 1):
 '''
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    environment.update({"LOOPLINE_USER": "cli-tester", "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "loopline", *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def _emit(root: Path, **payload: Any) -> None:
     with Workspace.open(root) as workspace, workspace.store.write("uploader") as uow:
         uow.emit("custom.data_arrived", "bucket:raw", payload)
 
 
-def _runs(root: Path) -> list[dict[str, Any]]:
-    listed = _run(root, "runs", "list", "--json")
+def _runs(root: Path, run_cli: InProcessCli) -> list[dict[str, Any]]:
+    listed = run_cli(root, "runs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     return list(json.loads(listed.stdout))
 
 
-def test_scheduler_once_runs_a_due_event_trigger_once(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_scheduler_once_runs_a_due_event_trigger_once(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    first = _run(tmp_path, "scheduler", "flow.py", "--once")  # first start: from the log's end
+    first = run_cli(tmp_path, "scheduler", "flow.py", "--once")  # first start: from the log's end
     assert first.returncode == 0, first.stderr
     assert "refresh/arrival" in first.stdout and "refresh/default" in first.stdout
     assert "nothing was due" in first.stdout
 
     _emit(tmp_path, source="s3", rows=4)
     _emit(tmp_path, source="laptop", rows=9)  # filtered out by where=
-    fired = _run(tmp_path, "scheduler", "flow.py", "--once")
+    fired = run_cli(tmp_path, "scheduler", "flow.py", "--once")
     assert fired.returncode == 0, fired.stderr
     assert fired.stdout.count("started run") == 1
     assert "1 scheduled runs succeeded" in fired.stdout
-    runs = _runs(tmp_path)
+    runs = _runs(tmp_path, run_cli)
     assert [(r["pipeline"], r["state"], r["parameters"], r["trigger"]["name"]) for r in runs] \
         == [("refresh", "succeeded", {"n": 4}, "refresh/arrival")]
 
-    again = _run(tmp_path, "scheduler", "flow.py", "--once")
+    again = run_cli(tmp_path, "scheduler", "flow.py", "--once")
     assert again.returncode == 0 and "nothing was due" in again.stdout
-    assert len(_runs(tmp_path)) == 1
+    assert len(_runs(tmp_path, run_cli)) == 1
 
 
-def test_scheduler_once_exits_10_when_a_run_fails_or_cannot_start(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+@pytest.mark.e2e
+def test_scheduler_once_exits_10_when_a_run_fails_or_cannot_start(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    assert _run(tmp_path, "scheduler", "flow.py", "--once").returncode == 0
+    assert run_cli(tmp_path, "scheduler", "flow.py", "--once").returncode == 0
     _emit(tmp_path, source="s3", rows=-1)  # the task raises
     _emit(tmp_path, source="s3")  # no "rows": the trigger cannot start a run
-    failed = _run(tmp_path, "scheduler", "flow.py:refresh", "--once")
+    failed = run_console(tmp_path, "scheduler", "flow.py:refresh", "--once")
     assert failed.returncode == 10, failed.stderr
     assert "2 of 2 scheduled runs did not succeed" in failed.stderr
     assert "has no value at 'rows'" in failed.stderr
-    assert {r["state"] for r in _runs(tmp_path)} == {"failed"}
+    assert {r["state"] for r in _runs(tmp_path, run_cli)} == {"failed"}
 
 
-def test_scheduler_refuses_files_without_scheduled_pipelines(tmp_path: Path) -> None:
-    assert _run(tmp_path, "init").returncode == 0
+def test_scheduler_refuses_files_without_scheduled_pipelines(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
-    unscheduled = _run(tmp_path, "scheduler", "flow.py:unscheduled", "--once")
+    unscheduled = run_cli(tmp_path, "scheduler", "flow.py:unscheduled", "--once")
     assert unscheduled.returncode == 5
     assert "has a schedule or a trigger" in unscheduled.stderr
-    missing = _run(tmp_path, "scheduler", "nope.py", "--once")
+    missing = run_cli(tmp_path, "scheduler", "nope.py", "--once")
     assert missing.returncode == 5 and "nope.py" in missing.stderr

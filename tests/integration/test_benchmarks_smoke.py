@@ -82,11 +82,11 @@ WALKS = ("upstream_random", "downstream_random", "upstream_from_predictions",
          "downstream_from_sources")
 
 
-def _run_script(name: str, tmp_path: Path) -> dict[str, Any]:
+def _run_script(name: str, tmp_path: Path, *options: str) -> dict[str, Any]:
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith("LOOPLINE_") or k == POSTGRES_ENV}
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), "--quick", "--tmpdir", str(tmp_path)],
+        [sys.executable, str(BENCHMARKS / name), "--quick", "--tmpdir", str(tmp_path), *options],
         env=environment, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
@@ -312,8 +312,14 @@ def _check_swap(swap: dict[str, Any], versions: int) -> None:
     assert all(ms is not None and ms > 0 for ms in swap["replace_to_first_answer_ms"])
 
 
+# Shorter than --quick: every run, server and swap still happens, on a smaller forest.
+SERVING_SMOKE = ("--open-seconds", "0.3", "--closed-seconds", "0.2", "--swaps", "1",
+                 "--trees", "5")
+
+
 def test_quick_serving_benchmark_prints_one_json_report(tmp_path: Path) -> None:
-    report = _run_script("serving.py", tmp_path)
+    report = _run_script("serving.py", tmp_path, *SERVING_SMOKE)
+    assert report["settings"]["swaps"] == 1 and report["settings"]["trees"] == 5
     assert report["machine"]["uvicorn"] and "SQLite" in report["store"]
     rate = report["settings"]["rate"]
     floor = report["in_process"]
