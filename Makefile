@@ -44,6 +44,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/governance.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/monitoring.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -262,3 +262,9 @@ def test_profiler_holds_no_batches_while_streaming_many() -> None:
         peak = max(peak, pa.total_allocated_bytes() - baseline)
     assert profiler.result().rows == 50 * batch_rows
     assert peak < 2 * batch_rows * 8  # never more than about one batch's column alive
+
+
+def test_a_sum_overflowing_on_both_signs_is_not_an_error() -> None:
+    values = [1e308] * 100 + [-1e308] * 100  # pairwise summation meets inf + -inf
+    column = profile_table(pa.table({"x": values})).column("x")
+    assert column.count == 200 and column.min == -1e308 and column.max == 1e308

@@ -83,7 +83,8 @@ def _numeric(name: str, present: Any, nulls: int, options: ProfileOptions) -> Co
         finite = data
         if finite.size:
             low, high = int(finite.min()), int(finite.max())
-    with np.errstate(over="ignore"):  # a sum past float range is inf, not an error
+    # a sum past float range is inf (or NaN when both signs overflow), not an error
+    with np.errstate(over="ignore", invalid="ignore"):
         total = float(np.sum(finite, dtype=np.float64))
     return ColumnProfile(
         name, Family.NUMERIC, count=int(data.size), nulls=nulls, nan_count=nan_count,

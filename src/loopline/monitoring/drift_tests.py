@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats  # type: ignore[import-untyped]
-from scipy.spatial import distance  # type: ignore[import-untyped]
+from scipy import stats
+from scipy.spatial import distance
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.sketches import CategoryCounter, QuantileSketch, stable_hash
