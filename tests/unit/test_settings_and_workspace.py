@@ -48,6 +48,7 @@ def test_remote_locations_are_kept_as_given(tmp_path: Path) -> None:
     ("colour = 'blue'\n", "colour"),
     ("ray_address = [1, 2]\n", "ray_address"),
     ("user = \n", "cannot parse"),
+    ("webhook_secret = 'short'\n", "webhook_secret.*16 characters"),
 ])
 def test_bad_settings_files_are_refused_naming_the_problem(
         tmp_path: Path, text: str, needle: str) -> None:

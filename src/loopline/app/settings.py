@@ -23,6 +23,7 @@ from loopline.core.errors import ConfigurationError, InvalidArgumentError
 from loopline.pipelines.faults import parse_faults
 
 WORKSPACE_DIRNAME = ".loopline"
+MIN_WEBHOOK_SECRET = 16
 CONFIG_FILENAME = "loopline.toml"
 DB_FILENAME = "loopline.db"
 ARTIFACTS_DIRNAME = "artifacts"
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     user: str | None = None
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
+    webhook_secret: SecretStr | None = None  # signs playbook notify webhooks (HMAC-SHA256)
     ray_address: str | None = None
     executor: Literal["thread", "process", "ray"] = "thread"  # where pipeline tasks run
     max_workers: int = Field(default=4, ge=1, le=256)  # tasks of one run at a time
@@ -52,6 +54,13 @@ class Settings(BaseSettings):
                 parse_faults(value)
             except InvalidArgumentError as exc:
                 raise ValueError(exc.problem) from exc
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_SECRET:
+            raise ValueError(f"must be at least {MIN_WEBHOOK_SECRET} characters")
         return value
 
     @field_validator("user")

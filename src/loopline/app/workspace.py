@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,13 @@ from loopline.app.settings import (
     resolve_paths,
 )
 from loopline.artifacts import ContentAddressedStore, Keyring
+from loopline.automation.log import ActionLog
+from loopline.automation.ports import AutomationOptions, AutomationPorts, RunExecutor
+from loopline.automation.service import Automation, pipelines_by_name
 from loopline.core.clock import Clock
 from loopline.core.errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
+from loopline.core.monitoring import Playbook
 from loopline.core.validation import ValidationReport
 from loopline.data.lineage import LineageService
 from loopline.data.partitions import PartitionService
@@ -46,7 +51,11 @@ from loopline.governance.policy_sets import PolicySets
 from loopline.governance.report import ReportBuilder
 from loopline.governance.retention import RetentionService
 from loopline.loop import Dispatcher
-from loopline.pipelines import Runner, RunnerOptions
+from loopline.monitoring.config_store import MonitorConfigs
+from loopline.monitoring.evaluator import Evaluator
+from loopline.monitoring.references import ReferenceProfiles
+from loopline.monitoring.signals import SignalMeasurer
+from loopline.pipelines import PipelineDefinition, Runner, RunnerOptions
 from loopline.pipelines.faults import FaultInjector, parse_faults
 from loopline.registry.service import ModelRegistry
 from loopline.store import MetadataStore
@@ -103,6 +112,7 @@ class Workspace:
             authorizer=self.access)
         self.pipelines = Runner(store, blobs, self._runner_options)
         self._wire_governance(store, blobs)
+        self._wire_monitoring(store, blobs)
 
     def _wire_governance(self, store: MetadataStore, blobs: ContentAddressedStore) -> None:
         """Build the governance services and the gate every registry change goes through."""
@@ -121,6 +131,35 @@ class Workspace:
         self.legal_holds = LegalHolds(store, self.access, self.actor)
         self.governance_report = ReportBuilder(store, self.facts, self.policies.active,
                                                store.clock)
+
+    def _wire_monitoring(self, store: MetadataStore, blobs: ContentAddressedStore) -> None:
+        """Build the monitoring services: references, configs, the evaluator, actions."""
+        self.references = ReferenceProfiles(store, blobs)
+        self.monitor_configs = MonitorConfigs(store, self.access)
+        self.evaluator = Evaluator(
+            store, SignalMeasurer(self.predictions, self.references, store), store.clock,
+            actor=self.actor, authorizer=self.access)
+        self.playbook_actions = ActionLog(store)
+
+    def automation(self, pipelines: Sequence[PipelineDefinition] = (),
+                   execute: RunExecutor | None = None) -> Automation:
+        """Return the playbook automation over this workspace's services.
+
+        ``pipelines`` are what ``retrain`` steps may start; ``execute`` runs a started run
+        (None: the scheduler executes it as any triggered run). Playbooks are read from the
+        monitoring config in force when an action runs. The caller closes it.
+        """
+        secret = self.settings.webhook_secret
+        options = AutomationOptions(
+            actor=self.actor, webhook_secret=secret.get_secret_value() if secret else None)
+        ports = AutomationPorts(self.store, self.deployments, self.models, self.approvals,
+                                self.gate, self.pipelines)
+        return Automation(ports, self._playbook, pipelines_by_name(pipelines), execute,
+                          options)
+
+    def _playbook(self, name: str) -> Playbook | None:
+        applied = self.monitor_configs.current()
+        return None if applied is None else applied.config.playbooks.get(name)
 
     def runner(self, **options: Any) -> Runner:
         """Return a runner with some ``RunnerOptions`` changed (``executor``, ``cache`` ...).

@@ -76,7 +76,7 @@ def request(  # noqa: PLR0913 - one parameter per flag is how typer declares the
         help="models:/NAME/VERSION, or models:/NAME@ALIAS for the version it points at.")],
     gate: Annotated[str, typer.Option(
         help="The governed action: register, alias, delete_alias, status, trust, deploy, "
-             "rollout_step.")],
+             "rollout_step, playbook_action.")],
     reason: Annotated[str, typer.Option(help="Why the action should be approved.")],
     target: Annotated[str | None, typer.Option(
         help="What the action moves to: an alias, a status or a stage.")] = None,

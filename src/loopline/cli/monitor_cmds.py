@@ -22,7 +22,6 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from loopline.app import Workspace
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, err_console, success, table
 from loopline.cli.workspace_cmds import JsonFlag
@@ -36,11 +35,8 @@ from loopline.core.monitoring import (
     MonitorConfig,
 )
 from loopline.governance.policy_yaml import MAX_FILE_BYTES, SourceDocument, read_documents
-from loopline.monitoring.config_store import AppliedConfig, MonitorConfigs, summary
+from loopline.monitoring.config_store import AppliedConfig, summary
 from loopline.monitoring.config_yaml import format_duration, parse_config
-from loopline.monitoring.evaluator import Evaluator
-from loopline.monitoring.references import ReferenceProfiles
-from loopline.monitoring.signals import SignalMeasurer
 
 app = typer.Typer(help="Monitoring: alert rules over drift, quality and health; alerts.",
                   no_args_is_help=True)
@@ -84,12 +80,6 @@ def read_config_file(path: Path) -> SourceDocument:
     return documents[0]
 
 
-def _evaluator(ws: Workspace) -> Evaluator:
-    measurer = SignalMeasurer(ws.predictions, ReferenceProfiles(ws.store, ws.artifacts.blobs),
-                              ws.store)
-    return Evaluator(ws.store, measurer, ws.store.clock, actor=ws.actor, authorizer=ws.access)
-
-
 def _counts(config: MonitorConfig) -> str:
     facts = summary(config)
     return ", ".join(f"{facts[key]} {key if facts[key] != 1 else key[:-1]}"
@@ -110,7 +100,7 @@ def apply(
         console.print(f"monitoring config {config.digest[:12]} is valid: {_counts(config)}")
         return
     with open_workspace(ctx) as ws:
-        applied = MonitorConfigs(ws.store, ws.access).apply(
+        applied = ws.monitor_configs.apply(
             ws.actor, document.data, source=file.name, where=document.where)
     for warning in applied.warnings:
         err_console.print(Text.assemble(("warning: ", "yellow"), warning))
@@ -163,7 +153,7 @@ def _show_config(applied: AppliedConfig) -> None:
 def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the monitoring config in force: its rules, playbooks, slices and drift settings."""
     with open_workspace(ctx) as ws:
-        applied = MonitorConfigs(ws.store, ws.access).current()
+        applied = ws.monitor_configs.current()
     if applied is None:
         if as_json:
             emit_json(None)
@@ -230,11 +220,11 @@ def run(
 ) -> None:
     """Evaluate every rule of the config in force once, and show what each saw."""
     with open_workspace(ctx) as ws:
-        applied = MonitorConfigs(ws.store, ws.access).current()
+        applied = ws.monitor_configs.current()
         if applied is None:
             raise InvalidArgumentError("monitoring config", "none is applied; run `loopline "
                                                             "monitor apply FILE` first")
-        evaluator = _evaluator(ws)
+        evaluator = ws.evaluator
         evaluations = evaluator.run(applied.config, deployments or None)
         opened = {a.id for a in evaluator.records.alerts(state=AlertState.FIRING, limit=1000)
                   if a.evaluation_id in {e.id for e in evaluations}}
@@ -260,7 +250,7 @@ def evaluations(
 ) -> None:
     """List stored evaluations, newest window first."""
     with open_workspace(ctx) as ws:
-        configs = MonitorConfigs(ws.store, ws.access)
+        configs = ws.monitor_configs
         found = configs.records.evaluations(rule=rule, deployment=deployment, limit=limit)
         applied = configs.current()
     if as_json:
@@ -282,7 +272,7 @@ def alerts(
 ) -> None:
     """List alerts, newest first."""
     with open_workspace(ctx) as ws:
-        found = MonitorConfigs(ws.store, ws.access).records.alerts(state, deployment, limit)
+        found = ws.monitor_configs.records.alerts(state, deployment, limit)
     if as_json:
         emit_json(found)
         return
@@ -306,7 +296,7 @@ def rerun(
 ) -> None:
     """Measure a stored evaluation again from its stored rule and window (writes nothing)."""
     with open_workspace(ctx) as ws:
-        again = _evaluator(ws).rerun(evaluation_id)
+        again = ws.evaluator.rerun(evaluation_id)
     stored = again.evaluation
     if as_json:
         emit_json({"evaluation": stored, "value": again.value, "samples": again.samples,

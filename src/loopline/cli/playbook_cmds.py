@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.automation import ActionLog
 from loopline.automation.log import MAX_LIST
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, emit_json, table
@@ -75,7 +74,7 @@ def actions(
 ) -> None:
     """List playbook actions, newest first (an alert's in step order)."""
     with open_workspace(ctx) as workspace:
-        found = ActionLog(workspace.store).list(alert, state, limit)
+        found = workspace.playbook_actions.list(alert, state, limit)
     if as_json:
         emit_json([_record(action) for action in found])
         return
@@ -95,7 +94,7 @@ def show(
 ) -> None:
     """Show one action: its alert, step, parameters, approval and result."""
     with open_workspace(ctx) as workspace:
-        found = ActionLog(workspace.store).get(action_id)
+        found = workspace.playbook_actions.get(action_id)
     record = _record(found)
     if as_json:
         emit_json(record)

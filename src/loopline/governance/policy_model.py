@@ -59,7 +59,8 @@ _METRIC_NAME_PATTERN = re.compile(rf"^{_METRIC_NAME}$")
 TARGETLESS_GATES: tuple[GateAction, ...] = (GateAction.REGISTER, GateAction.TRUST)
 # Gates whose targets are names (an alias, a deployment stage), not model statuses.
 NAMED_TARGET_GATES: tuple[GateAction, ...] = (GateAction.ALIAS, GateAction.DELETE_ALIAS,
-                                              GateAction.DEPLOY, GateAction.ROLLOUT_STEP)
+                                              GateAction.DEPLOY, GateAction.ROLLOUT_STEP,
+                                              GateAction.PLAYBOOK_ACTION)
 # An approval request needs an existing version; a registration has none yet.
 APPROVAL_GATES: tuple[GateAction, ...] = tuple(
     gate for gate in GateAction if gate != GateAction.REGISTER)
