@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,11 @@ import pytest
 from cli_runner import InProcessCli, run_console
 
 from loopline.app import Workspace
+from loopline.core.deployments import Route, Strategy
+from loopline.core.models import NewModelVersion
+from loopline.data.quantile_sketch import QuantileSketch
+from loopline.data.serving_windows import grid_floor
+from loopline.store.serving_stats import StatsRow, add_stats
 
 FLOW = '''
 from loopline import pipeline, task
@@ -89,12 +95,57 @@ def test_scheduler_once_exits_10_when_a_run_fails_or_cannot_start(
     assert {r["state"] for r in _runs(tmp_path, run_cli)} == {"failed"}
 
 
-def test_scheduler_refuses_files_without_scheduled_pipelines(
+def test_unscheduled_pipelines_are_kept_for_playbooks_and_a_missing_file_is_refused(
         tmp_path: Path, run_cli: InProcessCli) -> None:
     assert run_cli(tmp_path, "init").returncode == 0
     (tmp_path / "flow.py").write_text(textwrap.dedent(FLOW))
     unscheduled = run_cli(tmp_path, "scheduler", "flow.py:unscheduled", "--once")
-    assert unscheduled.returncode == 5
-    assert "has a schedule or a trigger" in unscheduled.stderr
+    assert unscheduled.returncode == 0, unscheduled.stderr
+    assert "nothing was due" in unscheduled.stdout
+    alone = run_cli(tmp_path, "scheduler", "--once")  # canaries, monitoring, playbooks only
+    assert alone.returncode == 0, alone.stderr
     missing = run_cli(tmp_path, "scheduler", "nope.py", "--once")
     assert missing.returncode == 5 and "nope.py" in missing.stderr
+
+
+MONITORING = """
+playbooks:
+  tell:
+    steps:
+      - action: notify
+        message: error rate up
+rules:
+  - name: errors-up
+    signal: error_rate
+    deployment: web
+    window: 10m
+    threshold: 0.2
+    min_samples: 10
+    for: 1
+    severity: critical
+    playbook: tell
+"""
+
+
+def test_a_scheduler_round_evaluates_rules_hands_the_alert_over_and_runs_its_playbook(
+        tmp_path: Path, run_cli: InProcessCli) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
+    with Workspace.open(tmp_path) as ws:
+        digest = ws.artifacts.blobs.put_bytes(b"a model").digest
+        ws.models.record_version(NewModelVersion("fraud", digest, "python"), ())
+        ws.deployments.create("web", [Route("fraud", 1, 100.0)], Strategy.REPLACE)
+        bucket = grid_floor(datetime.now(UTC) - timedelta(minutes=2), timedelta(seconds=10))
+        add_stats(ws.store, [StatsRow("web", "models:/fraud/1", "i-1", bucket, 40, 20,
+                                      QuantileSketch.of([5.0] * 40).to_dict())])
+    (tmp_path / "monitor.yaml").write_text(MONITORING)
+    assert run_cli(tmp_path, "monitor", "apply", "monitor.yaml").returncode == 0
+    ran = run_cli(tmp_path, "scheduler", "--once")
+    assert ran.returncode == 0, ran.stderr
+    alerts = json.loads(run_cli(tmp_path, "monitor", "alerts", "--json").stdout)
+    assert [(a["rule"], a["state"]) for a in alerts] == [("errors-up", "firing")]
+    actions = json.loads(run_cli(tmp_path, "playbooks", "actions", "--json").stdout)
+    assert [(a["kind"], a["state"], a["alert_id"]) for a in actions] == [
+        ("notify", "done", alerts[0]["id"])]
+    again = run_cli(tmp_path, "scheduler", "--once")  # the same minute: nothing new
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(run_cli(tmp_path, "playbooks", "actions", "--json").stdout)) == 1

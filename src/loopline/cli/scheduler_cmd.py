@@ -1,35 +1,49 @@
-"""``loopline scheduler FILE.py ...``: start runs from the pipelines' schedules and triggers.
+"""``loopline scheduler [FILE.py ...]``: the loop's clock — runs, canaries, monitoring, playbooks.
 
 Every ``@pipeline`` in the files that has a schedule or a trigger is scheduled
-(``FILE.py:PIPELINE`` picks one). Without ``--once`` it runs until interrupted (Ctrl-C or
-SIGTERM stop it; runs already started finish first). ``--once`` fires what is due now, reads
-the new events once, waits for the runs it started and exits (10 when one failed).
-Each round also judges the canaries of rolling-out deployments (as ``loopline rollouts run``).
+(``FILE.py:PIPELINE`` picks one); every pipeline named or found there is also one a playbook's
+``retrain`` step may start. Without ``--once`` it runs until interrupted (Ctrl-C or SIGTERM
+stop it; runs already started finish first). ``--once`` fires what is due now, reads the new
+events once, waits for the runs it started and exits (10 when one failed).
+
+Each round also does the scheduler's duties, in this order: judge the canaries of
+rolling-out deployments (as ``loopline rollouts run``), evaluate the monitoring rules in
+force (at most once a minute, as ``loopline monitor run``), hand new alerts to the playbook
+automation (a dispatcher subscription, ``automation``, with a durable cursor), and advance
+playbook actions (their retrain runs execute on this scheduler's pool).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from loopline.app import Workspace
+from loopline.automation.service import Automation
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, success, table
 from loopline.cli.runs_cmds import load_pipeline
 from loopline.cli.user_code import import_user_file
-from loopline.core.errors import InvalidArgumentError, UserCodeError
+from loopline.core.errors import UserCodeError
+from loopline.core.events import EventType
 from loopline.core.runs import RunState
+from loopline.loop import Dispatcher
 from loopline.loop.rollout import RolloutController
 from loopline.loop.scheduler import Duty, Scheduler
+from loopline.monitoring.evaluator import evaluate_in_force
 from loopline.pipelines import PipelineDefinition
 
-Files = Annotated[list[str], typer.Argument(
-    metavar="FILE.py",
-    help="FILE.py (its scheduled @pipelines) or FILE.py:PIPELINE; several may be given.")]
+Files = Annotated[list[str] | None, typer.Argument(
+    metavar="[FILE.py]...",
+    help="FILE.py (its @pipelines) or FILE.py:PIPELINE; several may be given. Scheduled ones "
+         "are scheduled; all may be started by a playbook's retrain step.")]
+MONITOR_EVERY = timedelta(minutes=1)
 
 
 def _import_file(text: str) -> list[PipelineDefinition]:
@@ -44,23 +58,28 @@ def _import_file(text: str) -> list[PipelineDefinition]:
 
 
 def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
-    """Return the pipelines with a schedule or a trigger in ``files`` (each once).
+    """Return the pipelines named in ``files``, or all of each file's (each once).
 
     Raises:
-        InvalidArgumentError: when a file or pipeline is missing, or none is scheduled.
+        InvalidArgumentError: when a file or pipeline is missing.
         UserCodeError: when importing a file raises.
     """
     found: dict[int, PipelineDefinition] = {}
     for text in files:
-        if text.rpartition(":")[0].endswith(".py"):
-            chosen = [load_pipeline(text)]
-        else:
-            chosen = [p for p in _import_file(text) if p.schedules or p.triggers]
+        chosen = [load_pipeline(text)] if text.rpartition(":")[0].endswith(".py") \
+            else _import_file(text)
         found.update((id(p), p) for p in chosen)
-    if not any(p.schedules or p.triggers for p in found.values()):
-        raise InvalidArgumentError("FILE", f"no @pipeline in {', '.join(files)} has a "
-                                           "schedule or a trigger")
     return list(found.values())
+
+
+def _add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
+                     dispatcher: Dispatcher) -> None:
+    """Add monitoring, alert hand-over and playbook actions to the scheduler's round."""
+    dispatcher.subscribe("automation", automation.handle, {EventType.ALERT_FIRED})
+    scheduler.add_duty(Duty("monitoring", lambda: evaluate_in_force(
+        workspace.evaluator, workspace.monitor_configs), MONITOR_EVERY))
+    scheduler.add_duty(Duty("alerts", dispatcher.run_once))
+    scheduler.add_duty(Duty("playbooks", automation.tick))
 
 
 def _show_duties(scheduler: Scheduler) -> None:
@@ -110,7 +129,7 @@ def _serve(workspace: Workspace, scheduler: Scheduler, interval: float) -> None:
 
 def scheduler(
     ctx: typer.Context,
-    files: Files,
+    files: Files = None,
     once: Annotated[bool, typer.Option(
         "--once", help="Fire what is due, read new events once, wait for the runs, exit.")
     ] = False,
@@ -119,12 +138,15 @@ def scheduler(
     max_runs: Annotated[int, typer.Option(
         "--max-runs", min=1, max=256, help="Runs executing at once.")] = 4,
 ) -> None:
-    """Start runs from the schedules and event triggers of the pipelines in FILE.py."""
-    pipelines = load_scheduled(files)
+    """Run schedules and triggers, judge canaries, evaluate monitoring, run playbooks."""
+    pipelines = load_scheduled(files or [])
     with open_workspace(ctx) as workspace, Scheduler(
             workspace.store, workspace.pipelines, pipelines, max_concurrent_runs=max_runs,
             duties=[Duty("rollouts", RolloutController(workspace.store,
-                                                       workspace.deployments).tick)]) as running:
+                                                       workspace.deployments).tick)]) as running, \
+            closing(workspace.automation(pipelines, running.execute)) as automation, \
+            workspace.dispatcher() as dispatcher:
+        _add_loop_duties(workspace, running, automation, dispatcher)
         _show_duties(running)
         if not once:
             _serve(workspace, running, interval)

@@ -23,7 +23,7 @@ from loopline.core.ports import EventSource
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Event], None]
+Handler = Callable[[Event], object]  # what a handler returns is ignored
 
 
 @dataclass(frozen=True, slots=True)

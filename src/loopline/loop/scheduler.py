@@ -194,6 +194,20 @@ class Scheduler:
         self._tick_duties()
         return self._submit(started)
 
+    def add_duty(self, duty: Duty) -> None:
+        """Tick ``duty`` from the next tick on, after the duties given before it.
+
+        Raises:
+            InvalidArgumentError: when a duty of that name is there already.
+        """
+        if any(existing.name == duty.name for existing in self._duties):
+            raise InvalidArgumentError("duties", f"{duty.name!r} is there already")
+        self._duties += (duty,)
+
+    def execute(self, pipeline: PipelineDefinition, run: PipelineRun) -> None:
+        """Execute ``run`` (recorded pending, e.g. by a playbook) on this scheduler's pool."""
+        self._submit([_Start(pipeline, run)])
+
     def _tick_duties(self) -> None:
         """Tick each duty whose period has passed; a failure waits for the next tick."""
         now = self._store.clock.now()
@@ -337,12 +351,15 @@ class Scheduler:
         for start in starts:
             if start.run.state is not RunState.PENDING:
                 continue  # recorded failed: it could not start
+            with self._lock:
+                if start.run.id in self._queued:
+                    continue  # queued here already (a sweep and a playbook both saw it)
+                self._queued.add(start.run.id)
             log.info("run %s of %s started by %s", start.run.id, start.pipeline.name,
                      start.run.trigger.key if start.run.trigger else "?")
             future = self._pool.submit(self._execute, start.pipeline, start.run.id, recovered)
             with self._lock:
                 self._in_flight.add(future)
-                self._queued.add(start.run.id)
             future.add_done_callback(self._forget)
         return [start.run.id for start in starts]
 
