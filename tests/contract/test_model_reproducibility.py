@@ -274,6 +274,22 @@ def test_export_then_import_into_another_workspace_verifies_there(
                                   logistic.predict(X))
 
 
+def test_a_reference_profile_travels_in_the_bundle_and_reads_back_after_import(
+        ws: Workspace, other: Workspace, logistic: LogisticRegression, iris: Any,
+        tmp_path: Path) -> None:
+    X, _ = iris
+    source = ws.models.register(logistic, "iris", input_example=X, reference=X)
+    path = tmp_path / "iris.llbundle"
+    ws.models.export("iris/1", path)
+    with zipfile.ZipFile(path) as archive:
+        assert "reference/profile.json" in archive.namelist()
+    copy = other.models.import_bundle(path).version
+    assert copy.extra["reference_profile"] == source.extra["reference_profile"]
+    there, here = other.references.reference_of("iris", 1), ws.references.reference_of("iris", 1)
+    assert there is not None and here is not None
+    assert there.inputs == here.inputs and there.rows == len(X)
+
+
 def _bundle(ws: Workspace, model: Any, X: Any, path: Path) -> bytes:
     ws.models.register(model, "iris", input_example=X, metrics={"accuracy": 0.97})
     ws.models.export("iris/1", path)

@@ -31,6 +31,8 @@ from loopline.registry.bundle_format import (
     METADATA_ROLE,
     OUTPUTS,
     OUTPUTS_ROLE,
+    REFERENCE,
+    REFERENCE_ROLE,
     BundleLimits,
     ManifestEntry,
     artifact_name,
@@ -73,6 +75,9 @@ def _blob_members(version: ModelVersion) -> list[tuple[str, str, str]]:
     if version.extra.get("holdout") is not None:
         record = HoldoutRecord.of(version)
         found += [(INPUTS, INPUTS_ROLE, record.inputs), (OUTPUTS, OUTPUTS_ROLE, record.outputs)]
+    reference = version.extra.get("reference_profile")
+    if isinstance(reference, dict) and isinstance(reference.get("digest"), str):
+        found.append((REFERENCE, REFERENCE_ROLE, reference["digest"]))
     return found
 
 

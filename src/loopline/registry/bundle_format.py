@@ -9,6 +9,7 @@ A bundle (``loopline models export``) holds one model version::
     environment.json          the full environment record (interpreter, every package)
     holdout/inputs.parquet    the holdout sample    (when the version recorded one)
     holdout/outputs.parquet   the recorded outputs  (idem)
+    reference/profile.json    the training data's reference profile (when one was recorded)
 
 Members are deflated, dated 1980-01-01 and written in this order, so a version exports to
 the same bytes on the same zlib. The zip comment is the seal (``bundle_seal``), which finds
@@ -33,8 +34,10 @@ ENVIRONMENT = "environment.json"
 INPUTS = "holdout/inputs.parquet"
 OUTPUTS = "holdout/outputs.parquet"
 ARTIFACT, METADATA_ROLE, ENVIRONMENT_ROLE = "artifact", "metadata", "environment"
+REFERENCE = "reference/profile.json"
 INPUTS_ROLE, OUTPUTS_ROLE = "holdout-inputs", "holdout-outputs"
-ROLES = (ARTIFACT, METADATA_ROLE, ENVIRONMENT_ROLE, INPUTS_ROLE, OUTPUTS_ROLE)
+REFERENCE_ROLE = "reference-profile"
+ROLES = (ARTIFACT, METADATA_ROLE, ENVIRONMENT_ROLE, INPUTS_ROLE, OUTPUTS_ROLE, REFERENCE_ROLE)
 REQUIRED_ROLES = frozenset({ARTIFACT, METADATA_ROLE})
 EXTENSIONS = {"sklearn": "skops", "onnx": "onnx", "python": "pkl"}
 

@@ -37,6 +37,7 @@ from loopline.registry.bundle_format import (
     MANIFEST,
     METADATA_ROLE,
     OUTPUTS_ROLE,
+    REFERENCE_ROLE,
     BundleLimits,
     ManifestEntry,
     parse_manifest,
@@ -46,6 +47,7 @@ from loopline.registry.bundle_metadata import (
     environment_digest,
     holdout_digests,
     parse_metadata,
+    reference_digest,
     version_from,
 )
 from loopline.registry.bundle_seal import check_seal
@@ -137,7 +139,8 @@ def _cross_check(metadata: dict[str, Any], members: dict[str, tuple[ManifestEntr
     expected = {ARTIFACT: metadata["artifact_digest"],
                 ENVIRONMENT_ROLE: environment_digest(metadata),
                 INPUTS_ROLE: holdout[0] if holdout else None,
-                OUTPUTS_ROLE: holdout[1] if holdout else None}
+                OUTPUTS_ROLE: holdout[1] if holdout else None,
+                REFERENCE_ROLE: reference_digest(metadata)}
     for role, digest in expected.items():
         held = members.get(role)
         if held is None and digest is None:

@@ -87,6 +87,13 @@ def environment_digest(metadata: Mapping[str, Any]) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def reference_digest(metadata: Mapping[str, Any]) -> str | None:
+    """Return the digest of the reference profile the metadata names, if any."""
+    reference = metadata["extra"].get("reference_profile")
+    found = reference.get("digest") if isinstance(reference, dict) else None
+    return found if isinstance(found, str) else None
+
+
 def holdout_digests(metadata: Mapping[str, Any]) -> tuple[str, str] | None:
     """Return the digests of the holdout inputs and outputs the metadata names, if any."""
     holdout = metadata["extra"].get("holdout")

@@ -13,7 +13,7 @@ value (a stale flush) leaves the row as it is. An instance name must therefore b
 process (a restarted server starts new rows rather than resetting old ones).
 
 The store cannot merge sketches (``data`` sits above it); ``window_rows`` returns the rows of
-a window and ``loop.rollout_window`` merges them across instances and buckets.
+a window and ``data.serving_windows`` merges them across instances and buckets.
 
 The bucket grid: a bucket starts at a whole multiple of ``BUCKET_SECONDS`` since the epoch
 (UTC), and a server writes a bucket's final state within ``FLUSH_SECONDS`` of its end (the
