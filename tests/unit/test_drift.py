@@ -281,9 +281,25 @@ def test_dataset_drift_refuses_empty_profiles_and_unknown_columns() -> None:
         with pytest.raises(InvalidArgumentError) as refused:
             dataset_drift(some, some, DriftSettings(), columns=columns)
         assert refused.value.field == "columns"
-    numeric_then_text = profile_table(pa.table({"x": ["a", "b"]}))
-    with pytest.raises(InvalidArgumentError, match="kinds differ"):
-        dataset_drift(some, numeric_then_text, DriftSettings())
+
+
+def test_a_column_of_another_kind_in_the_window_is_skipped_and_the_others_tested() -> None:
+    rng = np.random.default_rng(4)
+    reference = profile_table(pa.table({"x": rng.normal(size=500), "y": rng.normal(size=500),
+                                        "z": rng.normal(size=500)}))
+    current = profile_table(pa.table({"x": pa.nulls(300),  # Arrow's null type: all null
+                                      "y": ["a", "b", "c"] * 100,
+                                      "z": rng.normal(3.0, 1.0, size=300)}))
+    report = dataset_drift(reference, current, DriftSettings(share=0.5))
+    assert report.skipped == {
+        "x": "no values in the current window (all null)",
+        "y": "kinds differ: the reference is numeric, the current window categorical"}
+    assert [c.column for c in report.columns] == ["z"] and report.drifted_columns == ("z",)
+    assert report.share == 1.0 and report.drifted
+    backwards = dataset_drift(current, reference, DriftSettings(), columns=["x", "y"])
+    assert backwards.skipped == {
+        "x": "no values in the reference (all null)",
+        "y": "kinds differ: the reference is categorical, the current window numeric"}
 
 
 def test_report_column_names_a_skipped_column_with_its_reason() -> None:

@@ -303,7 +303,14 @@ def _skip_reason(reference: ColumnProfile, current: ColumnProfile,
     if kinds <= {ColumnKind.CATEGORICAL, ColumnKind.TEXT} and ColumnKind.TEXT in kinds:
         return (f"text (more than {reference.categorical_threshold} distinct values in "
                 f"{'both profiles' if len(kinds) == 1 else 'one profile'})")
-    if len(kinds) == 1 and _group(reference.kind) is None:
+    if len(kinds) > 1:  # an all-null column of Arrow's null type profiles as ``other``
+        if current.count == 0:
+            return "no values in the current window (all null)"
+        if reference.count == 0:
+            return "no values in the reference (all null)"
+        return (f"kinds differ: the reference is {reference.kind.value}, the current window "
+                f"{current.kind.value}")
+    if _group(reference.kind) is None:
         return f"{reference.kind.value} columns have no drift test"
     if kinds == {ColumnKind.DATETIME} and spec.method == DriftMethod.AUTO:
         return "datetime (moves with time; name ks, psi or wasserstein to test it)"
@@ -336,8 +343,9 @@ def dataset_drift(reference: Profile, current: Profile, settings: DriftSettings,
                   columns: Sequence[str] | None = None) -> DriftReport:
     """Compare every column (the reference's, or ``columns``) and give the dataset verdict.
 
-    Columns that cannot be tested (text, other, datetime under ``auto``, all null, or not in
-    the current window) are listed in ``skipped`` with the reason; the share counts tested
+    Columns that cannot be tested (text, other, datetime under ``auto``, all null, not in
+    the current window, or of another kind there than in the reference: numbers in one and
+    text in the other) are listed in ``skipped`` with the reason; the share counts tested
     columns only, and a report with none tested has share 0 and does not drift.
 
     Raises:
