@@ -379,3 +379,64 @@ def test_duties_tick_when_their_period_passed_and_a_failing_one_spares_the_other
         Duty("late", lambda: None, timedelta(seconds=-1))
     with pytest.raises(InvalidArgumentError, match="duties"):
         Scheduler(store, runner, [], duties=[Duty("a", lambda: None), Duty("a", lambda: None)])
+
+
+def test_a_duty_raising_a_non_loopline_error_is_logged_spares_the_others_and_retries(
+        stores: Stores, clock: ManualClock, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = stores()
+    ticks: Counter[str] = Counter()
+
+    def monitor() -> None:
+        ticks["monitor"] += 1
+        if ticks["monitor"] == 1:
+            raise ValueError("a bug in a rule")
+
+    duties = [Duty("monitor", monitor, timedelta(minutes=1)),
+              Duty("playbooks", lambda: ticks.update(["playbooks"]))]
+    runner = Runner(store, ContentAddressedStore.from_url(tmp_path / "artifacts"),
+                    RunnerOptions(max_workers=1, actor="scheduler", record_provenance=False))
+    with Scheduler(store, runner, [], duties=duties) as running, \
+            caplog.at_level("WARNING", "loopline.loop.scheduler"):
+        running.tick()  # the failure is caught: the loop and the other duty go on
+        assert ticks == {"monitor": 1, "playbooks": 1}
+        (failed,) = [r for r in caplog.records if r.exc_info is not None]
+        assert "monitor failed" in failed.getMessage() and failed.exc_info is not None
+        assert failed.exc_info[0] is ValueError  # logged with its traceback
+        clock.advance(timedelta(seconds=10))
+        running.tick()  # a failed duty is tried again on the next tick, not a period later
+        assert ticks == {"monitor": 2, "playbooks": 2}
+        clock.advance(timedelta(seconds=10))
+        running.tick()  # it succeeded: now it waits for its period
+        assert ticks == {"monitor": 2, "playbooks": 3}
+    runner.close()
+
+
+def test_run_forever_goes_on_when_a_duty_keeps_raising(stores: Stores, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    store = stores()
+    stop = threading.Event()
+    ticks: Counter[str] = Counter()
+
+    def overflowing() -> None:
+        ticks["overflowing"] += 1
+        raise OverflowError("math range error")
+
+    def counting() -> None:
+        ticks["counting"] += 1
+        if ticks["counting"] == 3:
+            stop.set()
+
+    runner = Runner(store, ContentAddressedStore.from_url(tmp_path / "artifacts"),
+                    RunnerOptions(max_workers=1, actor="scheduler", record_provenance=False))
+    duties = [Duty("overflowing", overflowing, timedelta(hours=1)), Duty("counting", counting)]
+    with Scheduler(store, runner, [], duties=duties) as running, \
+            caplog.at_level("WARNING", "loopline.loop.scheduler"):
+        loop = threading.Thread(target=running.run_forever, args=(stop, 0.01))
+        loop.start()
+        loop.join(timeout=30)
+        assert not loop.is_alive()
+    runner.close()
+    assert ticks == {"overflowing": 3, "counting": 3}  # tried every round while it fails
+    assert sum(1 for r in caplog.records if r.exc_info is not None) == 1  # one traceback
+    assert "overflowing failed again (3 in a row): OverflowError" in caplog.text

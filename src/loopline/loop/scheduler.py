@@ -12,8 +12,9 @@ On its first start (no cursor yet) the scheduler begins at the end of the event 
 events never fire triggers. A schedule that never fired counts its slots from the time the
 ``Scheduler`` was made; see ``loopline.pipelines.schedules`` for the catch-up policies.
 Each ``Duty`` (judging canaries with the ``RolloutController``, evaluating monitoring rules,
-advancing playbook actions) is ticked when its period has passed on the store's clock; a
-duty that fails is logged and tried again on the next tick.
+advancing playbook actions) is ticked when its period has passed on the store's clock since
+its last success; a duty that raises anything is logged (with its traceback when it is not a
+loopline error) and tried again on the next tick, the other duties and the loop going on.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class Scheduler:
         if len(set(names)) != len(names):
             raise InvalidArgumentError("duties", f"names repeat: {names}")
         self._duties = tuple(duties)
-        self._duty_last: dict[str, datetime] = {}
+        self._duty_last: dict[str, datetime] = {}  # when each duty last succeeded
+        self._duty_failures: dict[str, int] = {}  # failures in a row, per duty
 
     @property
     def first_seen(self) -> datetime:
@@ -209,17 +211,44 @@ class Scheduler:
         self._submit([_Start(pipeline, run)])
 
     def _tick_duties(self) -> None:
-        """Tick each duty whose period has passed; a failure waits for the next tick."""
+        """Tick each duty whose period has passed; a failed one is tried again next tick.
+
+        Any exception a duty raises is caught here (a loopline error as a warning, anything
+        else with its traceback, the first of a run of failures in full): a duty's failure
+        never stops the other duties or the loop. Its period counts from its last success,
+        so a failed duty does not wait a whole period for its next try.
+        """
         now = self._store.clock.now()
         for duty in self._duties:
             last = self._duty_last.get(duty.name)
             if last is not None and now - last < duty.every:
                 continue
-            self._duty_last[duty.name] = now
-            try:
-                duty.tick()
-            except LooplineError as exc:
-                log.warning("%s: %s; tried again next tick", duty.name, exc.message)
+            if self._tick_duty(duty):
+                self._duty_last[duty.name] = now
+
+    def _tick_duty(self, duty: Duty) -> bool:
+        """Tick ``duty``; return whether it succeeded (its failure is logged, not raised)."""
+        try:
+            duty.tick()
+        except LooplineError as exc:
+            failures = self._duty_failed(duty.name)
+            log.warning("%s: %s; tried again next tick (%d failures in a row)", duty.name,
+                        exc.message, failures)
+            return False
+        except Exception as exc:  # a duty's own bug must not stop the loop (logged)
+            failures = self._duty_failed(duty.name)
+            if failures == 1:
+                log.exception("%s failed; tried again next tick", duty.name)
+            else:
+                log.error("%s failed again (%d in a row): %s: %s", duty.name, failures,
+                          type(exc).__name__, exc)
+            return False
+        self._duty_failures.pop(duty.name, None)
+        return True
+
+    def _duty_failed(self, name: str) -> int:
+        self._duty_failures[name] = self._duty_failures.get(name, 0) + 1
+        return self._duty_failures[name]
 
     def _fire_schedule(self, pipeline: PipelineDefinition, schedule: Schedule, now: datetime,
                        started: list[_Start]) -> None:
@@ -400,7 +429,8 @@ class Scheduler:
         """Tick and poll every ``interval`` seconds until ``stop`` is set.
 
         Events are read only while a run slot is free, so a burst waits in the event log
-        rather than in memory; a store outage is logged and retried. ``report`` is called
+        rather than in memory; a store outage is logged and retried, and so is any other
+        error of a round (with its traceback): only ``stop`` ends the loop. ``report`` is called
         with the ids of the runs each round started.
         """
         swept = time.monotonic()
@@ -417,6 +447,8 @@ class Scheduler:
                     started += polled
             except LooplineError as exc:
                 log.warning("scheduler: %s; retrying in %.1fs", exc.message, interval)
+            except Exception:  # a bug in one round must not end the loop (logged in full)
+                log.exception("scheduler: the round failed; retrying in %.1fs", interval)
             if started and report is not None:
                 report(started)
             if not more:
