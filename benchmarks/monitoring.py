@@ -24,13 +24,25 @@ counted. Ratios: ``speedup_vs_scipy`` is scipy's time over loopline's (above 1: 
 faster); ``peak_vs_scipy`` is loopline's peak over scipy's (below 1: less memory).
 ``agreement`` checks that both flag every planted column and lists what else each flagged
 (scipy's KS at p < 0.05 also flags chance differences in a few unshifted columns at 1M rows;
-the distances ``auto`` uses there do not). Detection delay in the closed loop is measured by
-the loop scenario, not here.
+the distances ``auto`` uses there do not).
 
     expand     ``window_rows.expand_predictions`` over ``--requests`` logged one-row requests
                (10 input columns as records, a prediction and a label each), against a plain
                ``orjson.loads`` of every body, ``pandas.DataFrame.from_records`` and
                ``pyarrow.Table.from_pandas`` (inputs only: no outputs, labels or checks).
+
+    loop       the closed loop of ``loopline demo`` (``cli.demo_loop``), run after the rest so
+               it slows nothing measured above: a real server answers a load generator and
+               takes labels, the customers shift, the rules fire, the retrain playbook trains
+               v2, its canary is promoted. On the loop's simulated clock (rule windows of whole
+               minutes, evaluated once a minute; canary windows of one minute judged 15 s after
+               they end): ``time_to_detect_s`` (shift to the accuracy alert; the drift alert's
+               too) and ``time_to_recover_s`` (alert to v2 at 100 %), each against its floor
+               under the configured rules, measured in the same run's terms: ``for`` x the
+               one-minute evaluation period for detection, and one analysis interval plus the
+               settle per canary step for recovery (``*_vs_floor``: 1.0 means nothing was lost
+               to the loop itself). Accuracy before, during and after, and the wall time
+               (``--loop small`` under ``--quick``, ``demo`` otherwise; ``none`` skips it).
 
 Run ``.venv/bin/python benchmarks/monitoring.py --help``.
 """
@@ -40,12 +52,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -57,6 +71,11 @@ import scipy
 from scipy import stats
 
 from bench_common import check, elapsed, machine, max_rss_mib, progress, ratio
+from loopline.app import Workspace
+from loopline.cli.demo_loop import run_loop
+from loopline.cli.demo_loop_config import DEMO, SMALL, LoopSettings
+from loopline.cli.demo_loop_timeline import timeline
+from loopline.cli.output import console
 from loopline.core.monitoring import ColumnDriftSpec, DriftMethod, DriftSettings
 from loopline.data.profiling import Profile, Profiler
 from loopline.monitoring.drift import DriftReport, dataset_drift
@@ -71,8 +90,11 @@ CATEGORY_SIZES = (5, 8, 12, 20, 50)
 PLANTED = {"num_00": "mean + 0.5 sd", "num_01": "sd x 1.5", "num_02": "mean + 0.3 sd",
            "num_04": "lognormal sigma 1.0 -> 1.4", "cat_0": "category mix reversed"}
 DEFAULTS: dict[str, Any] = {"sizes": [10_000, 100_000, 1_000_000], "repeat": 3,
-                            "requests": 100_000}
-QUICK: dict[str, Any] = {"sizes": [2_000, 20_000], "repeat": 1, "requests": 5_000}
+                            "requests": 100_000, "loop": "demo"}
+QUICK: dict[str, Any] = {"sizes": [2_000, 20_000], "repeat": 1, "requests": 5_000,
+                         "loop": "small"}
+LOOPS: dict[str, LoopSettings] = {"demo": DEMO, "small": SMALL}
+EVALUATION_PERIOD = timedelta(minutes=1)  # the scheduler's monitoring duty
 TARGET_1M_SECONDS = 2.0  # "1M x 25 in a couple of seconds"
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -86,6 +108,8 @@ class Settings:
     requests: int
     seed: int
     quick: bool
+    loop: str = "none"
+    tmpdir: str | None = None
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -332,6 +356,59 @@ def measure_expand(settings: Settings) -> dict[str, Any]:
             "ratios": {"expand_vs_plain_rate": ratio(plain_s, seconds)}}
 
 
+# -- the closed loop ---------------------------------------------------------------------------
+
+
+def _seconds(value: timedelta) -> float:
+    return round(value.total_seconds(), 1)
+
+
+def measure_loop(settings: Settings) -> dict[str, Any]:
+    """Run the demo's closed loop once and report its delays against their floors."""
+    loop = LOOPS[settings.loop]
+    progress(f"loop: the demo's closed loop, {settings.loop} setting")
+    with tempfile.TemporaryDirectory(prefix="loopline-bench-loop-", dir=settings.tmpdir) as root:
+        Workspace.init(root).close()
+        with console.capture():  # the demo's narration; the JSON report is what counts
+            workspace, outcome = run_loop(Path(root), loop)
+        with workspace:
+            line = timeline(workspace, outcome)
+            applied = workspace.monitor_configs.current()
+    check(applied is not None, "loop: a monitoring config is in force")
+    rule = next(r for r in applied.config.rules if r.name == line.quality_alert.rule)
+    before, during, after = (line.phase(name).accuracy for name in ("before", "during", "after"))
+    check(line.retrain_runs == 1, "loop: exactly one retrain run")
+    check(before is not None and during is not None and after is not None
+          and after > during, "loop: quality recovers")
+    analysis = loop.canary().analysis
+    detect_floor = rule.for_count * EVALUATION_PERIOD
+    recover_floor = (len(loop.canary_steps) - 1) * (analysis.interval + timedelta(seconds=15))
+    drift = line.drift_alert
+    return {
+        "setting": settings.loop, "requests_per_round": loop.requests,
+        "rows_per_request": loop.rows, "round_s": _seconds(loop.round),
+        "simulated": {
+            "time_to_detect_s": _seconds(line.time_to_detect),
+            "drift_alert_after_shift_s": None if drift is None
+            else _seconds(drift.opened_at - outcome.shift_at),
+            "time_to_recover_s": _seconds(line.time_to_recover),
+            "shift_to_recovered_s": _seconds(line.promoted_at - outcome.shift_at),
+            "loop_s": _seconds(outcome.end - outcome.start)},
+        "accuracy": {"before": before, "during": during, "after": after},
+        "wall": {"loop_s": round(outcome.wall_seconds, 2),
+                 "retrain_run_s": round(outcome.retrain_seconds, 2),
+                 "http_requests": outcome.requests,
+                 "simulated_s_per_wall_s": ratio((outcome.end - outcome.start).total_seconds(),
+                                                 outcome.wall_seconds)},
+        "baseline": {"detect_floor_s": _seconds(detect_floor),
+                     "recover_floor_s": _seconds(recover_floor)},
+        "ratios": {"detect_vs_floor": ratio(line.time_to_detect.total_seconds(),
+                                            detect_floor.total_seconds()),
+                   "recover_vs_floor": ratio(line.time_to_recover.total_seconds(),
+                                             recover_floor.total_seconds())},
+    }
+
+
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -343,7 +420,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--repeat", type=int, help="timed runs per path, best reported (3)")
     parser.add_argument("--requests", type=int, help="logged requests expanded (100000)")
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
-    parser.add_argument("--tmpdir", help="accepted as every benchmark does; nothing is written")
+    parser.add_argument("--tmpdir", help="where the loop's workspace goes (a temporary folder)")
+    parser.add_argument("--loop", choices=["demo", "small", "none"],
+                        help="the closed loop's setting (demo; small under --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
@@ -353,7 +432,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     if repeat < 1 or requests < 1 or any(size < 100 for size in sizes):
         parser.error("--repeat and --requests must be at least 1, every size 100 rows or more")
     return Settings(sizes=list(sizes), repeat=repeat, requests=requests, seed=args.seed,
-                    quick=args.quick)
+                    quick=args.quick, loop=args.loop or base["loop"], tmpdir=args.tmpdir)
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -371,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     results = {str(rows): measure_size(rows, settings) for rows in settings.sizes}
     expand = measure_expand(settings)
+    loop = measure_loop(settings) if settings.loop != "none" else {"skipped": "--loop none"}
     report = {
         "benchmark": "loopline monitoring: drift from profiles",
         "machine": machine(numpy=np.__version__, scipy=scipy.__version__,
@@ -381,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": results,
         "targets": targets(results),
         "expand": expand,
+        "loop": loop,
         "process_max_rss_mib": max_rss_mib(),
         "elapsed_s": elapsed(),
     }

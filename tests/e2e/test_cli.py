@@ -121,10 +121,13 @@ def test_encrypted_workspace_round_trips_and_rotates_keys(
 
 @pytest.mark.e2e
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:  # `make demo`, as a new user runs it
-    result = run_console(tmp_path, "demo", "--dir", str(tmp_path / "demo"))
+    # --quick: the closed loop on its small setting (tests/e2e/test_demo_loop.py checks it)
+    result = run_console(tmp_path, "demo", "--dir", str(tmp_path / "demo"), "--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "chain verified" in result.stdout and "edited" in result.stdout
     assert (tmp_path / "demo" / ".loopline" / "loopline.db").is_file()
+    assert "ALERT accuracy-drop" in result.stdout and "promoted to 100%" in result.stdout
+    assert "time to detect" in result.stdout and "time to recover" in result.stdout
 
 
 def test_brackets_in_names_and_paths_print_as_text(tmp_path: Path, run_cli: InProcessCli) -> None:

@@ -1,10 +1,13 @@
 """``loopline demo``: the main job end to end on the embedded default, with a readable summary.
 
-It exercises what is built so far: a workspace, the metadata store, content-addressed
-artifacts, the event outbox with a durable subscriber, the tamper-evident audit log
-(including catching an edit on a copy of the database), the data layer, a pipeline run
-with a retried task, a cached second run and lineage from data to result, and a model
-registered, aliased and verified in a fresh process.
+It exercises a workspace, the metadata store, content-addressed artifacts, the event outbox
+with a durable subscriber, the tamper-evident audit log (including catching an edit on a copy
+of the database), the data layer, a pipeline run with a retried task, a cached second run and
+lineage from data to result, a model registered, aliased and verified in a fresh process,
+governance, serving, and then the closed loop (``demo_loop``): a churn model serves real
+HTTP traffic and labels, the customers shift, drift and quality alerts fire, the retrain
+playbook trains v2 on the labelled traffic, v2 passes the gate into a canary that is promoted
+on its own, and quality recovers; it prints the timeline with its numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from rich.panel import Panel
 from loopline.app import Workspace, workspace_status
 from loopline.cli.demo_data import log_predictions, show_lineage, snapshot_and_validate
 from loopline.cli.demo_governance import govern_production
+from loopline.cli.demo_loop import run_loop
+from loopline.cli.demo_loop_config import DEMO, SMALL
+from loopline.cli.demo_loop_story import LoopFailed
+from loopline.cli.demo_loop_timeline import show_timeline, timeline
+from loopline.cli.demo_loop_traffic import DemoStalled
 from loopline.cli.demo_models import register_model
 from loopline.cli.demo_pipeline import run_pipeline
 from loopline.cli.demo_serving import serve_requests
@@ -83,9 +91,27 @@ def _tamper_copy(workspace: Workspace, db_file: Path) -> str:
     return report.first_break.describe() if report.first_break else "no break found"
 
 
+def _closed_loop(root: Path, quick: bool) -> None:
+    _step(12, "Closed loop, set-up: govern, snapshot and validate, train in a run, register "
+              "with a reference profile, deploy, apply monitoring")
+    try:
+        loop_workspace, outcome = run_loop(root, SMALL if quick else DEMO)
+    except (LoopFailed, DemoStalled) as exc:
+        console.print(f"   the loop did not recover: {exc}\n   see `loopline monitor alerts`, "
+                      "`loopline playbooks actions` and `loopline deploy history churn` in "
+                      f"{root}", style="bold red")
+        raise typer.Exit(1) from exc
+    with loop_workspace:
+        _step(13, "Closed loop, timeline (simulated minutes: the loop's clock is moved by the "
+                  "demo; traffic, models, runs and decisions are real)")
+        show_timeline(timeline(loop_workspace, outcome))
+
+
 def demo(directory: Annotated[Path | None, typer.Option(
         "--dir", help="Where to create the demo workspace (default: a new temporary folder).",
-        )] = None) -> None:
+        )] = None, quick: Annotated[bool, typer.Option(
+            "--quick", help="Run a smaller closed loop (fewer requests; for tests).")] = False,
+         ) -> None:
     """Run loopline end to end in a fresh workspace and print what happened and where to look."""
     root = directory or Path(tempfile.mkdtemp(prefix="loopline-demo-"))
     console.print(Panel.fit("loopline demo: stores, logs, data, pipelines and models",
@@ -123,7 +149,8 @@ def demo(directory: Annotated[Path | None, typer.Option(
         govern_production(workspace, root)
         _step(11, "Serving: deploy it and answer through each protocol")
         serve_requests(workspace)
-        _step(12, "Status")
+        _closed_loop(root, quick)
+        _step(14, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
               [(c.name, c.location, ok_or_fail(c.healthy), c.detail) for c in checks])
@@ -136,7 +163,12 @@ def demo(directory: Annotated[Path | None, typer.Option(
         "  loopline models show models:/refunds@champion\n  loopline models card refunds/1\n"
         "  loopline policy check models:/refunds/1 --gate alias --target production\n"
         "  loopline approvals list\n  loopline governance report\n"
-        "  loopline deploy show refunds\n  loopline serve --port 8080",
+        "  loopline deploy show refunds\n  loopline serve --port 8080\n"
+        "  the closed loop (its records carry the loop's simulated times):\n"
+        "  loopline monitor show\n  loopline monitor alerts\n"
+        "  loopline monitor evaluations --rule accuracy-drop\n  loopline playbooks actions\n"
+        "  loopline deploy history churn\n  loopline deploy show churn\n"
+        "  loopline lineage show model_version:churn/2\n  loopline models card churn/2",
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
