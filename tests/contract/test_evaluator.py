@@ -18,7 +18,6 @@ from loopline.core.errors import (
     AccessDeniedError,
     BackendError,
     InvalidArgumentError,
-    LooplineError,
 )
 from loopline.core.events import EventType
 from loopline.core.governance import Permission, Role
@@ -53,7 +52,7 @@ def _config(**changes: Any) -> MonitorConfig:
 class Scripted:
     """Measures each rule with the next of its scripted measurements; records the tasks."""
 
-    def __init__(self, **scripts: list[Measurement | LooplineError]) -> None:
+    def __init__(self, **scripts: list[Measurement | Exception]) -> None:
         self.scripts = {name: list(items) for name, items in scripts.items()}
         self.tasks: list[MeasureTask] = []
 
@@ -61,7 +60,7 @@ class Scripted:
         self.tasks.append(task)
         script = self.scripts.get(task.rule.name) or [Measurement(0.0, 100)]
         found = script.pop(0) if len(script) > 1 else script[0]
-        if isinstance(found, LooplineError):
+        if isinstance(found, Exception):
             raise found
         return found
 
@@ -146,7 +145,7 @@ def test_the_window_ends_on_the_minute_and_spans_the_rule_window(clocked: Metada
 
 def test_an_insufficient_window_breaks_the_streak(clocked: MetadataStore,
                                                   clock: ManualClock) -> None:
-    script: list[Measurement | LooplineError] = [BAD, BAD, FEW, BAD, BAD, BAD]
+    script: list[Measurement | Exception] = [BAD, BAD, FEW, BAD, BAD, BAD]
     evaluator = Evaluator(clocked, Scripted(drift=script), clock)
     found = _steps(evaluator, clock, _config(), 5)
     assert [(e.status.value, e.streak) for e in found] == [
@@ -159,7 +158,7 @@ def test_an_insufficient_window_breaks_the_streak(clocked: MetadataStore,
 
 def test_an_ok_window_resolves_the_alert_and_a_new_streak_must_build_again(
         clocked: MetadataStore, clock: ManualClock) -> None:
-    script: list[Measurement | LooplineError] = [BAD, BAD, FEW, GOOD, BAD, BAD]
+    script: list[Measurement | Exception] = [BAD, BAD, FEW, GOOD, BAD, BAD]
     evaluator = Evaluator(clocked, Scripted(drift=script), clock)
     config = _config(**{"for": 2})
     _, second, few = _steps(evaluator, clock, config, 3)
@@ -221,6 +220,22 @@ def test_one_rules_bad_data_is_recorded_and_the_other_rules_still_run(
                                                           0)
     assert drift.numbers == {"error": refusal.message}
     assert errors.status is EvaluationStatus.OK
+
+
+def test_any_error_of_the_measurer_is_recorded_with_its_text_and_logged(
+        clocked: MetadataStore, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    mixed = ValueError("Classification metrics can't handle a mix of continuous and binary "
+                       "targets")
+    evaluator = Evaluator(clocked, Scripted(drift=[mixed], errors=[GOOD]), clock)
+    with caplog.at_level("WARNING", logger="loopline.monitoring.evaluator"):
+        drift, errors = evaluator.run(_config())
+    assert (drift.status, drift.value, drift.samples) == (EvaluationStatus.INSUFFICIENT, None,
+                                                          0)
+    assert drift.numbers == {"error": f"ValueError: {mixed}"}
+    assert errors.status is EvaluationStatus.OK
+    [record] = [r for r in caplog.records if r.name == "loopline.monitoring.evaluator"]
+    assert "'drift'" in record.getMessage() and record.exc_info is not None
+    assert record.exc_info[1] is mixed
 
 
 def test_a_database_failure_stops_the_run(clocked: MetadataStore, clock: ManualClock) -> None:

@@ -24,7 +24,14 @@ from loopline.core.monitoring import (
     SignalKind,
 )
 from loopline.governance.policy_yaml import read_documents
-from loopline.monitoring.config_yaml import format_duration, parse_config, parse_duration
+from loopline.monitoring.config_yaml import (
+    MAX_MESSAGE,
+    QUARANTINE_TARGETS,
+    STEP_PARAMS,
+    format_duration,
+    parse_config,
+    parse_duration,
+)
 from loopline.monitoring.evaluator import judge, next_streak
 from loopline.monitoring.rule_records import parse_rule_record, rule_record
 from loopline.monitoring.windows import window_end
@@ -175,6 +182,49 @@ BAD: list[tuple[str, str, str, str]] = [
      "must be 'training' or absent"),
     ("url: https://hooks.example.com/x", "url: 2024-01-02",
      "monitor.yaml:18: playbooks.recover.steps[1].url", "quote dates"),
+    ("window: 15m", "window: 999999999d", "monitor.yaml:23: rules[0].window",
+     "at most 90 days"),
+    ("cooldown: 30m", "cooldown: 31d", "monitor.yaml:12: playbooks.recover.cooldown",
+     "'31d' must be at most 30 days"),
+    ("cooldown: 30m", "cooldown: 999999999d", "monitor.yaml:12: playbooks.recover.cooldown",
+     "must be at most 30 days"),
+    # step parameters: exactly what each action reads
+    ("pipeline: train", "pipline: train", "monitor.yaml:15: playbooks.recover.steps[0]"
+     ".pipline", "is not a parameter of a retrain step; use pipeline, parameters, canary"),
+    ("pipeline: train", "canary: true", "monitor.yaml:14: playbooks.recover.steps[0]"
+     ".pipeline", "is required for a retrain step"),
+    ("pipeline: train", "pipeline: 42", "monitor.yaml:15: playbooks.recover.steps[0]"
+     ".pipeline", "must be 1-128 characters"),
+    ("pipeline: train", "pipeline: train\n        canary: yes please",
+     "monitor.yaml:16: playbooks.recover.steps[0].canary", "must be true or false"),
+    ("pipeline: train", "pipeline: train\n        parameters: [1, 2]",
+     "monitor.yaml:16: playbooks.recover.steps[0].parameters", "must be a mapping"),
+    ("pipeline: train", "pipeline: train\n        cooldown: off-ish",
+     "monitor.yaml:16: playbooks.recover.steps[0].cooldown", "must be true or false"),
+    ("pipeline: train", "pipeline: train\n        reason: '  '",
+     "monitor.yaml:16: playbooks.recover.steps[0].reason", "must not be blank"),
+    ("- action: notify", "- action: quarantine\n        target: everything",
+     "monitor.yaml:18: playbooks.recover.steps[1].target", "'everything' must be one of "
+     "alert, canary, primary"),
+    ("url: https://hooks.example.com/x", "url: ftp://hooks.example.com/x",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
+     "a host"),
+    ("url: https://hooks.example.com/x", "url: https:///x",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
+     "a host"),
+    ("url: https://hooks.example.com/x", "url: 'http://[::1'",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
+     "a host"),
+    ("url: https://hooks.example.com/x", "url:",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "has no value"),
+    ("url: https://hooks.example.com/x", "message: " + "x" * 2001,
+     "monitor.yaml:18: playbooks.recover.steps[1].message", "at most 2000 characters"),
+    ("url: https://hooks.example.com/x", "target: canary",
+     "monitor.yaml:18: playbooks.recover.steps[1].target", "is not a parameter of a notify "
+     "step; use url, message, cooldown"),
+    ("- action: notify", "- action: rollback\n        pipeline: train",
+     "monitor.yaml:18: playbooks.recover.steps[1].pipeline", "is not a parameter of a "
+     "rollback step; use reason, cooldown"),
 ]
 
 
@@ -187,6 +237,26 @@ def test_a_mistake_is_refused_naming_file_line_and_field(old: str, new: str, whe
         _parse(CONFIG.replace(old, new, 1))
     assert refused.value.field == where
     assert problem in refused.value.problem
+
+
+def test_every_step_parameter_the_actions_read_is_accepted() -> None:
+    from loopline.automation import governing, notify
+
+    assert QUARANTINE_TARGETS == governing.TARGETS and MAX_MESSAGE == notify.MAX_MESSAGE
+    steps = [{"action": "retrain", "pipeline": "train", "parameters": {"rows": 5},
+              "canary": True, "reason": "drifted", "cooldown": False},
+             {"action": "rollback", "reason": "bad", "cooldown": True},
+             *({"action": "quarantine", "target": target, "reason": "bad"}
+               for target in QUARANTINE_TARGETS),
+             {"action": "notify", "url": "http://hooks.test:8080/a?b=c", "message": "hi",
+              "cooldown": False},
+             {"action": "notify"}]
+    config = parse_config({"playbooks": {"all": {"steps": steps, "cooldown": "30d"}}})
+    playbook = config.playbooks["all"]
+    assert playbook.cooldown == timedelta(days=30)
+    assert [dict(step.params) for step in playbook.steps] == [
+        {key: value for key, value in step.items() if key != "action"} for step in steps]
+    assert set(STEP_PARAMS) == set(ActionKind)
 
 
 def test_a_document_that_is_not_a_mapping_is_refused() -> None:

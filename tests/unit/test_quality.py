@@ -183,3 +183,14 @@ def test_malformed_input_is_refused_naming_the_field(call: Any, field: str) -> N
     with pytest.raises(InvalidArgumentError) as caught:
         call()
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("labels", "predictions", "task", "reason"), [
+    ([0.5, 1.0, 0.0], [True, False, True], None, "mix of continuous and binary"),
+    ([0.5, 1.5, 2.5], [0, 1, 2], "classification", "continuous"),
+], ids=["fraction-labels-for-booleans", "continuous-labels-as-classes"])
+def test_rows_scikit_learn_refuses_are_refused_naming_the_labels_with_its_reason(
+        labels: list[Any], predictions: list[Any], task: str | None, reason: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=reason) as caught:
+        quality_metrics(labels, predictions, task)
+    assert caught.value.field == "labels"

@@ -21,7 +21,7 @@ it. Format::
     playbooks:
       recover:
         cooldown: 1h            # a step of the same kind on the same deployment is
-        steps:                  #   skipped when one ran this recently
+        steps:                  #   skipped when one ran this recently (at most 30d)
           - action: retrain     # retrain, rollback, quarantine or notify; every other
             pipeline: train     #   key of a step is a parameter of its action
             requires_approval: true
@@ -42,6 +42,18 @@ it. Format::
         severity: critical      # info, warning or critical
         playbook: recover
 
+A step's parameters are those its action reads (``loopline.automation``), checked here so a
+mistake is refused at apply time rather than failing the action when an alert fires:
+
+    retrain      pipeline (required, a name), parameters (a mapping), canary (true/false),
+                 reason (text)
+    rollback     reason (text)
+    quarantine   target (alert, canary or primary), reason (text)
+    notify       url (http or https, with a host), message (text, at most 2000 characters)
+    every step   cooldown (false: the step ignores the playbook's cool-down)
+
+Any other key is refused, and so is a null value (leave the key out instead).
+
 A ``column_drift`` or ``prediction_drift`` rule watches a score whose scale depends on the
 test, and ``auto`` picks the test by sample size; so such a rule is refused unless its
 column's test is named (in ``drift.columns`` or as the default ``drift.method``).
@@ -55,6 +67,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,8 +89,10 @@ from loopline.core.monitoring import (
     SignalKind,
     SliceSpec,
 )
+from loopline.core.names import validate_name, validate_text
 
-__all__ = ["LATENCY_METRICS", "PREDICTION_COLUMN", "QUALITY_METRICS", "Loc", "Where",
+__all__ = ["LATENCY_METRICS", "MAX_COOLDOWN", "MAX_MESSAGE", "PREDICTION_COLUMN",
+           "QUALITY_METRICS", "QUARANTINE_TARGETS", "STEP_PARAMS", "Loc", "Where",
            "format_duration", "parse_config", "parse_duration", "path_of"]
 
 Loc = tuple[int | str, ...]
@@ -85,6 +100,11 @@ Where = Callable[[Loc], str]
 
 MAX_RULES = 1000
 MAX_STEPS = 20
+MAX_COOLDOWN = timedelta(days=30)
+"""A playbook's longest cool-down (so ``now - cooldown`` is always a time)."""
+QUARANTINE_TARGETS = ("alert", "canary", "primary")  # automation.governing.TARGETS
+MAX_MESSAGE = 2_000  # automation.notify.MAX_MESSAGE
+MAX_REASON = 1_024
 QUALITY_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
                              "mae", "rmse", "r2"})
 LATENCY_METRICS = ("p50", "p95", "p99")
@@ -314,13 +334,85 @@ def _slice(name: str, where_: Mapping[str, Any], where: Where) -> SliceSpec:
     return spec
 
 
+Check = Callable[[Any, str], object]
+
+
+def _flag(value: Any, key: str) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(key, f"{value!r} must be true or false")
+
+
+def _mapping(value: Any, key: str) -> None:
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(key, "must be a mapping of parameter names to values")
+
+
+def _target(value: Any, key: str) -> None:
+    if value not in QUARANTINE_TARGETS:
+        raise InvalidArgumentError(key, f"{value!r} must be one of "
+                                        f"{', '.join(QUARANTINE_TARGETS)}")
+
+
+def _url(value: Any, key: str) -> None:
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # the URL is not echoed: a webhook URL may carry a token
+        raise InvalidArgumentError(key, "must be an http or https URL with a host")
+
+
+def _reason(value: Any, key: str) -> None:
+    validate_text(value, key, MAX_REASON)
+
+
+def _message(value: Any, key: str) -> None:
+    validate_text(value, key, MAX_MESSAGE)
+
+
+_EVERY_STEP: Mapping[str, Check] = {"cooldown": _flag}
+STEP_PARAMS: Mapping[ActionKind, Mapping[str, Check]] = {
+    ActionKind.RETRAIN: {"pipeline": validate_name, "parameters": _mapping, "canary": _flag,
+                         "reason": _reason, **_EVERY_STEP},
+    ActionKind.ROLLBACK: {"reason": _reason, **_EVERY_STEP},
+    ActionKind.QUARANTINE: {"target": _target, "reason": _reason, **_EVERY_STEP},
+    ActionKind.NOTIFY: {"url": _url, "message": _message, **_EVERY_STEP},
+}
+"""The parameters each action reads (see the module docstring), with their checks."""
+_REQUIRED_PARAMS: Mapping[ActionKind, tuple[str, ...]] = {ActionKind.RETRAIN: ("pipeline",)}
+
+
+def _step_params(step: _StepDoc, where: Where, loc: Loc) -> dict[str, Any]:
+    """Return the step's parameters, each checked against what its action reads."""
+    params = dict(step.model_extra or {})
+    known = STEP_PARAMS[step.action]
+    for key, value in params.items():
+        if key not in known:
+            raise InvalidArgumentError(where((*loc, key)), (
+                f"is not a parameter of a {step.action} step; use {', '.join(known)} "
+                "(or requires_approval)"))
+        if value is None:
+            raise InvalidArgumentError(where((*loc, key)), "has no value; give one or leave "
+                                                           "the key out")
+        with _at(where, (*loc, key)):
+            known[key](value, key)
+    for key in _REQUIRED_PARAMS.get(step.action, ()):
+        if key not in params:
+            raise InvalidArgumentError(where((*loc, key)), f"is required for a {step.action} "
+                                                           "step")
+    return params
+
+
 def _playbook(name: str, doc: _PlaybookDoc, where: Where) -> Playbook:
     loc: Loc = ("playbooks", name)
     cooldown = doc.cooldown
     with _at(where, (*loc, "cooldown")):
         pause = parse_duration(cooldown, "cooldown")
-    steps = tuple(PlaybookStep(step.action, dict(step.model_extra or {}),
-                               step.requires_approval) for step in doc.steps)
+        if pause > MAX_COOLDOWN:
+            raise InvalidArgumentError("cooldown", f"{cooldown!r} must be at most 30 days")
+    steps = tuple(PlaybookStep(step.action, _step_params(step, where, (*loc, "steps", index)),
+                               step.requires_approval) for index, step in enumerate(doc.steps))
     with _at(where, loc):
         return Playbook(name, steps, pause)
 

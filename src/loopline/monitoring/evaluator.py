@@ -19,6 +19,10 @@ Rules kept here:
   and the audit entry commit in one transaction. Later breaches refer to the firing alert.
   An ``ok`` evaluation resolves it (audited; no event: only firing drives playbooks); an
   insufficient one leaves it firing.
+- A measurement that fails (bad data: an unreadable request, labels scikit-learn refuses,
+  or any other error of the measurer) is an ``insufficient`` evaluation whose numbers keep
+  the error's text, logged with its traceback, so one rule's bad data stops no other rule;
+  only ``BackendError`` (the store is away) stops the run.
 - Each evaluation stores the rule, the drift settings and slice it was judged by
   (``rule_records.rule_record``), the window and the numbers measured, so ``rerun``
   measures it again from stored data alone.
@@ -26,6 +30,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -57,6 +62,8 @@ from loopline.store import monitor_records as records
 
 __all__ = ["MONITOR_ACTOR", "Evaluator", "Rerun", "alert_subject", "evaluate_in_force", "judge",
            "next_streak"]
+
+log = logging.getLogger(__name__)
 
 MONITOR_ACTOR = "loopline-monitor"
 """Who evaluations are recorded as when no actor is given (the scheduler)."""
@@ -177,8 +184,14 @@ class Evaluator:
             return _checked(self._measurer.measure(task))
         except BackendError:
             raise
-        except LooplineError as exc:  # bad data for this rule must not stop the others
-            return Measurement(None, 0, {"error": exc.message})
+        except Exception as exc:  # one rule's bad data must not stop the others (logged)
+            rule = task.rule
+            log.warning("rule %r (%s) could not be measured over %s..%s; recorded as "
+                        "insufficient", rule.name, rule.scope.key, task.start.isoformat(),
+                        task.end.isoformat(), exc_info=True)
+            text = exc.message if isinstance(exc, LooplineError) \
+                else f"{type(exc).__name__}: {exc}"
+            return Measurement(None, 0, {"error": text})
 
     def _evaluate(self, rule: AlertRule, config: MonitorConfig, end: datetime,
                   now: datetime) -> Evaluation:

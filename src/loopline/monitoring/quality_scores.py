@@ -297,7 +297,10 @@ def quality_metrics(labels: Any, predictions: Any, task: str | None = None, *,
 
     Raises:
         InvalidArgumentError: naming ``task``, ``labels``, ``predictions``,
-            ``probabilities`` or ``classes`` when it is malformed or the lengths differ.
+            ``probabilities`` or ``classes`` when it is malformed or the lengths differ;
+            naming ``labels`` with scikit-learn's reason when it refuses the rows (labels
+            of 0.5 for a model predicting booleans: "a mix of continuous and binary
+            targets").
     """
     if task is not None and task not in TASKS:
         raise InvalidArgumentError("task", f"{task!r} is not one of {', '.join(TASKS)}")
@@ -307,6 +310,10 @@ def quality_metrics(labels: Any, predictions: Any, task: str | None = None, *,
     if not truth:
         return {}
     chosen = task or infer_task(truth, given.values, given.probabilities is not None)
-    if chosen == CLASSIFICATION:
-        return _classification(truth, given, known)
-    return _regression(truth, given)
+    try:
+        if chosen == CLASSIFICATION:
+            return _classification(truth, given, known)
+        return _regression(truth, given)
+    except (ValueError, TypeError) as exc:  # scikit-learn's own checks of the targets
+        raise InvalidArgumentError("labels", f"cannot be scored as {chosen} against these "
+                                             f"predictions: {exc}") from exc
