@@ -156,6 +156,30 @@ def test_an_insufficient_window_breaks_the_streak(clocked: MetadataStore,
     assert sixth.streak == 3 and sixth.alert_id is not None and len(_fired(clocked)) == 1
 
 
+def test_breaches_hours_apart_never_add_up_to_an_alert(clocked: MetadataStore,
+                                                       clock: ManualClock) -> None:
+    evaluator = Evaluator(clocked, Scripted(drift=[BAD]), clock)
+    config = _config()  # a 15-minute window, for: 3
+    found = []
+    for _ in range(3):
+        found.append(evaluator.run(config, deployments=["fraud"])[0])
+        clock.advance(timedelta(hours=2))  # no scheduler ran in between
+    assert [(e.status, e.streak, e.alert_id) for e in found] == [
+        (EvaluationStatus.BREACHED, 1, None)] * 3
+    assert _fired(clocked) == [] and evaluator.records.alerts() == []
+    # the same three breaches a minute apart do fire
+    assert [e.streak for e in _steps(evaluator, clock, config, 3)] == [1, 2, 3]
+    assert len(_fired(clocked)) == 1
+
+
+def test_a_new_config_starts_a_new_streak(clocked: MetadataStore, clock: ManualClock) -> None:
+    evaluator = Evaluator(clocked, Scripted(drift=[BAD]), clock)
+    assert [e.streak for e in _steps(evaluator, clock, _config(), 2)] == [1, 2]
+    changed = _config(threshold=0.2)  # another rule now: its breaches start again
+    assert [e.streak for e in _steps(evaluator, clock, changed, 2)] == [1, 2]
+    assert _fired(clocked) == []
+
+
 def test_an_ok_window_resolves_the_alert_and_a_new_streak_must_build_again(
         clocked: MetadataStore, clock: ManualClock) -> None:
     script: list[Measurement | Exception] = [BAD, BAD, FEW, GOOD, BAD, BAD]

@@ -17,6 +17,7 @@ from loopline.core.monitoring import (
     ActionKind,
     Comparison,
     DriftMethod,
+    Evaluation,
     EvaluationStatus,
     Measurement,
     MonitorConfig,
@@ -318,10 +319,37 @@ def test_judging_needs_a_value_and_enough_samples_and_breaches_on_the_rule_side(
     assert judge(below, Measurement(0.2, 10)) is EvaluationStatus.OK
 
 
+def _evaluation(status: EvaluationStatus, end: Any, digest: str = "d1",
+                streak: int = 1) -> Evaluation:
+    return Evaluation(id="e", rule="r", scope_key="d|*|*|*", deployment="d",
+                      signal=SignalKind.ERROR_RATE, window_start=end - timedelta(minutes=15),
+                      window_end=end, value=0.5, samples=10, status=status, streak=streak,
+                      rule_record={}, numbers={}, config_digest=digest, evaluated_at=end)
+
+
 def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
-    assert next_streak(None, EvaluationStatus.BREACHED) == 1
-    assert next_streak(None, EvaluationStatus.OK) == 0
-    assert next_streak(None, EvaluationStatus.INSUFFICIENT) == 0
+    from datetime import UTC, datetime
+
+    rule, end = _rule(window="15m"), datetime(2026, 1, 1, 10, tzinfo=UTC)
+    breached = EvaluationStatus.BREACHED
+    for status in EvaluationStatus:
+        expected = 1 if status is breached else 0
+        assert next_streak(None, status, rule, end, "d1") == expected
+    before = _evaluation(breached, end - timedelta(minutes=1), streak=4)
+    assert next_streak(before, breached, rule, end, "d1") == 5
+    assert next_streak(before, EvaluationStatus.OK, rule, end, "d1") == 0
+    assert next_streak(_evaluation(breached, end - timedelta(minutes=15), streak=4), breached,
+                       rule, end, "d1") == 5  # the windows touch
+    assert next_streak(_evaluation(breached, end - timedelta(minutes=16), streak=4), breached,
+                       rule, end, "d1") == 1  # a gap: a new streak
+    assert next_streak(before, breached, rule, end, "d2") == 1  # another config
+    assert next_streak(_evaluation(EvaluationStatus.INSUFFICIENT, before.window_end, streak=0),
+                       breached, rule, end, "d1") == 1
+    short = _rule(window="30s")  # evaluated each minute: a skipped minute keeps the streak
+    assert next_streak(_evaluation(breached, end - timedelta(minutes=2), streak=2), breached,
+                       short, end, "d1") == 3
+    assert next_streak(_evaluation(breached, end - timedelta(minutes=3), streak=2), breached,
+                       short, end, "d1") == 1
 
 
 def test_a_window_ends_on_the_whole_minute_before() -> None:

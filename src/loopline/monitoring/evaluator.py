@@ -9,11 +9,13 @@ Rules kept here:
 - Status: ``insufficient`` when the measurement has no value or fewer samples than the
   rule's ``min_samples``; otherwise ``breached`` or ``ok`` by ``AlertRule.breaches``.
 - Streak: a breach continues the streak of the previous evaluation of the rule and scope
-  (by window end) when that one breached too, else starts at 1; ``ok`` and ``insufficient``
-  set it to 0. An insufficient evaluation breaks a streak on purpose: ``for: N`` promises N
-  judged-bad windows in a row, and a window that could not be judged (a traffic lull, labels
-  not in yet) is no evidence of a breach; carrying streaks across such gaps would let
-  breaches hours apart add up to an alert.
+  (by window end) when that one breached too, under the same config (digest), and its
+  window ended at most ``streak_gap(rule)`` before this one's (the rule's window, at least
+  ``STREAK_SLACK``: the windows overlap or touch, allowing a skipped minute); else it starts
+  at 1. ``ok`` and ``insufficient`` set it to 0. An insufficient evaluation breaks a streak on
+  purpose: ``for: N`` promises N judged-bad windows in a row, and a window that could not be
+  judged (a traffic lull, labels not in yet) is no evidence of a breach; for the same reason
+  breaches hours apart (no scheduler ran in between) never add up to an alert.
 - An alert opens when the streak reaches the rule's ``for`` and no alert of the rule and
   scope is firing: the evaluation row, the alert row, the ``monitoring.alert_fired`` event
   and the audit entry commit in one transaction. Later breaches refer to the firing alert.
@@ -34,7 +36,7 @@ import logging
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from loopline.core.canonical import json_safe
@@ -60,8 +62,8 @@ from loopline.monitoring.windows import Measurer, MeasureTask, window_end
 from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import monitor_records as records
 
-__all__ = ["MONITOR_ACTOR", "Evaluator", "Rerun", "alert_subject", "evaluate_in_force", "judge",
-           "next_streak"]
+__all__ = ["MONITOR_ACTOR", "STREAK_SLACK", "Evaluator", "Rerun", "alert_subject",
+           "evaluate_in_force", "judge", "next_streak", "streak_gap"]
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +84,27 @@ def judge(rule: AlertRule, measurement: Measurement) -> EvaluationStatus:
         else EvaluationStatus.OK
 
 
-def next_streak(previous: Evaluation | None, status: EvaluationStatus) -> int:
-    """Return the streak of an evaluation with ``status`` following ``previous``."""
+STREAK_SLACK = timedelta(minutes=2)
+"""The least gap a streak spans: one evaluation a minute may skip a minute."""
+
+
+def streak_gap(rule: AlertRule) -> timedelta:
+    """Return how long before a window's end the previous one may end for a streak to go on."""
+    return max(rule.window, STREAK_SLACK)
+
+
+def next_streak(previous: Evaluation | None, status: EvaluationStatus, rule: AlertRule,
+                end: datetime, digest: str) -> int:
+    """Return the streak of an evaluation following ``previous`` (see the module's rules).
+
+    The evaluation is of ``rule`` with ``status``, its window ending at ``end``, under the
+    config whose digest is ``digest``.
+    """
     if status is not EvaluationStatus.BREACHED:
         return 0
-    if previous is not None and previous.status is EvaluationStatus.BREACHED:
+    if (previous is not None and previous.status is EvaluationStatus.BREACHED
+            and previous.config_digest == digest
+            and end - previous.window_end <= streak_gap(rule)):
         return previous.streak + 1
     return 1
 
@@ -243,7 +261,7 @@ def _decide(uow: UnitOfWork, rule: AlertRule, measurement: Measurement,
     connection = uow.session.connection()
     status = judge(rule, measurement)
     previous = records.previous_evaluation(connection, rule.name, key, draft.end)
-    streak = next_streak(previous, status)
+    streak = next_streak(previous, status, rule, draft.end, draft.digest)
     firing = records.firing_alert(connection, rule.name, key)
     evaluation_id = new_id()
     alert_id: str | None = None
