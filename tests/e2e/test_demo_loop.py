@@ -10,6 +10,7 @@ loudly rather than hanging.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -123,6 +124,7 @@ def test_the_timeline_numbers_are_consistent(loop: tuple[Workspace, Timeline]) -
     assert outcome.start < outcome.shift_at < quality.opened_at <= line.canary_at \
         <= line.promoted_at <= outcome.end
     assert line.time_to_detect == quality.opened_at - outcome.shift_at
+    assert line.time_to_detect % timedelta(minutes=1) == timedelta(0)  # evaluated on the minute
     assert line.time_to_recover == line.promoted_at - quality.opened_at
     assert quality.resolved_at is not None and line.promoted_at <= quality.resolved_at \
         <= outcome.end

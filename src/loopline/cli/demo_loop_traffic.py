@@ -81,7 +81,6 @@ class LoadGenerator:
         """Send one round's requests and labels; return what happened."""
         settings = self._settings
         frame = customers(settings.requests * settings.rows, settings.seed + index, shifted)
-        step = settings.round / settings.requests
         report = RoundReport(self._clock.now(), self._clock.now() + settings.round)
         labels = []
         for number in range(settings.requests):
@@ -96,7 +95,9 @@ class LoadGenerator:
                 if self._choices.random() < settings.label_share:
                     labels.append({"request_id": response.json()["request_id"],
                                    "label": chunk[LABEL].tolist()})
-            self._clock.advance(step)
+            # to the request's place in the round, so the round ends exactly on its grid
+            due = report.start + settings.round * (number + 1) / settings.requests
+            self._clock.advance(due - self._clock.now())
         self.answered += report.requests
         if labels:
             answer = self._client.post("/feedback", json=labels)
