@@ -28,7 +28,7 @@ from loopline.core.monitoring import ActionKind, ActionState, AlertState
 from loopline.core.runs import RunState
 from loopline.store import AuditFilter
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # one loop of about ten seconds, in this process
 
 
 @pytest.fixture(scope="module")
