@@ -37,6 +37,7 @@ from loopline.core.gates import GateAction, GateDecision, GateRequest
 from loopline.core.lineage import Direction
 from loopline.core.models import ModelStatus
 from loopline.data.provenance import environment
+from loopline.governance.approvals import ApprovalService
 from loopline.registry import environment_check
 from loopline.registry.service import ModelRegistry
 from loopline.registry.signatures import Signature, infer_signature
@@ -281,6 +282,48 @@ def test_a_quarantined_version_loads_only_when_asked_explicitly(
     with pytest.raises(ConflictError, match="models:/iris/1 is quarantined"):
         ws.models.load("iris/1")
     assert ws.models.load("iris/1", allow_quarantined=True).flavor == "sklearn"
+
+
+def _approved_release(ws: Workspace, version: int, reason: str) -> str:
+    request = ws.approvals.request("iris", version, "status", "candidate", reason)
+    ApprovalService(ws.store, ws.access, "ann").approve(request.id, "looked at it")
+    return request.id
+
+
+def test_a_quarantined_version_cannot_be_released_through_the_archive_unapproved(
+        ws: Workspace, model: Pipeline, iris: Any) -> None:
+    _register(ws, model, iris)
+    ws.models.set_status("iris/1", "quarantined")
+    assert ws.models.set_status("iris/1", "archived").status is ModelStatus.ARCHIVED
+    with pytest.raises(PolicyDeniedError, match="quarantined before and never released"):
+        ws.models.set_status("iris/1", "candidate")  # archived -> candidate: still needs it
+    assert ws.models.resolve("iris/1").status is ModelStatus.ARCHIVED
+    _approved_release(ws, 1, "the alert was a false alarm")
+    assert ws.models.set_status("iris/1", "candidate").status is ModelStatus.CANDIDATE
+    # released through an approval: a later archive and restore need none
+    ws.models.set_status("iris/1", "archived")
+    assert ws.models.set_status("iris/1", "candidate").status is ModelStatus.CANDIDATE
+    # a version never quarantined is restored from the archive as before
+    _register(ws, model, iris)
+    ws.models.set_status("iris/2", "archived")
+    assert ws.models.set_status("iris/2", "candidate").status is ModelStatus.CANDIDATE
+
+
+def test_an_approval_for_an_earlier_quarantine_does_not_release_a_later_one(
+        ws: Workspace, model: Pipeline, iris: Any) -> None:
+    _register(ws, model, iris)
+    ws.models.set_status("iris/1", "quarantined")  # day 1
+    day_one = _approved_release(ws, 1, "day 1: a false alarm")
+    ws.models.set_status("iris/1", "candidate")
+    ws.models.set_status("iris/1", "quarantined")  # day 3: quarantined again
+    for route in ("candidate", "archived"):
+        if route == "archived":
+            ws.models.set_status("iris/1", "archived")
+        with pytest.raises(PolicyDeniedError, match=f"{day_one} was made before its latest"):
+            ws.models.set_status("iris/1", "candidate")  # the day-1 approval is still open
+    ws.approvals.withdraw(day_one)
+    _approved_release(ws, 1, "day 3: checked again")
+    assert ws.models.set_status("iris/1", "candidate").status is ModelStatus.CANDIDATE
 
 
 # -- environment and card ------------------------------------------------------------------------

@@ -14,10 +14,14 @@ verifying content store, so a changed byte raises ``IntegrityError`` naming the 
 Reproducibility (``verify``, ``export``, ``import_bundle``) lives in ``registry.verify`` and
 the ``registry.bundle_*`` modules; an import is gated and recorded as a registration is.
 
-A quarantined version is released (moved back to ``candidate``) only with an approver's
-consent: an approved approval request for exactly that move (gate ``status``, target
-``candidate``) with an approver other than the actor, checked inside the transaction on the
-locked version row, whatever the policies in force say (see ``set_status``).
+A quarantined version is released (moved to a status that serves: ``candidate``, ``staging``,
+``production``) only with an approver's consent: an approved approval request for that move
+(gate ``status``, target ``candidate``) made *after* the version's latest quarantine, with an
+approver other than the actor, checked inside the transaction on the locked version row,
+whatever the policies in force say (see ``set_status``). Retiring it to ``archived`` on the
+way does not launder it: the quarantine stands (``store.status_history``) until a release
+through such an approval, so ``archived -> candidate`` needs one too, and an approval given
+for an earlier quarantine never releases a later one.
 """
 
 from __future__ import annotations
@@ -70,8 +74,11 @@ from loopline.store import MetadataStore, UnitOfWork
 from loopline.store import model_registry as records
 from loopline.store.approval_records import ApprovalQueries
 from loopline.store.model_queries import ModelQueries, to_version, version_row
+from loopline.store.status_history import requested_at_seq, unreleased_quarantine
 
 CardFormat = Literal["markdown", "json"]
+SERVABLE = frozenset({ModelStatus.CANDIDATE, ModelStatus.STAGING, ModelStatus.PRODUCTION})
+"""The statuses a deployment may route to (``archived`` and ``quarantined`` may not)."""
 StatusWithin = Callable[[UnitOfWork, ModelVersion], None]
 """A caller's own write, run inside a status change's transaction with the version as written.
 
@@ -277,9 +284,11 @@ class ModelRegistry:
                    within: StatusWithin | None = None) -> ModelVersion:
         """Move the version ``uri`` names to ``status``; return it as it is now.
 
-        Releasing a quarantined version (to ``candidate``) needs an approved approval request
-        for that move (gate ``status``, target ``candidate``) whose approvers include someone
-        other than the actor. ``within`` runs inside the same transaction (``StatusWithin``).
+        Releasing a quarantined version (to a servable status, also from ``archived`` when it
+        was archived while quarantined) needs an approved approval request for that move
+        (gate ``status``, target ``candidate``), made after its latest quarantine, whose
+        approvers include someone other than the actor. ``within`` runs inside the same
+        transaction (``StatusWithin``).
 
         Raises:
             InvalidArgumentError: when ``status`` is not a status.
@@ -293,7 +302,7 @@ class ModelRegistry:
         with self._store.write(self._actor) as uow:
             decision = self._ask(uow, GateAction.STATUS, target, str(wanted),
                                  {"from": str(target.status)})
-            if wanted is ModelStatus.CANDIDATE:
+            if wanted in SERVABLE:
                 self._require_release_approval(uow, target)
             changed = records.set_status(uow, target.name, target.version, wanted, decision)
             if within is not None:
@@ -301,29 +310,44 @@ class ModelRegistry:
             return changed
 
     def _require_release_approval(self, uow: UnitOfWork, target: ModelVersion) -> None:
-        """Refuse to release a quarantined version (as the locked row says) unapproved.
+        """Refuse to put a version under quarantine (as the locked row says) back unapproved.
 
-        Runs after ``_ask`` took the append lock, so a vote either committed before (and is
-        read here) or waits until this change commits.
+        Under quarantine: quarantined now, or archived since its latest quarantine without a
+        release in between. Runs after ``_ask`` took the append lock, so a vote either
+        committed before (and is read here) or waits until this change commits.
 
         Raises:
             PolicyDeniedError: naming the version and the commands that approve the release.
         """
-        locked = to_version(version_row(uow.session.connection(), target.name,
-                                        target.version, lock=True))
-        if locked.status is not ModelStatus.QUARANTINED:
+        connection = uow.session.connection()
+        locked = to_version(version_row(connection, target.name, target.version, lock=True))
+        if locked.status in SERVABLE:
+            return
+        quarantined = unreleased_quarantine(connection, locked.uri, SERVABLE)
+        if quarantined is None:
             return
         now = uow.now()
-        requests = ApprovalQueries(self._store.engine).for_action(
+        approved = [request for request in ApprovalQueries(self._store.engine).for_action(
             target.name, target.version, str(GateAction.STATUS), str(ModelStatus.CANDIDATE))
-        if any(request.status_at(now) is ApprovalStatus.APPROVED
-               and request.approvers(excluding=[self._actor]) for request in requests):
-            return
+            if request.status_at(now) is ApprovalStatus.APPROVED
+            and request.approvers(excluding=[self._actor])]
+        stale = []
+        for request in approved:
+            made = requested_at_seq(connection, request.id)
+            if made is not None and made > quarantined:
+                return
+            stale.append(request.id)
         uri = locked.uri
+        state = "is quarantined" if locked.status is ModelStatus.QUARANTINED else (
+            f"is {locked.status}, quarantined before and never released")
+        older = "" if not stale else (
+            f"; approval request {stale[0]} was made before its latest quarantine and does "
+            "not count: its requester withdraws it (`loopline approvals withdraw ID`) or an "
+            "approver rejects it before a new one can be made")
         raise PolicyDeniedError(
-            f"{uri} is quarantined; releasing it needs an approver: `loopline approvals "
-            f"request {uri} --gate status --target candidate --reason ...`, approved by "
-            f"someone other than {self._actor!r} (`loopline approvals approve ID`)")
+            f"{uri} {state}; releasing it needs an approver: `loopline approvals request "
+            f"{uri} --gate status --target candidate --reason ...`, approved by someone other "
+            f"than {self._actor!r} (`loopline approvals approve ID`){older}")
 
     def trust(self, uri: str | ModelURI, reason: str) -> TrustDecision:
         """Record an audited decision that the version may run code when it loads.
