@@ -210,6 +210,22 @@ def test_health_signals_judge_each_version_and_throughput_the_deployment(
     assert first.value == pytest.approx(0.01) and first.samples == 900
 
 
+def test_throughput_below_fires_when_nothing_was_served(served: Workspace) -> None:
+    measurer = SignalMeasurer(served.predictions, ReferenceProfiles(served.store,
+                                                                    served._blobs),
+                              served.store)
+    config = parse_config({"rules": [
+        {"name": "silent", "signal": "throughput", "deployment": "fraud", "window": "15m",
+         "threshold": 1, "comparison": "below", "min_samples": 100, "for": 1},
+        {"name": "errors", "signal": "error_rate", "deployment": "fraud", "window": "15m",
+         "threshold": 0.1, "min_samples": 1}]})
+    silent, errors = Evaluator(served.store, measurer, ManualClock(AS_OF)).run(config)
+    assert (silent.status, silent.value, silent.samples) == (EvaluationStatus.BREACHED, 0.0,
+                                                             0)
+    assert silent.alert_id is not None
+    assert (errors.status, errors.value) == (EvaluationStatus.INSUFFICIENT, None)
+
+
 def test_the_evaluator_fires_on_a_shift_and_reruns_to_the_same_value(
         served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
     model = trained[0]

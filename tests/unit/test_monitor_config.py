@@ -317,6 +317,9 @@ def test_judging_needs_a_value_and_enough_samples_and_breaches_on_the_rule_side(
     assert judge(above, Measurement(0.1, 10)) is EvaluationStatus.OK
     assert judge(below, Measurement(0.05, 10)) is EvaluationStatus.BREACHED
     assert judge(below, Measurement(0.2, 10)) is EvaluationStatus.OK
+    quiet = _rule(signal="throughput", comparison="below", threshold=1, min_samples=100)
+    assert judge(quiet, Measurement(0.0, 0)) is EvaluationStatus.BREACHED  # no traffic
+    assert judge(quiet, Measurement(None, 0)) is EvaluationStatus.INSUFFICIENT
 
 
 def _evaluation(status: EvaluationStatus, end: Any, digest: str = "d1",

@@ -37,7 +37,8 @@ it. Format::
         comparison: above       # or below
         metric: accuracy        # quality: a quality metric; latency: p50, p95 or p99
         baseline: training      # quality only: watch the drop from the training value
-        min_samples: 100
+        min_samples: 100        # requests (labelled rows for quality) needed to judge;
+                                #   not throughput, whose zero traffic is a real 0.0
         for: 3                  # breaching evaluations in a row before the alert opens
         severity: critical      # info, warning or critical
         playbook: recover

@@ -8,6 +8,9 @@ Rules kept here:
   looks again under the append lock before writing).
 - Status: ``insufficient`` when the measurement has no value or fewer samples than the
   rule's ``min_samples``; otherwise ``breached`` or ``ok`` by ``AlertRule.breaches``.
+  ``min_samples`` does not apply to ``throughput``: a rate over the window is measured by
+  the window itself, and no requests at all is a throughput of 0.0, which must be able to
+  breach a ``below`` rule.
 - Streak: a breach continues the streak of the previous evaluation of the rule and scope
   (by window end) when that one breached too, under the same config (digest), and its
   window ended at most ``streak_gap(rule)`` before this one's (the rule's window, at least
@@ -54,6 +57,7 @@ from loopline.core.monitoring import (
     EvaluationStatus,
     Measurement,
     MonitorConfig,
+    SignalKind,
 )
 from loopline.core.ports import Authorizer, authorize_if_wired
 from loopline.monitoring.config_store import MonitorConfigs
@@ -78,7 +82,8 @@ def alert_subject(alert_id: str) -> str:
 
 def judge(rule: AlertRule, measurement: Measurement) -> EvaluationStatus:
     """Return the status of ``measurement`` under ``rule`` (see the module's rules)."""
-    if measurement.value is None or measurement.samples < rule.min_samples:
+    needed = 0 if rule.signal is SignalKind.THROUGHPUT else rule.min_samples
+    if measurement.value is None or measurement.samples < needed:
         return EvaluationStatus.INSUFFICIENT
     return EvaluationStatus.BREACHED if rule.breaches(measurement.value) \
         else EvaluationStatus.OK

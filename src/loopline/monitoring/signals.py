@@ -13,7 +13,9 @@
   worse); samples are the labelled rows for quality and all rows for the label share.
   Labels timed after the evaluation (``as_of``) are left out, so a re-run agrees.
 - ``error_rate``, ``latency`` (p50/p95/p99 in ms) and ``throughput``: the servers' stats
-  (``health.health``); samples are requests.
+  (``health.health``); samples are requests. Throughput is requests per second of the
+  window, 0.0 when nothing was served (no stats at all); the evaluator does not hold it to
+  ``min_samples``.
 
 A rule that names no version judges each version served in the window on its own and
 reports the worst (the highest value for ``above`` rules, the lowest for ``below``) among
@@ -302,7 +304,7 @@ class SignalMeasurer:
 def _health_value(rule: AlertRule, numbers: Mapping[str, Any]) -> Measurement:
     name = _HEALTH_VALUES.get(rule.signal, f"{rule.metric}_ms")
     requests = int(numbers["requests"])
-    value = numbers.get(name) if requests else None
+    value = numbers.get(name) if requests or rule.signal is SignalKind.THROUGHPUT else None
     kept = dict(numbers)
     if value is None:
         kept["reason"] = "no requests in the window" if not requests else f"no {name} data"
