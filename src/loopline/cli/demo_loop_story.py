@@ -144,9 +144,11 @@ class Narrator:
             self._alerts[alert.id] = alert.state
             if seen is None:
                 numbers = alert.numbers
+                streak = int(numbers.get("streak") or 1)
                 self._say(alert.opened_at, (
                     f"ALERT {alert.rule} ({alert.severity}): {numbers.get('value', 0):.2f} > "
-                    f"{numbers.get('threshold')} in {numbers.get('streak')} window(s) in a row"
+                    f"{numbers.get('threshold')}"
+                    f"{f' in {streak} windows in a row' if streak > 1 else ''}"
                     f"{', playbook ' + alert.playbook if alert.playbook else ''}"), "bold red")
             if alert.state is AlertState.RESOLVED and seen is not AlertState.RESOLVED \
                     and alert.resolved_at is not None:

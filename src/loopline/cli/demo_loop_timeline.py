@@ -165,4 +165,5 @@ def show_timeline(line: Timeline) -> None:
         f"{_number(line.phase('after').accuracy)} after\n"
         f"   {duration(outcome.end - outcome.start)} of simulated time in "
         f"{outcome.wall_seconds:.0f} s of wall time, {outcome.requests:,} HTTP requests; "
-        f"{line.retrain_runs} retrain run(s) by playbook {RECOVERY_PLAYBOOK}", style="bold")
+        f"{line.retrain_runs} retrain run{'' if line.retrain_runs == 1 else 's'} by playbook "
+        f"{RECOVERY_PLAYBOOK}", style="bold")
