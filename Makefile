@@ -14,11 +14,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[report]"
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,ray,onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,ray,onnx,report]"
 	touch $@ $(STAMP_RUN)
 
 venv: $(STAMP_RUN)

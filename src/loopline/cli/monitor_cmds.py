@@ -5,7 +5,9 @@ refused naming the file, line and field (exit 5) and nothing is written; a rule 
 deployment that does not exist yet is a warning. ``run`` evaluates every rule once (of the
 deployments named) and prints what each saw; running again in the same minute returns the
 stored evaluations. ``evaluations`` and ``alerts`` list what was stored, ``rerun`` measures a
-stored evaluation again from its record, without writing.
+stored evaluation again from its record, without writing. ``report`` writes one deployment's
+self-contained HTML report over a period (``monitoring.report``) and prints what it shows;
+without matplotlib (``pip install 'loopline[report]'``) it exits 7 before reading anything.
 
 The file is read with ``governance.policy_yaml`` (safe loading, line numbers, no repeated
 keys, no alias bombs), the reader policy files use: ``monitoring`` may not import
@@ -15,7 +17,7 @@ governance, so the CLI joins the two.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +38,10 @@ from loopline.core.monitoring import (
 )
 from loopline.governance.policy_yaml import MAX_FILE_BYTES, SourceDocument, read_documents
 from loopline.monitoring.config_store import AppliedConfig, summary
-from loopline.monitoring.config_yaml import format_duration, parse_config
+from loopline.monitoring.config_yaml import format_duration, parse_config, parse_duration
+from loopline.monitoring.report import WrittenReport, write_monitor_report
+from loopline.monitoring.report_charts import require_matplotlib
+from loopline.monitoring.report_model import report_period
 
 app = typer.Typer(help="Monitoring: alert rules over drift, quality and health; alerts.",
                   no_args_is_help=True)
@@ -307,3 +312,76 @@ def rerun(
         ("now", _number(again.value), again.samples, _status(again.status))])
     console.print("the same answer" if again.same else
                   "a different answer: the window's data changed since")
+
+
+def _time(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            flag, f"{text!r} is not an ISO 8601 time such as 2026-01-31T09:00Z") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _kilobytes(size: int) -> str:
+    return f"{size / 1024:.0f} KiB" if size >= 1024 else f"{size} bytes"
+
+
+def _print_report(written: WrittenReport) -> None:
+    facts = written.report.summary()
+    counts, health, actions = facts["evaluations"], facts["health"], facts["actions"]
+    drift, alerts = facts["drift"], facts["alerts"]
+    quality = "; ".join(f"{q['metric']} on {q['slice']} {_number(q['value'])} (training "
+                        f"{_number(q['training'])})" for q in facts["quality"])
+    table(f"monitoring report of {facts['deployment']}", ["section", "shows"], [
+        ("period", f"{facts['start']} to {facts['end']}"),
+        ("routes now", "; ".join(facts["routes"]) or "none"),
+        ("config in force", (facts["config_digest"] or "none")[:12]),
+        ("evaluations", f"{counts['total']} of {counts['rules']} rules: {counts['breached']} "
+                        f"breached, {counts['ok']} ok, {counts['insufficient']} insufficient"),
+        ("drift", f"{drift['charts']} charts over {drift['columns']} columns; drifted in the "
+                  f"latest: {', '.join(drift['drifted_now']) or 'none'}"
+         if drift["columns"] else "nothing recorded"),
+        ("quality", quality or "nothing recorded"),
+        ("latency and errors", "nothing recorded" if health is None else
+         f"{health['requests']} requests, error rate {health['error_rate']:.2%}, p50 "
+         f"{_number(health['p50_ms'])} ms, p95 {_number(health['p95_ms'])} ms, p99 "
+         f"{_number(health['p99_ms'])} ms"),
+        ("alerts", f"{alerts['total']} ({alerts['firing']} firing)"),
+        ("playbook actions", ", ".join(f"{count} {state}" for state, count in actions.items()
+                                       if state != "total") or "none"),
+    ])
+    success(f"wrote {written.path} ({_kilobytes(written.size)})")
+
+
+@app.command()
+def report(  # noqa: PLR0913 - one parameter per flag is how typer declares them
+    ctx: typer.Context,
+    deployment: Annotated[str, typer.Option(
+        "--deployment", "-d", help="The deployment to report on.")],
+    since: Annotated[str | None, typer.Option(
+        "--since", help="How far back from the end: 90s, 15m, 1h, 7d (default 7d).")] = None,
+    start: Annotated[str | None, typer.Option(
+        "--start", help="Start time, ISO 8601 (UTC when no zone is given); instead of "
+                        "--since.")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", help="End time, ISO 8601 (UTC when no zone is given); default: now.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The HTML file to write (default: "
+                               "monitor-report-DEPLOYMENT.html here).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a self-contained HTML report of a deployment's monitoring, and summarise it."""
+    require_matplotlib()  # exit 7 before reading anything
+    length = None if since is None else parse_duration(since, "--since")
+    first, last = _time(start, "--start"), _time(end, "--end")
+    with open_workspace(ctx) as ws:
+        begin, finish = report_period(ws.store.clock.now(), length, first, last)
+        written = write_monitor_report(ws.store, deployment, begin, finish, output)
+    if as_json:
+        emit_json({**written.report.summary(), "output": str(written.path),
+                   "bytes": written.size})
+        return
+    _print_report(written)
