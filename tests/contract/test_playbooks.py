@@ -419,7 +419,7 @@ def test_a_step_requiring_approval_waits_and_runs_once_after_it(
     assert waiting.state is ActionState.AWAITING_APPROVAL and _rollbacks(pws) == 0
     request = pws.approvals.get(waiting.approval_id or "")
     assert (request.model, request.version, request.gate, request.target, request.requester
-            ) == ("fraud", 2, "playbook_action", "rollback", pws.actor)
+            ) == ("fraud", 2, "playbook_action", f"rollback:{action.id}", pws.actor)
     head = pws.store.audit.head()
     automation.tick()
     assert pws.store.audit.head() == head and _rollbacks(pws) == 0
@@ -478,6 +478,94 @@ def test_a_policy_requiring_approval_holds_the_action_until_approved(
     done = automation.get(action.id)
     assert done.state is D and _rollbacks(pws) == 1
     assert done.result["gate"]["allowed"] is True
+
+
+def test_a_second_alerts_careful_rollback_waits_for_its_own_vote(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    (first,) = automation.handle(fire(pws, "careful"))
+    automation.tick()
+    earlier = automation.get(first.id).approval_id or ""
+    _approver(pws).approve(earlier, "go")
+    automation.tick()
+    assert automation.get(first.id).state is D and _rollbacks(pws) == 1
+    pws.deployments.replace("web", "fraud", 2)  # v2 serves again; the approval is still open
+    clock.advance(timedelta(hours=2))  # past the playbook's cool-down
+    assert pws.approvals.get(earlier).status is ApprovalStatus.APPROVED
+    (second,) = automation.handle(fire(pws, "careful"))
+    automation.tick()
+    waiting = automation.get(second.id)
+    assert waiting.state is ActionState.AWAITING_APPROVAL and _rollbacks(pws) == 1
+    assert waiting.approval_id not in (None, earlier)
+    request = pws.approvals.get(waiting.approval_id or "")
+    assert (request.status, request.model, request.version, request.target) == (
+        ApprovalStatus.PENDING, "fraud", 2, f"rollback:{second.id}")
+    assert f"(action {second.id})" in request.reason
+    _approver(pws).approve(request.id, "this one too")
+    automation.tick()
+    assert automation.get(second.id).state is D and _rollbacks(pws) == 2
+
+
+def test_an_approval_for_the_version_served_before_does_not_release_the_action(
+        pws: Workspace, automation: Automation) -> None:
+    (action,) = automation.handle(fire(pws, "careful"))
+    automation.tick()
+    asked = pws.approvals.get(automation.get(action.id).approval_id or "")
+    assert (asked.model, asked.version) == ("fraud", 2)
+    pws.deployments.replace("web", "fraud", 3)  # a new primary before the vote
+    _approver(pws).approve(asked.id, "roll back v2")
+    automation.tick()
+    waiting = automation.get(action.id)
+    assert waiting.state is ActionState.AWAITING_APPROVAL and _rollbacks(pws) == 0
+    again = pws.approvals.get(waiting.approval_id or "")
+    assert (again.status, again.version) == (ApprovalStatus.PENDING, 3) and again.id != asked.id
+    assert "was for models:/fraud/2" in waiting.result["approval"]["why"]
+    _approver(pws).approve(again.id, "roll back v3")
+    automation.tick()
+    assert automation.get(action.id).state is D and _rollbacks(pws) == 1
+
+
+def test_an_approved_action_whose_subject_changed_asks_again_instead_of_spinning(
+        pws: Workspace, automation: Automation) -> None:
+    pws.policies.apply(pws.actor, {"guard.yaml": POLICY.format(
+        rule="{id: two-eyes, kind: approvals, count: 1}")})
+    (action,) = automation.handle(fire(pws, "rollback"))
+    automation.tick()
+    first = automation.get(action.id).approval_id or ""
+    pws.deployments.replace("web", "fraud", 3)  # a canary promoted a new primary, say
+    _approver(pws).approve(first, "roll back v2")
+    automation.tick()
+    waiting = automation.get(action.id)
+    assert waiting.state is ActionState.AWAITING_APPROVAL and _rollbacks(pws) == 0
+    assert waiting.attempts <= 3, waiting.attempts  # not re-claimed round after round
+    again = pws.approvals.get(waiting.approval_id or "")
+    assert (again.status, again.model, again.version, again.target) == (
+        ApprovalStatus.PENDING, "fraud", 3, "rollback")
+    head = pws.store.audit.head()
+    assert automation.tick().moved == {} and pws.store.audit.head() == head
+    _approver(pws).approve(again.id)
+    automation.tick()
+    assert automation.get(action.id).state is D and _rollbacks(pws) == 1
+
+
+def test_an_approved_request_with_too_few_votes_is_looked_at_again_only_after_a_lease(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    pws.policies.apply(pws.actor, {"guard.yaml": POLICY.format(
+        rule="{id: two-eyes, kind: approvals, count: 1}")})
+    (action,) = automation.handle(fire(pws, "rollback"))
+    automation.tick()
+    request = automation.get(action.id).approval_id or ""
+    pws.policies.apply(pws.actor, {"guard.yaml": POLICY.format(
+        rule="{id: four-eyes, kind: approvals, count: 2}")})  # stricter before the vote
+    _approver(pws).approve(request, "one of two")
+    automation.tick()
+    held = automation.get(action.id)
+    assert held.state is ActionState.AWAITING_APPROVAL and held.approval_id == request
+    assert held.attempts <= 3 and _rollbacks(pws) == 0
+    assert automation.tick().moved == {}  # held for a lease: no spinning meanwhile
+    ApprovalService(pws.store, pws.access, "bob").approve(request, "two of two")
+    clock.advance(automation.options.lease)
+    automation.tick()
+    assert automation.get(action.id).state is D and _rollbacks(pws) == 1
 
 
 def test_a_policy_denying_an_action_skips_it_naming_the_rule(

@@ -4,13 +4,25 @@ Every action is put to the gate (``GateAction.PLAYBOOK_ACTION``, target = the ac
 on the model version it concerns: see ``subject_version``) before it runs, so a policy can
 govern it like any registry change: deny it (the action is ``skipped`` with the reason), or
 require approvals (an ``approvals`` rule; the action waits). A step with
-``requires_approval: true`` waits for an approval whatever the policies say.
+``requires_approval: true`` waits for an approval of its own whatever the policies say.
 
-Waiting means an approval request (``governance.approvals``) for that gate, target and
-version, made by the automation's actor, so four-eyes keeps the automation from approving
-itself. One open request exists per version, gate and target (the approvals service's
-rule), so actions of one kind on one version share it while it is open: an approval covers
-that kind of action on that version until it expires, as approvals do for every gate.
+Waiting means an approval request (``governance.approvals``) on the subject version, made by
+the automation's actor (the identity running the scheduler), so four-eyes keeps that
+identity from approving what the automation asked. Its reason names the action
+(``(action <id>)``). Two kinds of request, as the approvals service allows one open request
+per version, gate and target:
+
+- a policy's ``approvals`` rule counts requests with target = the kind, so the automation
+  asks with that target and joins the open one (pending, or approved with too few votes):
+  as for every gate, a policy's approval covers that kind of action on that version until
+  it expires;
+- a step's own approval is for that action alone: target ``<kind>:<action id>``, never
+  shared, so an earlier alert's approved request never satisfies a later alert's step. A
+  request with the kind target that this action made (its reason names it) counts as its
+  own too, so a step also held by a policy needs one vote, not two.
+
+Either approval holds only for the version it was asked on: when the subject changes while
+the action waits (a canary promoted a new primary), the action asks again for the new one.
 """
 
 from __future__ import annotations
@@ -28,11 +40,12 @@ from loopline.core.governance import ApprovalRequest, ApprovalStatus
 from loopline.core.models import ModelURI, version_uri
 from loopline.core.monitoring import ActionKind, PlaybookAction
 
-__all__ = ["Outcome", "Verdict", "approval_request", "govern", "quarantine_target",
-           "subject_version"]
+__all__ = ["Outcome", "Verdict", "approval_request", "govern", "own_approval", "own_target",
+           "quarantine_target", "subject_version"]
 
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
 TARGETS = ("alert", "canary", "primary")
+GATE = str(GateAction.PLAYBOOK_ACTION)
 
 
 class Outcome(StrEnum):
@@ -45,11 +58,15 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """An outcome, why, and the gate's decision record (kept in the action's result)."""
+    """An outcome, why, and the gate's decision record (kept in the action's result).
+
+    ``by_policy``: the approval needed is a policy's (an ``approvals`` rule), not the step's.
+    """
 
     outcome: Outcome
     reason: str
     gate: dict[str, Any]
+    by_policy: bool = False
 
 
 def _route_version(deployment: Deployment, role: RouteRole) -> tuple[str, int] | None:
@@ -121,12 +138,38 @@ def _ask(ports: AutomationPorts, actor: str, action: PlaybookAction, alert: Aler
             "params": dict(action.params)}))
 
 
+def own_target(action: PlaybookAction) -> str:
+    """Return the target of ``action``'s own approval request: ``<kind>:<action id>``."""
+    return f"{action.kind}:{action.id}"
+
+
+def _marker(action: PlaybookAction) -> str:
+    return f"(action {action.id})"
+
+
+def own_approval(action: PlaybookAction, request: ApprovalRequest | None,
+                 version: tuple[str, int]) -> bool:
+    """Tell whether ``request`` is an approval of ``action`` itself, for ``version``, approved.
+
+    Its own: asked with ``own_target``, or with the kind as target by this very action (its
+    reason names the action). An approval of another action, or of another version of the
+    model, is not.
+    """
+    if request is None or request.status is not ApprovalStatus.APPROVED:
+        return False
+    if (request.model, request.version) != version or request.gate != GATE:
+        return False
+    return request.target == own_target(action) or (
+        request.target == str(action.kind) and _marker(action) in request.reason)
+
+
 def govern(ports: AutomationPorts, actor: str, action: PlaybookAction,
-           alert: AlertContext, approved: bool = False) -> Verdict:
-    """Ask the gate about ``action``; ``approved`` when its own approval request is approved.
+           alert: AlertContext, approval: ApprovalRequest | None = None) -> Verdict:
+    """Ask the gate about ``action``; ``approval`` is the request it waited on, if any.
 
     Denied when a rule other than an ``approvals`` rule fails; needing approval when only
-    ``approvals`` rules fail, or the step requires approval and ``approved`` is False.
+    ``approvals`` rules fail (``by_policy``), or the step requires approval and ``approval``
+    is not its own approved request for the version it concerns now (``own_approval``).
 
     Raises:
         AccessDeniedError: when the actor may not write to the model.
@@ -136,18 +179,27 @@ def govern(ports: AutomationPorts, actor: str, action: PlaybookAction,
     decision = _ask(ports, actor, action, alert, version)
     record = decision.as_record()
     if decision.allowed:
-        if action.requires_approval and not approved:
-            return Verdict(Outcome.NEEDS_APPROVAL, "the step requires approval", record)
+        if action.requires_approval and not own_approval(action, approval, version):
+            why = "the step requires approval"
+            if approval is not None and (approval.model, approval.version) != version:
+                why += (f" (approval request {approval.id} was for "
+                        f"{version_uri(approval.model, approval.version)}, and the action "
+                        f"concerns {version_uri(*version)} now)")
+            return Verdict(Outcome.NEEDS_APPROVAL, why, record)
         return Verdict(Outcome.ALLOWED, decision.reason, record)
     failing = [rule for rule in decision.rules if not rule.get("passed")]
     if failing and all(rule.get("kind") == "approvals" for rule in failing):
-        return Verdict(Outcome.NEEDS_APPROVAL, decision.reason, record)
+        return Verdict(Outcome.NEEDS_APPROVAL, decision.reason, record, by_policy=True)
     return Verdict(Outcome.DENIED, decision.reason, record)
 
 
 def approval_request(ports: AutomationPorts, action: PlaybookAction, alert: AlertContext,
-                     why: str) -> ApprovalRequest:
-    """Ask for approval of ``action`` (or join the open request for the same action).
+                     verdict: Verdict) -> ApprovalRequest:
+    """Ask for the approval ``verdict`` needs on the version ``action`` concerns now.
+
+    A policy's (``verdict.by_policy``): target = the kind, joining the open request for it
+    (pending, or approved with too few votes: more votes may still be cast on it). The
+    step's own: target ``own_target(action)``, which no other action shares.
 
     Raises:
         AccessDeniedError: when the actor may not write to the model.
@@ -155,15 +207,14 @@ def approval_request(ports: AutomationPorts, action: PlaybookAction, alert: Aler
     """
     model, version = subject_version(ports, action, alert)
     kind = str(action.kind)
-    reason = (f"playbook {action.playbook!r} step {action.step} ({kind}) for alert "
-              f"{alert.alert_id} (rule {alert.rule!r} on deployment {alert.deployment!r}) on "
-              f"{version_uri(model, version)}: {why}")
+    target = kind if verdict.by_policy else own_target(action)
+    reason = (f"playbook {action.playbook!r} step {action.step} ({kind}) {_marker(action)} "
+              f"for alert {alert.alert_id} (rule {alert.rule!r} on deployment "
+              f"{alert.deployment!r}) on {version_uri(model, version)}: {verdict.reason}")
     try:
-        return ports.approvals.request(model, version, str(GateAction.PLAYBOOK_ACTION), kind,
-                                       reason[:2000])
+        return ports.approvals.request(model, version, GATE, target, reason[:2000])
     except AlreadyExistsError:
-        for found in ports.approvals.for_action(model, version,
-                                                str(GateAction.PLAYBOOK_ACTION), kind):
+        for found in ports.approvals.for_action(model, version, GATE, target):
             if found.status in OPEN:
                 return found
         raise

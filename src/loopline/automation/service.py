@@ -7,6 +7,7 @@ one alert in order, each held by one worker under a lease (``store.playbook_reco
 
     pending ──gate allows──────────────> running ──effect──> done
        │    ──approval needed──> awaiting_approval ──approved──> running
+       │                             ├──approved for another version──> asks again
        │                             └──rejected / withdrawn / expired──> skipped
        ├──gate denies (policy)───────> skipped
        └──same kind ran on the deployment within the cool-down──> skipped
@@ -54,9 +55,10 @@ from loopline.core.errors import (
     PolicyDeniedError,
 )
 from loopline.core.events import Event, EventType
-from loopline.core.governance import ApprovalStatus
+from loopline.core.governance import ApprovalRequest, ApprovalStatus
 from loopline.core.governance import Verdict as Vote
 from loopline.core.ids import new_id
+from loopline.core.models import version_uri
 from loopline.core.monitoring import ActionKind, ActionState, PlaybookAction
 from loopline.core.runs import PipelineRun
 from loopline.outbound import OutboundClient
@@ -256,28 +258,16 @@ class Automation:
         else:  # running: taken over from a dead worker, or a retrain back from its run
             PERFORM[held.action.kind](held, self._tools)
 
-    def _verdict(self, held: Held, approved: bool) -> Verdict | None:
+    def _verdict(self, held: Held, approval: ApprovalRequest | None) -> Verdict | None:
         """Ask governance; a refusal of the actor itself skips the action (None)."""
         try:
-            return govern(self._ports, self.options.actor, held.action, held.alert, approved)
+            return govern(self._ports, self.options.actor, held.action, held.alert, approval)
         except PolicyDeniedError as exc:
             held.move(ActionState.SKIPPED, {"reason": f"denied: {exc.message}"})
             return None
 
     def _pending(self, held: Held) -> None:
-        verdict = self._verdict(held, approved=False)
-        if verdict is None:
-            return
-        if verdict.outcome is Outcome.DENIED:
-            held.move(ActionState.SKIPPED, {"reason": f"denied by policy: {verdict.reason}",
-                                            "gate": verdict.gate})
-        elif verdict.outcome is Outcome.NEEDS_APPROVAL:
-            request = approval_request(self._ports, held.action, held.alert, verdict.reason)
-            held.move(ActionState.AWAITING_APPROVAL, {"gate": verdict.gate, "approval": {
-                "id": request.id, "why": verdict.reason, "required": request.required,
-                "expires_at": request.expires_at.isoformat()}}, approval_id=request.id)
-        else:
-            self._start(held, verdict)
+        self._decide(held, None)
 
     def _awaiting(self, held: Held) -> None:
         request = self._ports.approvals.get(held.action.approval_id or "")
@@ -291,16 +281,40 @@ class Automation:
                 f"approval request {request.id} {request.status}"
                 + (f" ({'; '.join(said)})" if said else ""))})
             return
-        verdict = self._verdict(held, approved=True)
+        self._decide(held, request)
+
+    def _decide(self, held: Held, approval: ApprovalRequest | None) -> None:
+        """Skip, hold for approval or start the action, as governance says now."""
+        verdict = self._verdict(held, approval)
         if verdict is None:
             return
         if verdict.outcome is Outcome.DENIED:
             held.move(ActionState.SKIPPED, {"reason": f"denied by policy: {verdict.reason}",
                                             "gate": verdict.gate})
         elif verdict.outcome is Outcome.NEEDS_APPROVAL:
-            held.move(ActionState.AWAITING_APPROVAL, {"gate": verdict.gate})
+            self._hold(held, verdict)
         else:
             self._start(held, verdict)
+
+    def _hold(self, held: Held, verdict: Verdict) -> None:
+        """Wait on the approval request ``verdict`` needs (made or joined) for the subject now.
+
+        A pending request is waited on unclaimed (``_idle`` reads it). One approved already
+        and still not enough (a policy wants more votes than it has) is looked at again only
+        after a lease, under this worker's claim, so the action never spins round by round.
+        """
+        request = approval_request(self._ports, held.action, held.alert, verdict)
+        result = {"gate": verdict.gate, "approval": {
+            "id": request.id, "why": verdict.reason, "required": request.required,
+            "version": version_uri(request.model, request.version),
+            "target": request.target, "expires_at": request.expires_at.isoformat()}}
+        if request.status is ApprovalStatus.PENDING:
+            held.move(ActionState.AWAITING_APPROVAL, result, approval_id=request.id)
+            return
+        log.info("playbook action %s: approval request %s is %s and still not enough: %s",
+                 held.action.id, request.id, request.status, verdict.reason)
+        held.move(ActionState.AWAITING_APPROVAL, result, approval_id=request.id,
+                  keep_until=self._store.clock.now() + self.options.lease)
 
     def _start(self, held: Held, verdict: Verdict) -> None:
         """Skip the action within its cool-down, else mark it running; then perform it.
