@@ -210,13 +210,24 @@ def test_running_again_in_the_same_minute_measures_nothing_and_writes_nothing(
     evaluator = Evaluator(clocked, measurer, clock)
     first = evaluator.run(_config())
     events, audit = clocked.events.read_after(0, 1000), clocked.audit.entries()
-    clock.advance(timedelta(seconds=39))  # 12:00:59, the same minute
+    clock.advance(timedelta(seconds=54))  # 12:01:14, less the settle time: the same minute
     again = evaluator.run(_config())
     assert again == first and len(measurer.tasks) == 2  # one per rule, first run only
     assert clocked.events.read_after(0, 1000) == events and clocked.audit.entries() == audit
     assert len(evaluator.records.evaluations()) == 2
-    clock.advance(timedelta(seconds=1))  # 12:01:00: a new window
+    clock.advance(timedelta(seconds=1))  # 12:01:15: a new window
     assert evaluator.run(_config())[0].window_end == first[0].window_end + MINUTE
+
+
+def test_a_window_is_read_only_once_its_data_has_settled(clocked: MetadataStore) -> None:
+    minute = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    clock = ManualClock(minute + timedelta(seconds=5))  # stats of 11:59:50.. not flushed yet
+    measurer = Scripted(drift=[BAD])
+    early = Evaluator(clocked, measurer, clock).run(_config(), deployments=["fraud"])[0]
+    assert early.window_end == minute - MINUTE and measurer.tasks[0].end == minute - MINUTE
+    clock.advance(timedelta(seconds=10))  # 12:00:15: one bucket and one flush later
+    settled = Evaluator(clocked, measurer, clock).run(_config(), deployments=["fraud"])[0]
+    assert settled.window_end == minute and measurer.tasks[1].end == minute
 
 
 def test_an_evaluator_that_loses_the_race_returns_the_stored_evaluation(

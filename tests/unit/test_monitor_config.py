@@ -35,7 +35,7 @@ from loopline.monitoring.config_yaml import (
 )
 from loopline.monitoring.evaluator import judge, next_streak
 from loopline.monitoring.rule_records import parse_rule_record, rule_record
-from loopline.monitoring.windows import window_end
+from loopline.monitoring.windows import SETTLE, window_end
 
 CONFIG = textwrap.dedent("""\
     drift:
@@ -355,9 +355,18 @@ def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
                        short, end, "d1") == 1
 
 
-def test_a_window_ends_on_the_whole_minute_before() -> None:
+def test_a_window_ends_on_the_whole_minute_before_the_settle_time() -> None:
     from datetime import UTC, datetime
+    assert SETTLE == timedelta(seconds=15)
     assert window_end(datetime(2026, 1, 1, 10, 7, 59, 999, tzinfo=UTC)) == datetime(
         2026, 1, 1, 10, 7, tzinfo=UTC)
+    assert window_end(datetime(2026, 1, 1, 10, 7, 15, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 10, 7, tzinfo=UTC)
+    assert window_end(datetime(2026, 1, 1, 10, 7, 14, 999, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 10, 6, tzinfo=UTC)
+    assert window_end(datetime(2026, 1, 1, 10, 7, 14, tzinfo=UTC), timedelta(0)) == datetime(
+        2026, 1, 1, 10, 7, tzinfo=UTC)
+    with pytest.raises(InvalidArgumentError, match="settle"):
+        window_end(datetime(2026, 1, 1, tzinfo=UTC), timedelta(seconds=-1))
     with pytest.raises(InvalidArgumentError, match="now"):
         window_end(datetime(2026, 1, 1))  # noqa: DTZ001 - a naive time is what is refused

@@ -2,8 +2,9 @@
 
 Rules kept here:
 
-- One evaluation per rule, scope and window: the window ends at the evaluation time rounded
-  down to a whole minute, so running again in the same minute measures nothing and returns
+- One evaluation per rule, scope and window: the window ends at the evaluation time less
+  ``windows.SETTLE`` (15 s, so the servers' stats and log records are in), rounded down to
+  a whole minute, so running again in the same minute measures nothing and returns
   the stored evaluation (the store's unique key holds even when two evaluators race: each
   looks again under the append lock before writing).
 - Status: ``insufficient`` when the measurement has no value or fewer samples than the

@@ -1,8 +1,14 @@
 """What a measurement is asked for: a rule, its window, and the settings it is judged by.
 
-Pure: no I/O. A window ends at the evaluation time rounded down to a whole minute and starts
-the rule's window before, so every evaluation in the same minute asks about the same window
-(and the store keeps one evaluation per rule, scope and window end). ``Measurer`` is the
+Pure: no I/O. A window ends at the evaluation time less ``SETTLE``, rounded down to a whole
+minute, and starts the rule's window before, so every evaluation in the same minute asks
+about the same window (and the store keeps one evaluation per rule, scope and window end).
+``SETTLE`` lets the window's data arrive before it is read, as the canary analysis does
+(``loop.rollout.DEFAULT_SETTLE``): a server writes a 10-second stats bucket within 5 seconds
+of its end, and the prediction writer flushes within about a second; so an evaluation at
+12:00:05 judges the window ending at 11:59, and one at 12:00:15 the window ending at 12:00.
+A server whose writes lag by more than that (the store was away) can still add to a judged
+window. ``Measurer`` is the
 port the evaluator measures through: ``monitoring.signals.SignalMeasurer`` reads the
 prediction log, the reference profiles and the serving stats; tests pass fakes.
 """
@@ -11,22 +17,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.monitoring import AlertRule, DriftSettings, Measurement, SliceSpec
+from loopline.store.serving_stats import BUCKET_SECONDS, FLUSH_SECONDS
+
+SETTLE = timedelta(seconds=BUCKET_SECONDS + FLUSH_SECONDS)
+"""How long after its end a window is read: one stats bucket plus one flush period (15 s)."""
 
 
-def window_end(now: datetime) -> datetime:
-    """Return ``now`` rounded down to a whole minute (aware, UTC kept).
+def window_end(now: datetime, settle: timedelta = SETTLE) -> datetime:
+    """Return ``now - settle`` rounded down to a whole minute (aware, UTC kept).
 
     Raises:
-        InvalidArgumentError: naming ``now`` when it is naive.
+        InvalidArgumentError: naming ``now`` when it is naive, ``settle`` when negative.
     """
     if now.utcoffset() is None:
         raise InvalidArgumentError("now", "must be a timezone-aware datetime")
-    return now.replace(second=0, microsecond=0)
+    if settle < timedelta(0):
+        raise InvalidArgumentError("settle", f"{settle} must be 0 or more")
+    return (now - settle).replace(second=0, microsecond=0)
 
 
 @dataclass(frozen=True, slots=True)
