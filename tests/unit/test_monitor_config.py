@@ -357,7 +357,7 @@ def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
 
 def test_a_window_ends_on_the_whole_minute_before_the_settle_time() -> None:
     from datetime import UTC, datetime
-    assert SETTLE == timedelta(seconds=15)
+    assert timedelta(seconds=15) == SETTLE
     assert window_end(datetime(2026, 1, 1, 10, 7, 59, 999, tzinfo=UTC)) == datetime(
         2026, 1, 1, 10, 7, tzinfo=UTC)
     assert window_end(datetime(2026, 1, 1, 10, 7, 15, tzinfo=UTC)) == datetime(
