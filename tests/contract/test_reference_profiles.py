@@ -5,7 +5,7 @@ sample; no reference (even with an input example) records none; bad references w
 
 from __future__ import annotations
 
-import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,13 @@ from sklearn.linear_model import LogisticRegression
 
 from loopline.app import Workspace
 from loopline.core.errors import IntegrityError, InvalidArgumentError, UserCodeError
+from loopline.core.predictions import PredictionRecord
+from loopline.data.json_text import json_text
 from loopline.data.profiling import Profile, profile_table
+from loopline.monitoring.config_yaml import parse_config
 from loopline.monitoring.references import ReferenceProfiles
+from loopline.monitoring.signals import SignalMeasurer
+from loopline.monitoring.windows import MeasureTask
 from loopline.registry import reference_profile
 from loopline.registry.holdout import select_rows
 from loopline.registry.registration import Registration, prepare
@@ -141,8 +146,30 @@ def test_two_outputs_per_row_are_profiled_as_json_text(ws: Workspace, iris: Any)
     assert found is not None and found.outputs is not None
     column = found.outputs.column("prediction")
     assert column.kind == "categorical" and column.categories is not None
-    expected = pd.Series([json.dumps([a, a * 2]) for a in data.iloc[:, 0]]).value_counts()
+    expected = pd.Series([json_text([a, a * 2]) for a in data.iloc[:, 0]]).value_counts()
     assert dict(column.categories.counts) == expected.to_dict()
+
+
+def test_two_outputs_per_row_logged_as_the_reference_scored_them_do_not_drift(
+        ws: Workspace, iris: Any) -> None:
+    X, _ = iris
+    data = X.iloc[:, :2]
+    ws.models.register(Pair(), "pair", flavor="python", reference=data)
+    end = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    outputs = Pair().predict(data).tolist()
+    ws.predictions.append([PredictionRecord(
+        request_id=f"r{index}", time=end - timedelta(minutes=5), deployment="pairs",
+        model_version="pair.v1", inputs=[row], outputs=[outputs[index]], latency_ms=1.0)
+        for index, row in enumerate(data.to_dict(orient="records"))])
+    config = parse_config({"drift": {"method": "jensen_shannon"}, "rules": [
+        {"name": "outputs", "signal": "prediction_drift", "deployment": "pairs",
+         "window": "15m", "threshold": 0.1, "min_samples": 1}]})
+    measurer = SignalMeasurer(ws.predictions, references(ws), ws.store)
+    found = measurer.measure(MeasureTask(config.rules[0], end - timedelta(minutes=15), end,
+                                         end, config.drift))
+    details = found.numbers["versions"]["models:/pair/1"]
+    assert (details["method"], details["drifted"]) == ("jensen_shannon", False)
+    assert found.value == 0.0 and found.samples == len(data)
 
 
 def test_without_a_reference_none_is_recorded_even_with_an_input_example(

@@ -22,7 +22,9 @@ value).
 
 Columns are built from Python lists in C (``operator.itemgetter`` over the records, one
 ``pyarrow.array`` per column), never cell by cell in Python. A column of scalars keeps its
-Arrow type; a column holding lists or objects, or values of mixed types, becomes JSON text.
+Arrow type; a column holding lists or objects, or values of mixed types, becomes JSON text
+written by ``data.json_text`` (keys sorted, compact), as the reference profile writes a
+version's non-scalar outputs, so identical outputs compare equal.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import orjson
 import pyarrow as pa
 
 from loopline.core.errors import InvalidArgumentError
+from loopline.data.json_text import json_column
 
 WINDOW_COLUMNS = ("request_id", "time", "model_version")
 """The logged columns each row carries from its request."""
@@ -212,14 +215,7 @@ def _predictions(texts: list[Any], sizes: list[int], ids: list[str]) -> list[Any
 
 def to_arrow(values: list[Any]) -> pa.Array:
     """Return a column of scalars with its inferred Arrow type, else of JSON text."""
-    try:
-        array = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        array = None
-    if array is not None and not pa.types.is_nested(array.type):
-        return array
-    return pa.array([None if value is None else orjson.dumps(value).decode()
-                     for value in values], pa.string())
+    return json_column(values)
 
 
 def _check_names(names: Iterable[str]) -> None:

@@ -6,8 +6,10 @@ rows: only the signature's input columns are profiled (all columns without a sig
 the profile is of exactly what the model reads. The outputs' profile is of the model's
 ``predict`` on a deterministic sample of at most ``MAX_SCORED`` rows (all of them when there
 are no more, else a seeded random choice, as the holdout sample is chosen), scored
-``SCORE_ROWS`` at a time, as one column ``prediction`` (a 2-D output row as JSON text), the
-way monitoring reads the prediction log. Both go into one JSON payload in the artifact store::
+``SCORE_ROWS`` at a time, as one column ``prediction`` (a 2-D output row, or an output that is
+not a scalar, as JSON text written by ``data.json_text``), the way monitoring reads the
+prediction log, so identical outputs compare equal. Both go into one JSON payload in the
+artifact store::
 
     {"format": 1, "rows": N, "inputs": Profile.to_dict(), "outputs": Profile.to_dict(),
      "scored": {"rows": M, "of_rows": N, "selection": "all" | "random(seed=0)"}}
@@ -30,6 +32,7 @@ import pyarrow as pa
 
 from loopline.core.canonical import sha256_hex
 from loopline.core.errors import InvalidArgumentError, LooplineError, UserCodeError
+from loopline.data.json_text import json_column, json_text
 from loopline.data.profiling import Profile, Profiler
 from loopline.registry.flavors import LoadedModel
 from loopline.registry.holdout import select_rows
@@ -103,9 +106,9 @@ def _output_column(values: Any) -> pa.Array:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array.ravel()
     if array.ndim == 1:
-        return pa.array(array.tolist() if array.dtype == object else array)
+        return json_column(array.tolist()) if array.dtype == object else pa.array(array)
     if array.ndim == 2:
-        return pa.array([json.dumps(row) for row in array.tolist()], pa.string())
+        return pa.array([json_text(row) for row in array.tolist()], pa.string())
     raise InvalidArgumentError(FIELD, f"the model's predict returned a {array.ndim}-D result; "
                                       "only 1-D and 2-D outputs can be profiled")
 
