@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from playbook_support import (
     HOOK_URL,
     PLAYBOOKS,
@@ -34,7 +35,7 @@ from loopline.automation.service import inline_executor
 from loopline.core.clock import ManualClock
 from loopline.core.deployments import DeploymentState, RouteRole
 from loopline.core.errors import InvalidArgumentError, LeaseLostError, PolicyDeniedError
-from loopline.core.events import EventType
+from loopline.core.events import Event, EventType
 from loopline.core.governance import ApprovalStatus
 from loopline.core.models import ModelStatus
 from loopline.core.monitoring import ActionKind, ActionState, Playbook, PlaybookStep
@@ -42,6 +43,7 @@ from loopline.core.runs import RunState
 from loopline.governance.approvals import ApprovalService
 from loopline.store import AuditFilter
 from loopline.store import playbook_records as records
+from loopline.store.models import ALERTS
 
 D, R, S = ActionState.DONE, ActionState.RUNNING, ActionState.SKIPPED
 
@@ -335,6 +337,103 @@ def test_rollback_of_a_deployment_rolled_back_already_is_skipped(
     skipped = automation.get(action.id)
     assert skipped.state is S and "rolled back already" in skipped.result["reason"]
     assert _rollbacks(pws) == 1
+
+
+# -- resolved and stale alerts ----------------------------------------------------------------
+
+
+def _alert_row(ws: Workspace, event: Event, state: str, opened_at: datetime,
+               resolved_at: datetime | None = None) -> None:
+    """Store the alert ``event`` announces, as the evaluator does, in ``state``."""
+    payload = event.payload
+    with ws.store.write(ws.actor) as uow:
+        uow.session.connection().execute(sa.insert(ALERTS), {
+            "id": payload["alert_id"], "rule": payload["rule"], "scope_key": payload["scope"],
+            "deployment": payload["deployment"], "severity": "critical", "state": state,
+            "playbook": payload["playbook"], "opened_at": opened_at,
+            "resolved_at": resolved_at, "evaluation_id": payload["evaluation_id"],
+            "numbers": {}})
+
+
+def _resolve(ws: Workspace, alert_id: str) -> None:
+    with ws.store.write(ws.actor) as uow:
+        uow.session.connection().execute(sa.update(ALERTS).where(ALERTS.c.id == alert_id)
+                                         .values(state="resolved", resolved_at=uow.now()))
+
+
+def test_a_playbook_does_not_begin_for_an_alert_resolved_meanwhile(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    event = fire(pws, "rollback")
+    _alert_row(pws, event, "resolved", clock.now(), clock.now())
+    (action,) = automation.handle(event)
+    automation.tick()
+    skipped = automation.get(action.id)
+    assert skipped.state is S and "was resolved" in skipped.result["reason"]
+    assert _rollbacks(pws) == 0
+    firing = fire(pws, "rollback")
+    _alert_row(pws, firing, "firing", clock.now())
+    (acted,) = automation.handle(firing)
+    automation.tick()
+    assert automation.get(acted.id).state is D and _rollbacks(pws) == 1
+
+
+def test_once_a_playbook_began_its_later_steps_follow_a_resolution(
+        pws: Workspace, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PLAYBOOKS, "tell-first", Playbook("tell-first", (
+        PlaybookStep(ActionKind.NOTIFY, {"url": HOOK_URL}), PlaybookStep(ActionKind.ROLLBACK))))
+    event = fire(pws, "tell-first")
+    _alert_row(pws, event, "firing", clock.now())
+    receiver = Receiver(on_request=lambda _: _resolve(pws, event.payload["alert_id"]))
+    automation = automation_for(pws, receiver)
+    notify, rollback = automation.handle(event)
+    automation.tick()
+    assert len(receiver.requests) == 1  # the alert was resolved while step 0 ran
+    assert automation.get(notify.id).state is D
+    assert automation.get(rollback.id).state is D and _rollbacks(pws) == 1
+    automation.close()
+
+
+def test_a_playbook_does_not_begin_for_an_alert_older_than_the_age_limit(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    old = fire(pws, "each")  # no alert row: its age counts from the event
+    opened_long_ago = fire(pws, "each")
+    _alert_row(pws, opened_long_ago, "firing", clock.now() - timedelta(hours=2))
+    clock.advance(timedelta(hours=23))
+    fresh = fire(pws, "each")
+    made = [automation.handle(e)[0] for e in (old, opened_long_ago, fresh)]
+    automation.tick()
+    states = [automation.get(a.id) for a in made]
+    assert [a.state for a in states] == [D, S, D]  # 23 h old; opened 25 h ago; fresh
+    assert "more than 1 day, 0:00:00 ago" in states[1].result["reason"]
+    late = fire(pws, "each")
+    (action,) = automation.handle(late)
+    clock.advance(timedelta(hours=25))
+    automation.tick()
+    assert automation.get(action.id).state is S
+    assert "too old to act on" in automation.get(action.id).result["reason"]
+
+
+def test_a_step_a_person_approved_is_not_aged_out_while_it_waited(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    (action,) = automation.handle(fire(pws, "careful"))
+    automation.tick()
+    clock.advance(timedelta(days=2))
+    _approver(pws).approve(automation.get(action.id).approval_id or "", "late, but go")
+    automation.tick()
+    assert automation.get(action.id).state is D and _rollbacks(pws) == 1
+
+
+def test_the_alert_subscription_starts_at_the_age_limit_on_its_first_use(
+        pws: Workspace, automation: Automation, clock: ManualClock) -> None:
+    old = fire(pws, "log")
+    clock.advance(timedelta(hours=25))
+    fresh = fire(pws, "log")
+    assert automation.place_cursor() == old.seq  # after the last event older than 24 h
+    assert automation.place_cursor() is None  # placed once; it only moves forward after
+    with pws.dispatcher() as dispatcher:
+        dispatcher.subscribe("automation", automation.handle, {EventType.ALERT_FIRED})
+        dispatcher.run_once()
+    assert [a.alert_id for a in automation.actions()] == [fresh.payload["alert_id"]]
 
 
 # -- leases and fencing ----------------------------------------------------------------------

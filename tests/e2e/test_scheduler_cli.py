@@ -14,7 +14,9 @@ import pytest
 from cli_runner import InProcessCli, run_console
 
 from loopline.app import Workspace
+from loopline.core.clock import ManualClock
 from loopline.core.deployments import Route, Strategy
+from loopline.core.events import EventType
 from loopline.core.models import NewModelVersion
 from loopline.data.quantile_sketch import QuantileSketch
 from loopline.data.serving_windows import grid_floor
@@ -139,7 +141,14 @@ def test_a_scheduler_round_evaluates_rules_hands_the_alert_over_and_runs_its_pla
                                       QuantileSketch.of([5.0] * 40).to_dict())])
     (tmp_path / "monitor.yaml").write_text(MONITORING)
     assert run_cli(tmp_path, "monitor", "apply", "monitor.yaml").returncode == 0
-    ran = run_cli(tmp_path, "scheduler", "--once")
+    two_days_ago = ManualClock(datetime.now(UTC) - timedelta(days=2))
+    with Workspace.open(tmp_path, clock=two_days_ago) as old, \
+            old.store.write("monitor") as uow:  # an alert from before any scheduler ran
+        uow.emit(EventType.ALERT_FIRED, "alert:old", {
+            "alert_id": "old", "rule": "errors-up", "scope": "web|*|*|*",
+            "deployment": "web", "severity": "critical", "playbook": "tell",
+            "evaluation_id": "gone"})
+    ran = run_cli(tmp_path, "scheduler", "--once")  # the first: not replaying the old alert
     assert ran.returncode == 0, ran.stderr
     alerts = json.loads(run_cli(tmp_path, "monitor", "alerts", "--json").stdout)
     assert [(a["rule"], a["state"]) for a in alerts] == [("errors-up", "firing")]

@@ -5,13 +5,15 @@ evaluation_id, value, threshold}``; ``scope`` is the rule's scope, as a mapping 
 ``model_version``, ``slice``, ``column``) or as its key text (``RuleScope.key``:
 ``deployment|model_version|slice|column`` with ``*`` for none). Every action of the alert
 keeps this context (``as_record``) under ``result["alert"]``, so a worker in another process
-acts on exactly what the event said, with the evaluation's window added.
+acts on exactly what the event said, with the evaluation's window added, and ``fired_at``:
+when the event occurred (the automation's age limit falls back on it when no alert row is
+stored).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -82,7 +84,7 @@ class AlertContext:
 
     ``model_version`` is the URI the rule's scope names (``models:/NAME/VERSION``) or None;
     ``window_start``/``window_end`` are the window of the evaluation that opened the alert,
-    when it is stored.
+    when it is stored; ``fired_at`` is when its ``alert_fired`` event occurred.
     """
 
     alert_id: str
@@ -96,6 +98,7 @@ class AlertContext:
     threshold: float | None = None
     window_start: datetime | None = None
     window_end: datetime | None = None
+    fired_at: datetime | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> AlertContext:
@@ -118,15 +121,18 @@ class AlertContext:
                    severity=None if severity is None else str(severity), model_version=uri,
                    value=_number(payload, "value"), threshold=_number(payload, "threshold"),
                    window_start=_when(payload.get("window_start"), "window_start"),
-                   window_end=_when(payload.get("window_end"), "window_end"))
+                   window_end=_when(payload.get("window_end"), "window_end"),
+                   fired_at=_when(payload.get("fired_at"), "fired_at"))
 
     def with_window(self, window: tuple[datetime, datetime] | None) -> AlertContext:
         """Return this context with the evaluation window set (unchanged when None)."""
         if window is None:
             return self
-        return AlertContext(self.alert_id, self.rule, self.deployment, self.evaluation_id,
-                            self.playbook, self.severity, self.model_version, self.value,
-                            self.threshold, window[0], window[1])
+        return replace(self, window_start=window[0], window_end=window[1])
+
+    def fired(self, at: datetime) -> AlertContext:
+        """Return this context with ``fired_at`` set to ``at`` unless it says so already."""
+        return self if self.fired_at is not None else replace(self, fired_at=at)
 
     def version(self) -> tuple[str, int] | None:
         """Return the (model, version) the scope names, or None."""
@@ -143,4 +149,5 @@ class AlertContext:
                 "value": self.value, "threshold": self.threshold,
                 "window_start": None if self.window_start is None
                 else self.window_start.isoformat(),
-                "window_end": None if self.window_end is None else self.window_end.isoformat()}
+                "window_end": None if self.window_end is None else self.window_end.isoformat(),
+                "fired_at": None if self.fired_at is None else self.fired_at.isoformat()}

@@ -65,8 +65,12 @@ class AutomationOptions:
     A step failing for a transient reason (``BackendError``: a webhook or the database
     unreachable) is retried after ``retry_delay`` doubling up to ``max_retry_delay``, at most
     ``max_attempts`` times in all. A ``retrain`` whose run has not finished within
-    ``run_timeout`` fails. ``webhook_secret`` signs ``notify`` bodies (``LOOPLINE_WEBHOOK_SECRET``
-    in a workspace); ``transport`` replaces the network in tests.
+    ``run_timeout`` fails. A playbook that has not begun (no earlier step acted) is not
+    started for an alert resolved meanwhile, nor, unless a person approved the step, for one
+    that fired more than ``max_alert_age`` ago: its actions are ``skipped`` saying so; the
+    automation's event subscription also starts that far back on its first use.
+    ``webhook_secret`` signs ``notify`` bodies (``LOOPLINE_WEBHOOK_SECRET`` in a workspace);
+    ``transport`` replaces the network in tests.
 
     Raises:
         InvalidArgumentError: naming the option that is out of range.
@@ -78,6 +82,7 @@ class AutomationOptions:
     retry_delay: timedelta = timedelta(seconds=10)
     max_retry_delay: timedelta = timedelta(minutes=10)
     run_timeout: timedelta = timedelta(hours=24)
+    max_alert_age: timedelta = timedelta(hours=24)
     webhook_secret: str | None = field(default=None, repr=False)
     outbound: OutboundLimits = field(default_factory=OutboundLimits)
     transport: httpx.BaseTransport | None = field(default=None, repr=False)
@@ -85,7 +90,8 @@ class AutomationOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.actor, str) or not 0 < len(self.actor) <= MAX_ACTOR:
             raise InvalidArgumentError("actor", f"must be 1-{MAX_ACTOR} characters")
-        for name in ("lease", "retry_delay", "max_retry_delay", "run_timeout"):
+        for name in ("lease", "retry_delay", "max_retry_delay", "run_timeout",
+                     "max_alert_age"):
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value <= timedelta(0):
                 raise InvalidArgumentError(name, f"{value!r} must be a positive duration")

@@ -59,17 +59,18 @@ from loopline.core.governance import ApprovalRequest, ApprovalStatus
 from loopline.core.governance import Verdict as Vote
 from loopline.core.ids import new_id
 from loopline.core.models import version_uri
-from loopline.core.monitoring import ActionKind, ActionState, PlaybookAction
+from loopline.core.monitoring import ActionKind, ActionState, AlertState, PlaybookAction
 from loopline.core.runs import PipelineRun
 from loopline.outbound import OutboundClient
 from loopline.pipelines import PipelineDefinition, Runner
 from loopline.store import playbook_records as records
 
-__all__ = ["Automation", "TickReport", "inline_executor", "pipelines_by_name"]
+__all__ = ["SUBSCRIBER", "Automation", "TickReport", "inline_executor", "pipelines_by_name"]
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 20  # a tick walks an alert's steps in order, one step per round
 DEFAULT_COOLDOWN = timedelta(hours=1)  # when the playbook is no longer in the config
+SUBSCRIBER = "automation"  # the dispatcher subscription handing alerts to ``handle``
 PERFORM: dict[ActionKind, Callable[[Held, Tools], None]] = {
     ActionKind.RETRAIN: retrain.perform, ActionKind.ROLLBACK: rollback.perform,
     ActionKind.QUARANTINE: quarantine.perform, ActionKind.NOTIFY: notify.perform}
@@ -154,6 +155,24 @@ class Automation:
 
     # -- alerts ------------------------------------------------------------------------------
 
+    def place_cursor(self, subscriber: str = SUBSCRIBER) -> int | None:
+        """Start the event subscription ``subscriber`` at a bounded horizon, on its first use.
+
+        With no cursor yet, it is placed after the last event that occurred more than
+        ``max_alert_age`` ago: alerts fired within that age are handed over (and checked
+        again when each action starts), older ones never are, however long the log. Returns
+        the position placed, or None when the cursor exists (or another worker placed it).
+
+        Raises:
+            BackendError: when the store fails.
+        """
+        events = self._store.events
+        if any(cursor.subscriber == subscriber for cursor in events.cursors()):
+            return None
+        horizon = records.last_seq_before(
+            self._store.engine, self._store.clock.now() - self.options.max_alert_age)
+        return horizon if events.advance(subscriber, 0, horizon) else None
+
     def handle(self, event: Event) -> list[PlaybookAction]:
         """Store the actions of a fired alert's playbook (the dispatcher's handler).
 
@@ -179,8 +198,8 @@ class Automation:
             log.warning("alert %s names playbook %r, which the applied monitoring config does "
                         "not have: no action taken", alert.alert_id, alert.playbook)
             return []
-        alert = alert.with_window(records.evaluation_window(self._store.engine,
-                                                            alert.evaluation_id))
+        alert = alert.with_window(records.evaluation_window(
+            self._store.engine, alert.evaluation_id)).fired(event.occurred_at)
         with self._store.write(self.options.actor) as uow:
             made, _ = records.insert_actions(uow, records.NewActions(
                 alert.alert_id, alert.deployment, playbook.name, playbook.steps,
@@ -267,7 +286,35 @@ class Automation:
             return None
 
     def _pending(self, held: Held) -> None:
+        stale = self._stale(records.read_start_facts(self._store.engine, held.action.alert_id,
+                                                     held.action.step), held)
+        if stale is not None:
+            held.move(ActionState.SKIPPED, {"reason": stale})
+            return
         self._decide(held, None)
+
+    def _stale(self, facts: records.StartFacts, held: Held) -> str | None:
+        """Say why ``held`` must not start (its alert is over or too old), or None.
+
+        Only while its playbook has not begun: once an earlier step acted (a rollback that
+        resolved the alert, say), the rest of the playbook follows. The age counts from the
+        alert's opening (the event's time when no alert row is stored) and is not held
+        against a step a person approved.
+        """
+        action, alert, standing = held.action, held.alert, facts.alert
+        if facts.begun:
+            return None
+        if standing is not None and standing.state == AlertState.RESOLVED:
+            when = "" if standing.resolved_at is None else f" at {standing.resolved_at}"
+            return (f"alert {alert.alert_id} was resolved{when} before its playbook began: "
+                    "nothing to act on")
+        opened = alert.fired_at if standing is None else standing.opened_at
+        limit = self.options.max_alert_age
+        if action.approval_id is None and opened is not None \
+                and self._store.clock.now() - opened > limit:
+            return (f"alert {alert.alert_id} fired at {opened.isoformat()}, more than "
+                    f"{limit} ago, and its playbook had not begun: too old to act on")
+        return None
 
     def _awaiting(self, held: Held) -> None:
         request = self._ports.approvals.get(held.action.approval_id or "")
@@ -317,10 +364,11 @@ class Automation:
                   keep_until=self._store.clock.now() + self.options.lease)
 
     def _start(self, held: Held, verdict: Verdict) -> None:
-        """Skip the action within its cool-down, else mark it running; then perform it.
+        """Skip the action when stale or within its cool-down, else mark it running; perform it.
 
-        Both in one transaction under the append lock: of two workers starting actions of
-        one kind for one deployment, the second sees the first one running.
+        All in one transaction under the append lock: of two workers starting actions of one
+        kind for one deployment, the second sees the first one running, and an alert resolved
+        meanwhile is seen before the action starts.
         """
         playbook = self._playbooks(held.action.playbook)
         cooldown = playbook.cooldown if playbook is not None else DEFAULT_COOLDOWN
@@ -328,9 +376,15 @@ class Automation:
             cooldown = timedelta(0)
         now = self._store.clock.now()
         with self._store.write(self.options.actor) as uow:
-            blocker = None if cooldown <= timedelta(0) else records.cooldown_blocker(
+            uow.serialise()
+            stale = self._stale(records.start_facts(uow, held.action.alert_id,
+                                                    held.action.step), held)
+            blocker = None if cooldown <= timedelta(0) or stale else records.cooldown_blocker(
                 uow, held.alert.deployment, held.action.kind, now - cooldown, held.action.id)
-            if blocker is not None:
+            if stale is not None:
+                held.action = records.transition(uow, held.claim, ActionState.SKIPPED,
+                                                 {"reason": stale})
+            elif blocker is not None:
                 held.action = records.transition(uow, held.claim, ActionState.SKIPPED, {
                     "reason": f"cool-down: {held.action.kind} action {blocker.id} for "
                               f"deployment {held.alert.deployment!r} is {blocker.state} "

@@ -9,8 +9,9 @@ events once, waits for the runs it started and exits (10 when one failed).
 Each round also does the scheduler's duties, in this order: judge the canaries of
 rolling-out deployments (as ``loopline rollouts run``), evaluate the monitoring rules in
 force (at most once a minute, as ``loopline monitor run``), hand new alerts to the playbook
-automation (a dispatcher subscription, ``automation``, with a durable cursor), and advance
-playbook actions (their retrain runs execute on this scheduler's pool).
+automation (a dispatcher subscription, ``automation``, with a durable cursor that starts, the
+first time, at the alerts of the last ``max_alert_age``), and advance playbook actions (their
+retrain runs execute on this scheduler's pool).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated
 import typer
 
 from loopline.app import Workspace
-from loopline.automation.service import Automation
+from loopline.automation.service import SUBSCRIBER, Automation
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, success, table
 from loopline.cli.runs_cmds import load_pipeline
@@ -74,8 +75,13 @@ def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
 
 def _add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
                      dispatcher: Dispatcher) -> None:
-    """Add monitoring, alert hand-over and playbook actions to the scheduler's round."""
-    dispatcher.subscribe("automation", automation.handle, {EventType.ALERT_FIRED})
+    """Add monitoring, alert hand-over and playbook actions to the scheduler's round.
+
+    The alert subscription starts, on its first use, at the automation's horizon
+    (``Automation.place_cursor``: alerts older than ``max_alert_age`` are never replayed).
+    """
+    automation.place_cursor(SUBSCRIBER)
+    dispatcher.subscribe(SUBSCRIBER, automation.handle, {EventType.ALERT_FIRED})
     scheduler.add_duty(Duty("monitoring", lambda: evaluate_in_force(
         workspace.evaluator, workspace.monitor_configs), MONITOR_EVERY))
     scheduler.add_duty(Duty("alerts", dispatcher.run_once))

@@ -17,6 +17,10 @@ Rules kept here:
   transaction carrying its effect rolls back with the refusal.
 - ``due`` lists the actions a worker may advance: not final, unclaimed or with an expired
   lease, and with every earlier step of the same alert final (steps run in order).
+- ``start_facts`` tells whether an action's alert still fires and whether an earlier step of
+  its playbook acted, so a playbook that has not begun is not
+  started for a resolved or stale alert; ``last_seq_before`` places the automation's event
+  cursor at a bounded horizon on its first use.
 
 Lock order: the append lock (``uow.serialise``) first, then the action row, as every writer.
 The result document keeps the alert the action was made for under ``alert`` (its deployment,
@@ -47,11 +51,18 @@ from loopline.core.monitoring import (
 )
 from loopline.store.errors import translated
 from loopline.store.metadata_store import UnitOfWork
-from loopline.store.models import MODEL_VERSIONS, MONITOR_EVALUATIONS, PLAYBOOK_ACTIONS
+from loopline.store.models import (
+    ALERTS,
+    EVENTS,
+    MODEL_VERSIONS,
+    MONITOR_EVALUATIONS,
+    PLAYBOOK_ACTIONS,
+)
 
-__all__ = ["MAX_LIST", "ActionQueries", "Claim", "NewActions", "claim", "cooldown_blocker",
-           "evaluation_window", "insert_actions", "lock_action", "subject", "transition",
-           "versions_of_run"]
+__all__ = ["MAX_LIST", "ActionQueries", "AlertStanding", "Claim", "NewActions", "StartFacts",
+           "claim", "cooldown_blocker", "evaluation_window", "insert_actions",
+           "last_seq_before", "lock_action", "read_start_facts", "start_facts", "subject",
+           "transition", "versions_of_run"]
 
 MAX_LIST = 1_000
 MAX_OWNER = 128
@@ -314,3 +325,61 @@ def versions_of_run(engine: Engine, run_id: str) -> Sequence[tuple[str, int]]:
                                   .order_by(MODEL_VERSIONS.c.created_at,
                                             MODEL_VERSIONS.c.version)).all()
     return [(row[0], row[1]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStanding:
+    """Where a stored alert stands: ``firing`` or ``resolved``, opened and resolved when."""
+
+    state: str
+    opened_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartFacts:
+    """What deciding to start a step reads: whether an earlier step acted, and the alert."""
+
+    begun: bool
+    alert: AlertStanding | None  # None: no alert row has the action's alert id
+
+
+def _alert_standing(connection: Connection, alert_id: str) -> AlertStanding | None:
+    found = connection.execute(sa.select(ALERTS.c.state, ALERTS.c.opened_at,
+                                         ALERTS.c.resolved_at).where(
+        ALERTS.c.id == alert_id)).first()
+    return None if found is None else AlertStanding(found[0], found[1], found[2])
+
+
+def _begun(connection: Connection, alert_id: str, step: int) -> bool:
+    found = connection.execute(sa.select(_T.c.id).where(
+        _T.c.alert_id == alert_id, _T.c.step < step,
+        _T.c.state.in_([str(ActionState.DONE), str(ActionState.FAILED)])).limit(1)).first()
+    return found is not None
+
+
+def start_facts(uow: UnitOfWork, alert_id: str, step: int) -> StartFacts:
+    """Return, inside ``uow``, what deciding to start step ``step`` of the alert reads.
+
+    Whether a step before it acted (done or failed), and where the stored alert stands.
+    """
+    connection = uow.session.connection()
+    return StartFacts(_begun(connection, alert_id, step),
+                      _alert_standing(connection, alert_id))
+
+
+@translated
+def read_start_facts(engine: Engine, alert_id: str, step: int) -> StartFacts:
+    """Return what ``start_facts`` does, read outside any write transaction."""
+    with engine.connect() as connection:
+        return StartFacts(_begun(connection, alert_id, step),
+                          _alert_standing(connection, alert_id))
+
+
+@translated
+def last_seq_before(engine: Engine, at: datetime) -> int:
+    """Return the ``seq`` of the newest event that occurred before ``at`` (0: none did)."""
+    with engine.connect() as connection:
+        found = connection.execute(sa.select(sa.func.max(EVENTS.c.seq)).where(
+            EVENTS.c.occurred_at < at)).scalar()
+    return 0 if found is None else int(found)
