@@ -10,7 +10,7 @@ loudly rather than hanging.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from loopline.cli.demo_loop_timeline import DRIFT_RULE, Timeline, timeline
 from loopline.core.deployments import DeploymentState, RouteRole
 from loopline.core.monitoring import ActionKind, ActionState, AlertState
 from loopline.core.runs import RunState
+from loopline.monitoring.windows import SETTLE
 from loopline.store import AuditFilter
 
 pytestmark = pytest.mark.slow  # one loop of about ten seconds, in this process
@@ -124,7 +125,9 @@ def test_the_timeline_numbers_are_consistent(loop: tuple[Workspace, Timeline]) -
     assert outcome.start < outcome.shift_at < quality.opened_at <= line.canary_at \
         <= line.promoted_at <= outcome.end
     assert line.time_to_detect == quality.opened_at - outcome.shift_at
-    assert line.time_to_detect % timedelta(minutes=1) == timedelta(0)  # evaluated on the minute
+    window_end = datetime.fromisoformat(quality_window_end(line))
+    assert window_end.second == window_end.microsecond == 0  # windows end on the minute
+    assert SETTLE <= quality.opened_at - window_end < timedelta(minutes=1)  # judged once settled
     assert line.time_to_recover == line.promoted_at - quality.opened_at
     assert quality.resolved_at is not None and line.promoted_at <= quality.resolved_at \
         <= outcome.end

@@ -30,7 +30,7 @@ from loopline.cli.demo_governance import govern_production
 from loopline.cli.demo_loop import run_loop
 from loopline.cli.demo_loop_config import DEMO, SMALL
 from loopline.cli.demo_loop_story import LoopFailed
-from loopline.cli.demo_loop_timeline import show_timeline, timeline
+from loopline.cli.demo_loop_timeline import report_period, show_timeline, timeline, write_report
 from loopline.cli.demo_loop_traffic import DemoStalled
 from loopline.cli.demo_models import register_model
 from loopline.cli.demo_pipeline import run_pipeline
@@ -91,7 +91,8 @@ def _tamper_copy(workspace: Workspace, db_file: Path) -> str:
     return report.first_break.describe() if report.first_break else "no break found"
 
 
-def _closed_loop(root: Path, quick: bool) -> None:
+def _closed_loop(root: Path, quick: bool) -> str:
+    """Run the loop and print its timeline; return the where-to-look lines about it."""
     _step(12, "Closed loop, set-up: govern, snapshot and validate, train in a run, register "
               "with a reference profile, deploy, apply monitoring")
     try:
@@ -105,6 +106,15 @@ def _closed_loop(root: Path, quick: bool) -> None:
         _step(13, "Closed loop, timeline (simulated minutes: the loop's clock is moved by the "
                   "demo; traffic, models, runs and decisions are real)")
         show_timeline(timeline(loop_workspace, outcome))
+        report = write_report(loop_workspace, root, outcome)
+    start, end = (f"{when:%Y-%m-%dT%H:%M}Z" for when in report_period(outcome))
+    return ("  the closed loop (its records carry the loop's simulated times):\n"
+            "  loopline monitor show\n  loopline monitor alerts\n"
+            "  loopline monitor evaluations --rule accuracy-drop\n  loopline playbooks actions\n"
+            "  loopline deploy history churn\n  loopline deploy show churn\n"
+            "  loopline lineage show model_version:churn/2\n  loopline models card churn/2\n"
+            f"  loopline monitor report --deployment churn --start {start} --end {end}"
+            + (f"\n  open {report}" if report is not None else ""))
 
 
 def demo(directory: Annotated[Path | None, typer.Option(
@@ -149,7 +159,7 @@ def demo(directory: Annotated[Path | None, typer.Option(
         govern_production(workspace, root)
         _step(11, "Serving: deploy it and answer through each protocol")
         serve_requests(workspace)
-        _closed_loop(root, quick)
+        loop_lines = _closed_loop(root, quick)
         _step(14, "Status")
         checks = workspace_status(workspace)
         table("", ["part", "location", "health", "detail"],
@@ -163,12 +173,7 @@ def demo(directory: Annotated[Path | None, typer.Option(
         "  loopline models show models:/refunds@champion\n  loopline models card refunds/1\n"
         "  loopline policy check models:/refunds/1 --gate alias --target production\n"
         "  loopline approvals list\n  loopline governance report\n"
-        "  loopline deploy show refunds\n  loopline serve --port 8080\n"
-        "  the closed loop (its records carry the loop's simulated times):\n"
-        "  loopline monitor show\n  loopline monitor alerts\n"
-        "  loopline monitor evaluations --rule accuracy-drop\n  loopline playbooks actions\n"
-        "  loopline deploy history churn\n  loopline deploy show churn\n"
-        "  loopline lineage show model_version:churn/2\n  loopline models card churn/2",
+        "  loopline deploy show refunds\n  loopline serve --port 8080\n" + loop_lines,
         title="where to look"))
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)

@@ -156,7 +156,6 @@ class _Loop:
                           f"{self._start:%H:%M} UTC, the shift comes at +"
                           f"{int(self._settings.before.total_seconds() // 60)}:00")
             console.print(f"   {LEGEND}", style="dim")
-            running.tick()  # the scheduler starts with the traffic: monitoring at whole minutes
             index = 0
             while not self._round(index, generator, running):
                 index += 1

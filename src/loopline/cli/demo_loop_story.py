@@ -26,7 +26,8 @@ from loopline.store import AuditFilter
 
 QUALITY_RULE = "accuracy-drop"
 RECOVERY_PLAYBOOK = "recover"
-LEGEND = ("each minute the scheduler evaluates the rules over the last 2 minutes: input-drift = "
+LEGEND = ("each minute the scheduler evaluates the rules over the last 2 whole minutes [window], "
+          "once 15 s have let their records land: input-drift = "
           "share of input columns drifted (alert above 0.5), accuracy-drop = training accuracy "
           "minus served accuracy (alert above 0.1 twice in a row), basic-plan-accuracy = the "
           "same on the basic plan (above 0.15 twice)")
@@ -37,9 +38,10 @@ class LoopFailed(RuntimeError):
 
 
 def offset(start: datetime, when: datetime) -> str:
-    """Return ``when`` as simulated time since ``start``: ``+M:SS``."""
+    """Return ``when`` as simulated time since ``start``: ``+M:SS`` (``-M:SS`` before it)."""
     seconds = int((when - start).total_seconds())
-    return f"+{seconds // 60}:{seconds % 60:02d}"
+    sign = "-" if seconds < 0 else "+"
+    return f"{sign}{abs(seconds) // 60}:{abs(seconds) % 60:02d}"
 
 
 def short(uri: str) -> str:
@@ -135,8 +137,9 @@ class Narrator:
             return  # the scheduler's first tick, before any traffic
         end = max(e.window_end for e in found)
         latest = sorted((e for e in found if e.window_end == end), key=lambda e: e.rule)
-        self._say(end, f"{self._traffic()} | "
-                       + " | ".join(_evaluation_text(e) for e in latest), "dim")
+        window = f"[{offset(self._start, latest[0].window_start)}..{offset(self._start, end)}]"
+        self._say(max(e.evaluated_at for e in latest), f"{window} {self._traffic()} | "
+                  + " | ".join(_evaluation_text(e) for e in latest), "dim")
 
     def _new_alerts(self) -> None:
         for alert in reversed(self._ws.evaluator.records.alerts(deployment=DEPLOYMENT)):

@@ -4,14 +4,16 @@
 the retrain run, the deployment's history — and measures accuracy from the prediction log
 with its feedback labels (``monitoring.quality.quality_report``, the evaluator's own
 scoring) over four phases: before the shift, from the shift to the accuracy alert, from the
-alert to the new version at 100 % (the canary), and after. ``show_timeline`` prints it.
-Times are on the loop's simulated clock (see ``demo_loop``).
+alert to the new version at 100 % (the canary), and after. ``show_timeline`` prints it;
+``write_report`` writes the deployment's HTML monitoring report over the loop (as ``loopline
+monitor report`` does). Times are on the loop's simulated clock (see ``demo_loop``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,12 +24,13 @@ from loopline.cli.demo_loop_config import DEPLOYMENT
 from loopline.cli.demo_loop_story import QUALITY_RULE, RECOVERY_PLAYBOOK, offset, short
 from loopline.cli.output import console, table
 from loopline.core.deployments import DeploymentState
-from loopline.core.errors import NotFoundError
+from loopline.core.errors import ConfigurationError, NotFoundError
 from loopline.core.monitoring import ActionKind, Alert, PlaybookAction, SliceSpec
 from loopline.core.predictions import PredictionWindow
 from loopline.core.runs import PipelineRun
 from loopline.data.prediction_log import ReadOptions
 from loopline.monitoring.quality import quality_report
+from loopline.monitoring.report import write_monitor_report
 from loopline.monitoring.window_rows import expand_predictions
 
 DRIFT_RULE = "input-drift"
@@ -167,3 +170,24 @@ def show_timeline(line: Timeline) -> None:
         f"{outcome.wall_seconds:.0f} s of wall time, {outcome.requests:,} HTTP requests; "
         f"{line.retrain_runs} retrain run{'' if line.retrain_runs == 1 else 's'} by playbook "
         f"{RECOVERY_PLAYBOOK}", style="bold")
+
+
+def report_period(outcome: LoopOutcome) -> tuple[datetime, datetime]:
+    """Return the period a report of the loop covers: its start to a minute past its end."""
+    return outcome.start, outcome.end + timedelta(minutes=1)
+
+
+def write_report(workspace: Workspace, root: Path, outcome: LoopOutcome) -> Path | None:
+    """Write the churn deployment's HTML report over the loop; None without matplotlib."""
+    start, end = report_period(outcome)
+    try:
+        written = write_monitor_report(workspace.store, DEPLOYMENT, start, end,
+                                       root / f"monitor-report-{DEPLOYMENT}.html")
+    except ConfigurationError as exc:
+        console.print(f"   no HTML report: {exc}", style="yellow")
+        return None
+    facts = written.report.summary()
+    console.print(f"   HTML report {written.path} ({written.size / 1024:,.0f} KiB): drift per "
+                  f"column over time, quality per slice, latency, {facts['alerts']['total']} "
+                  f"alerts and {facts['actions']['total']} playbook actions")
+    return written.path
