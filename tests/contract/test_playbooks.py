@@ -319,6 +319,20 @@ def test_a_quarantined_version_is_released_only_with_an_approval(
     assert pws.models.set_status("fraud/3", "archived").status is ModelStatus.ARCHIVED
 
 
+def test_quarantine_fails_when_a_deployment_refuses_to_stop_answering_with_the_version(
+        pws: Workspace, automation: Automation) -> None:
+    pws.deployments.rollback("web", "by hand")  # web answers with v1, rolled back already
+    (action,) = automation.handle(fire(pws, "quarantine", model_version="models:/fraud/1"))
+    automation.tick()
+    failed = automation.get(action.id)
+    assert failed.state is ActionState.FAILED, failed.result
+    assert "web" in failed.result["refused"]
+    assert "still answers" in failed.result["reason"] and "web: " in failed.result["reason"]
+    assert pws.models.resolve("fraud/1").status is ModelStatus.QUARANTINED
+    assert [r.version for r in pws.deployments.get("web").routes] == [1]  # it still serves
+    assert _action_events(pws, action.id)[-1] == "failed"
+
+
 def test_quarantine_of_the_canary_when_the_alert_names_no_version(
         pws: Workspace, automation: Automation) -> None:
     pws.deployments.start_canary("web", ("fraud", 3))

@@ -11,10 +11,13 @@ Two effects, each exactly once:
    the version in its own transaction; a deployment evacuated already routes to it no
    longer and is not touched again, so a repeat after a crash rolls each deployment back
    once. The action is ``done`` after it, with each deployment's outcome (a repeat lists
-   only the deployments it still found; their history holds the rest).
+   only the deployments it still found; their history holds the rest) — or ``failed`` when
+   a deployment refused (rolled back already, or nothing servable to return to): the version
+   is quarantined but still answers there, which the action's log must not call handled;
+   ``refused`` names those deployments and ``reason`` says what to do.
 
-A quarantined version serves nowhere and is released only by an approver: moving it back to
-``candidate`` needs an approved approval request (``ModelRegistry.set_status``).
+A quarantined version is released only by an approver: moving it back into service needs an
+approved approval request made after the quarantine (``ModelRegistry.set_status``).
 
 Params: ``target`` (``alert`` by default, ``canary`` or ``primary``: see
 ``governing.quarantine_target``) and ``reason``.
@@ -23,6 +26,7 @@ Params: ``target`` (``alert`` by default, ``canary`` or ``primary``: see
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from loopline.automation.governing import parse_version, quarantine_target
 from loopline.automation.held import Held
@@ -36,6 +40,8 @@ __all__ = ["perform"]
 
 def perform(held: Held, tools: Tools) -> None:
     """Quarantine the target version (once), evacuate it, and mark the action done.
+
+    The action fails instead when a deployment refused to stop answering with the version.
 
     Raises:
         NotFoundError, ConflictError, InvalidTransitionError, PolicyDeniedError: as
@@ -58,4 +64,13 @@ def perform(held: Held, tools: Tools) -> None:
         ports.models.set_status(uri, ModelStatus.QUARANTINED,
                                 within=held.progress_within(note))
     moved = ports.deployments.evacuate(model, version, reason_of(held, f"{uri} quarantined"))
-    held.move(ActionState.DONE, {"evacuations": [dataclasses.asdict(e) for e in moved]})
+    outcome: dict[str, Any] = {"evacuations": [dataclasses.asdict(e) for e in moved]}
+    refused = [e for e in moved if e.action == "refused"]
+    if not refused:
+        held.move(ActionState.DONE, outcome)
+        return
+    said = "; ".join(f"{e.deployment}: {e.detail}" for e in refused)
+    held.move(ActionState.FAILED, {**outcome, "refused": [e.deployment for e in refused],
+                                   "reason": f"{uri} is quarantined but still answers in "
+                                             f"{len(refused)} deployment(s) that refused to "
+                                             f"let it go ({said})"})
