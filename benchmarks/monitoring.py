@@ -35,14 +35,15 @@ the distances ``auto`` uses there do not).
                it slows nothing measured above: a real server answers a load generator and
                takes labels, the customers shift, the rules fire, the retrain playbook trains
                v2, its canary is promoted. On the loop's simulated clock (rule windows of whole
-               minutes, evaluated once a minute; canary windows of one minute judged 15 s after
-               they end): ``time_to_detect_s`` (shift to the accuracy alert; the drift alert's
-               too) and ``time_to_recover_s`` (alert to v2 at 100 %), each against its floor
-               under the configured rules, measured in the same run's terms: ``for`` x the
-               one-minute evaluation period for detection, and one analysis interval plus the
-               settle per canary step for recovery (``*_vs_floor``: 1.0 means nothing was lost
-               to the loop itself). Accuracy before, during and after, and the wall time
-               (``--loop small`` under ``--quick``, ``demo`` otherwise; ``none`` skips it).
+               minutes, evaluated once a minute once 15 s have settled; canary windows of one
+               minute judged 15 s after they end): ``time_to_detect_s`` (shift to the
+               accuracy alert; the drift alert's too) and ``time_to_recover_s`` (alert to v2
+               at 100 %), each against its floor under the configured rules: ``for`` x the
+               one-minute evaluation period plus the settle for detection, one analysis
+               interval plus the settle per canary step for recovery (``*_vs_floor``: 1.0
+               means nothing was lost to the loop itself; its 20 s rounds add up to 20 s).
+               Accuracy before, during and after, and the wall time (``--loop small`` under
+               ``--quick``, ``demo`` otherwise; ``none`` skips it).
 
 Run ``.venv/bin/python benchmarks/monitoring.py --help``.
 """
@@ -78,8 +79,10 @@ from loopline.cli.demo_loop_timeline import timeline
 from loopline.cli.output import console
 from loopline.core.monitoring import ColumnDriftSpec, DriftMethod, DriftSettings
 from loopline.data.profiling import Profile, Profiler
+from loopline.loop.rollout import DEFAULT_SETTLE
 from loopline.monitoring.drift import DriftReport, dataset_drift
 from loopline.monitoring.window_rows import expand_predictions
+from loopline.monitoring.windows import SETTLE
 
 T = TypeVar("T")
 
@@ -381,8 +384,8 @@ def measure_loop(settings: Settings) -> dict[str, Any]:
     check(before is not None and during is not None and after is not None
           and after > during, "loop: quality recovers")
     analysis = loop.canary().analysis
-    detect_floor = rule.for_count * EVALUATION_PERIOD
-    recover_floor = (len(loop.canary_steps) - 1) * (analysis.interval + timedelta(seconds=15))
+    detect_floor = rule.for_count * EVALUATION_PERIOD + SETTLE
+    recover_floor = (len(loop.canary_steps) - 1) * (analysis.interval + DEFAULT_SETTLE)
     drift = line.drift_alert
     return {
         "setting": settings.loop, "requests_per_round": loop.requests,
