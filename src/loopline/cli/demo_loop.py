@@ -18,8 +18,9 @@ controller promotes it, and the accuracy alert resolves.
 Time, honestly: the workspace of the loop runs on a ``ManualClock`` that the demo moves
 forward, 20 simulated seconds a round, starting at the next whole minute. Everything that
 reads time — the server's prediction and label timestamps and serving-stats buckets, rule
-windows (whole minutes), the scheduler's once-a-minute monitoring, canary windows (10-second
-buckets, one-minute intervals, 15-second settle), cool-downs, the audit log — reads that
+windows (whole minutes, read once 15 s have settled), the scheduler's once-a-minute
+monitoring, canary windows (10-second buckets, one-minute intervals, 15-second settle),
+cool-downs, the audit log — reads that
 clock, so the product runs with its production defaults and the loop's ten or so simulated
 minutes pass in about twenty seconds. The traffic, the models, the runs, the database and every
 decision are real. The clock does not move while a retrain run executes (its wall time is
