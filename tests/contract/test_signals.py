@@ -132,6 +132,30 @@ def test_dataset_drift_is_quiet_on_the_training_distribution_and_flags_a_shift(
         "models:/fraud/1"}
 
 
+def test_a_model_whose_inputs_are_named_like_the_logs_columns_is_monitored(ws: Workspace,
+                                                                           ) -> None:
+    rng = np.random.default_rng(21)
+    names = {"x1": "time", "x2": "label", "x3": "prediction"}
+    train = _frame(rng, 3000).rename(columns=names)
+    model = LogisticRegression().fit(train, (train["time"] + train["label"] > 0).astype(int))
+    ws.models.register(model, "odd", input_example=train.head(5), reference=train)
+    frame = _frame(rng, 400, shift=2.0).rename(columns=names)
+    predictions = model.predict(frame)
+    ws.predictions.append([PredictionRecord(
+        request_id=f"o{index}", time=END - timedelta(minutes=5), deployment="odd",
+        model_version=log_version(Route("odd", 1, 100.0)),
+        inputs=frame.iloc[index * 4:(index + 1) * 4].to_dict(orient="records"),
+        outputs=[int(v) for v in predictions[index * 4:(index + 1) * 4]], latency_ms=1.0)
+        for index in range(100)])
+    config = parse_config({"drift": {"method": "psi", "share": 0.3}, "rules": [
+        {"name": "r", "signal": "dataset_drift", "deployment": "odd", "window": "15m",
+         "threshold": 0.2}]})
+    found = _measure(ws, config)
+    report = found.numbers["versions"]["models:/odd/1"]
+    assert {c["column"] for c in report["columns"]} == {"time", "label", "prediction"}
+    assert report["drifted_columns"] == ["time"] and found.value == pytest.approx(1 / 3)
+
+
 def test_column_and_prediction_drift_score_the_shifted_column_and_the_outputs(
         served: Workspace, trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
     rng = np.random.default_rng(5)

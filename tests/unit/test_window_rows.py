@@ -11,7 +11,14 @@ import pytest
 
 from loopline.core.canonical import canonical_json
 from loopline.core.errors import InvalidArgumentError
-from loopline.monitoring.window_rows import expand_predictions
+from loopline.monitoring.window_rows import (
+    LABEL,
+    MODEL_VERSION,
+    PREDICTION,
+    REQUEST_ID,
+    TIME,
+    expand_predictions,
+)
 from loopline.serving.payloads import Limits
 from loopline.serving.protocol_mlflow import MlflowWire
 from loopline.serving.protocol_native import NativeWire
@@ -57,16 +64,16 @@ SHAPES = {
 @pytest.mark.parametrize("inputs", list(SHAPES.values()), ids=list(SHAPES))
 def test_every_logged_shape_expands_to_the_same_rows(inputs: Any) -> None:
     rows = expand_predictions(_log((inputs, [0.1, 0.9])))
-    assert rows.column_names[:3] == ["request_id", "time", "model_version"]
+    assert rows.column_names[:3] == [REQUEST_ID, TIME, MODEL_VERSION]
     assert sorted(rows.column_names[3:6]) == ["color", "n", "x"]
-    assert rows.column_names[6:] == ["prediction", "label"]
+    assert rows.column_names[6:] == [PREDICTION, LABEL] == ["__prediction", "__label"]
     assert rows.column("x").to_pylist() == [1.5, 2.5]
     assert rows.column("n").type == pa.int64() and rows.column("n").to_pylist() == [2, 3]
     assert rows.column("color").to_pylist() == ["red", "blue"]
-    assert rows.column("prediction").to_pylist() == [0.1, 0.9]
-    assert rows.column("request_id").to_pylist() == ["req-0", "req-0"]
-    assert rows.column("time").to_pylist() == [T0, T0]
-    assert rows.column("label").null_count == 2  # the table has no label column
+    assert rows.column(PREDICTION).to_pylist() == [0.1, 0.9]
+    assert rows.column(REQUEST_ID).to_pylist() == ["req-0", "req-0"]
+    assert rows.column(TIME).to_pylist() == [T0, T0]
+    assert rows.column(LABEL).null_count == 2  # the table has no label column
 
 
 def test_requests_of_mixed_shapes_keep_their_order_and_pad_missing_columns() -> None:
@@ -74,14 +81,14 @@ def test_requests_of_mixed_shapes_keep_their_order_and_pad_missing_columns() -> 
                  ({"dataframe_split": {"columns": ["x"], "data": [[4.0], [5.0]]}}, [1, 1]))
     rows = expand_predictions(table)
     assert rows.num_rows == 6
-    assert rows.column("request_id").to_pylist() == ["req-0", "req-0", "req-1", "req-2",
-                                                     "req-3", "req-3"]
-    assert rows.column("model_version").to_pylist() == ["m.v1", "m.v1", "m.v2", "m.v1",
-                                                        "m.v2", "m.v2"]
+    assert rows.column(REQUEST_ID).to_pylist() == ["req-0", "req-0", "req-1", "req-2",
+                                                   "req-3", "req-3"]
+    assert rows.column(MODEL_VERSION).to_pylist() == ["m.v1", "m.v1", "m.v2", "m.v1",
+                                                      "m.v2", "m.v2"]
     assert rows.column("x").to_pylist() == [1.5, 2.5, None, 9.0, 4.0, 5.0]
     assert rows.column("z").to_pylist() == [None, None, 7, None, None, None]
     assert rows.column("w").to_pylist() == [None, None, None, "new", None, None]
-    assert rows.column("prediction").type == pa.int64()
+    assert rows.column(PREDICTION).type == pa.int64()
 
 
 def test_records_that_name_other_keys_fill_the_missing_cells_with_null() -> None:
@@ -94,24 +101,24 @@ def test_labels_split_over_a_requests_rows_and_a_scalar_labels_a_one_row_request
     table = _log((ROWS, [0, 1]), ([ROWS[0]], [1]), ([ROWS[1]], [0]), ([ROWS[0]], [1]),
                  labels=[[1, 0], 1, None, [0]])
     rows = expand_predictions(table)
-    assert rows.column("label").to_pylist() == [1, 0, 1, None, 0]
-    assert rows.column("label").type == pa.int64()
+    assert rows.column(LABEL).to_pylist() == [1, 0, 1, None, 0]
+    assert rows.column(LABEL).type == pa.int64()
 
 
 def test_non_scalar_or_mixed_values_become_json_text() -> None:
     table = _log(([{"v": 1, "tags": [1, 2]}], [[0.2, 0.8]]),
                  ([{"v": "one", "tags": None}], [{"p": 1}]), labels=["cat", 2])
     rows = expand_predictions(table)
-    assert rows.column("prediction").to_pylist() == ['[0.2,0.8]', '{"p":1}']
+    assert rows.column(PREDICTION).to_pylist() == ['[0.2,0.8]', '{"p":1}']
     assert rows.column("tags").to_pylist() == ["[1,2]", None]
     assert rows.column("v").to_pylist() == ["1", '"one"']
-    assert rows.column("label").to_pylist() == ['"cat"', "2"]
+    assert rows.column(LABEL).to_pylist() == ['"cat"', "2"]
 
 
 def test_an_empty_log_expands_to_an_empty_window() -> None:
     rows = expand_predictions(_log())
     assert rows.num_rows == 0
-    assert rows.column_names == ["request_id", "time", "model_version", "prediction", "label"]
+    assert rows.column_names == [REQUEST_ID, TIME, MODEL_VERSION, PREDICTION, LABEL]
 
 
 def _refused(table: pa.Table) -> InvalidArgumentError:
@@ -170,9 +177,38 @@ def test_undecodable_outputs_or_labels_are_refused_naming_them() -> None:
     assert _refused(labelled).field == "label"
 
 
+def test_inputs_named_like_the_logs_columns_keep_their_names() -> None:
+    inputs = [{"time": 1, "label": "gold", "prediction": 0.5, "request_id": "a",
+               "model_version": 3}, {"time": 2, "label": "blue", "prediction": 0.7,
+                                     "request_id": "b", "model_version": 4}]
+    rows = expand_predictions(_log((inputs, [1, 0]), labels=[[0, 1]]))
+    assert rows.column("time").to_pylist() == [1, 2]
+    assert rows.column("label").to_pylist() == ["gold", "blue"]
+    assert rows.column("prediction").to_pylist() == [0.5, 0.7]
+    assert rows.column("request_id").to_pylist() == ["a", "b"]
+    assert rows.column("model_version").to_pylist() == [3, 4]
+    assert rows.column(LABEL).to_pylist() == [0, 1]
+    assert rows.column(PREDICTION).to_pylist() == [1, 0]
+    assert rows.column(REQUEST_ID).to_pylist() == ["req-0", "req-0"]
+    assert rows.column(TIME).to_pylist() == [T0, T0]
+    assert rows.column(MODEL_VERSION).to_pylist() == ["m.v1", "m.v1"]
+
+
 def test_an_input_column_named_like_a_window_column_is_refused() -> None:
-    refused = _refused(_log(([{"time": 1, "x": 2}], [0])))
-    assert refused.field == "inputs" and "['time']" in refused.problem
+    refused = _refused(_log(([{"__time": 1, "x": 2}], [0])))
+    assert refused.field == "inputs" and "['__time']" in refused.problem
+
+
+def test_only_the_input_columns_asked_for_are_built() -> None:
+    table = _log((ROWS, [0, 1]), ({"z": [7]}, [1]), ([{"x": 9.0, "w": "new"}], [0]))
+    rows = expand_predictions(table, columns=["x", "z", "absent"])
+    assert rows.column_names == [REQUEST_ID, TIME, MODEL_VERSION, "x", "z", PREDICTION,
+                                 LABEL]
+    assert rows.column("x").to_pylist() == [1.5, 2.5, None, 9.0]
+    assert rows.column("z").to_pylist() == [None, None, 7, None]
+    none = expand_predictions(table, columns=[])
+    assert none.column_names == [REQUEST_ID, TIME, MODEL_VERSION, PREDICTION, LABEL]
+    assert none.column(PREDICTION).to_pylist() == [0, 1, 1, 0]
 
 
 def test_a_table_without_the_log_columns_is_refused() -> None:

@@ -27,6 +27,7 @@ from loopline.cli.demo_loop_data import FEATURES, LABEL, SUITE, new_model, slice
 from loopline.core.predictions import PredictionWindow
 from loopline.data.prediction_log import ReadOptions
 from loopline.data.validation import Suite
+from loopline.monitoring.window_rows import LABEL as WINDOW_LABEL
 from loopline.monitoring.window_rows import expand_predictions
 from loopline.pipelines import current_task, pipeline, task
 
@@ -49,9 +50,9 @@ def window_snapshot(root: str, deployment: str, window_start: str, window_end: s
     rows = expand_predictions(workspace.predictions.read(window,
                                                          ReadOptions(with_feedback=True)))
     current_task().used(f"deployment:{deployment}")
-    labelled = rows.filter(pc.is_valid(rows["label"]))
+    labelled = rows.filter(pc.is_valid(rows[WINDOW_LABEL]))
     frame = labelled.select(list(FEATURES)).to_pandas()
-    frame[LABEL] = labelled["label"].to_numpy(zero_copy_only=False).astype("int64")
+    frame[LABEL] = labelled[WINDOW_LABEL].to_numpy(zero_copy_only=False).astype("int64")
     version = workspace.datasets.snapshot(frame, FEEDBACK_DATASET).version
     report = workspace.validate_dataset(version.ref, Suite.from_yaml(SUITE))
     if not report.passed:

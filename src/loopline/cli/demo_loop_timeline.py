@@ -31,7 +31,7 @@ from loopline.core.runs import PipelineRun
 from loopline.data.prediction_log import ReadOptions
 from loopline.monitoring.quality import quality_report
 from loopline.monitoring.report import write_monitor_report
-from loopline.monitoring.window_rows import expand_predictions
+from loopline.monitoring.window_rows import LABEL, MODEL_VERSION, expand_predictions
 
 DRIFT_RULE = "input-drift"
 BASIC = SliceSpec("basic-plan", {"plan": "basic"})
@@ -89,10 +89,10 @@ def _phase(workspace: Workspace, name: str, start: datetime, end: datetime) -> P
     window = PredictionWindow(deployment=DEPLOYMENT, start=start, end=end)
     rows = expand_predictions(workspace.predictions.read(window,
                                                          ReadOptions(with_feedback=True)))
-    rows = rows.filter(pc.is_valid(rows["label"]))
-    versions = sorted(str(v) for v in pc.unique(rows["model_version"]).to_pylist())
+    rows = rows.filter(pc.is_valid(rows[LABEL]))
+    versions = sorted(str(v) for v in pc.unique(rows[MODEL_VERSION]).to_pylist())
     by_version = {f"v{v.rsplit('.v', 1)[-1]}": _accuracy(
-        rows.filter(pc.equal(rows["model_version"], v)), None) for v in versions}
+        rows.filter(pc.equal(rows[MODEL_VERSION], v)), None) for v in versions}
     return Phase(name, start, end, rows.num_rows, _accuracy(rows, None),
                  _accuracy(rows, BASIC.name), by_version)
 

@@ -1,8 +1,8 @@
 """Quality of a window's predictions, overall and on slices, against the training metrics.
 
 Pure: no I/O. ``quality_report`` takes the per-row table of ``window_rows.expand_predictions``
-(``prediction``, ``label`` and the inputs by name; a ``probabilities`` column is used when
-present) and gives, overall and for each slice (``slices.slice_mask``):
+(``__prediction``, ``__label`` and the inputs by name; a ``__probabilities`` column is used
+when present) and gives, overall and for each slice (``slices.slice_mask``):
 
     total        rows in the window (or slice)
     labelled     rows with a label (and a prediction): the metrics are computed on these
@@ -51,11 +51,12 @@ from loopline.monitoring.quality_scores import (
     quality_metrics,
 )
 from loopline.monitoring.slices import slice_key, slice_mask
+from loopline.monitoring.window_rows import LABEL, PREDICTION
 
 __all__ = ["OVERALL", "QualityReport", "SliceQuality", "quality_metrics", "quality_report"]
 
 OVERALL = "overall"
-PREDICTION, LABEL, PROBABILITIES = "prediction", "label", "probabilities"
+PROBABILITIES = "__probabilities"
 SLICES = "slices"  # the registry's key for per-slice training metrics
 ALIASES: Mapping[str, str] = {"f1_score": "f1", "auc": "roc_auc", "roc_auc_score": "roc_auc",
                               "r2_score": "r2", "logloss": "log_loss",

@@ -45,7 +45,7 @@ from loopline.monitoring.config_yaml import PREDICTION_COLUMN
 from loopline.monitoring.drift import column_drift, dataset_drift
 from loopline.monitoring.health import health
 from loopline.monitoring.quality import quality_report
-from loopline.monitoring.window_rows import expand_predictions
+from loopline.monitoring.window_rows import MODEL_VERSION, PREDICTION, expand_predictions
 from loopline.monitoring.windows import MeasureTask
 from loopline.store import MetadataStore
 from loopline.store.deployment_queries import DeploymentQueries
@@ -141,13 +141,13 @@ class _Served:
 
 
 def _by_version(rows: pa.Table, routed: Callable[[], Mapping[str, ModelURI]]) -> list[_Served]:
-    names = sorted(str(value) for value in pc.unique(rows["model_version"]).to_pylist())
+    names = sorted(str(value) for value in pc.unique(rows[MODEL_VERSION]).to_pylist())
     served = []
     for name in names:
         uri = version_of_log_name(name)
         if uri is None and len(name) >= LOG_NAME_LIMIT:
             uri = routed().get(name)
-        part = rows.filter(pc.equal(rows["model_version"], name))
+        part = rows.filter(pc.equal(rows[MODEL_VERSION], name))
         served.append(_Served(str(uri) if uri is not None else name, uri, part))
     return served
 
@@ -257,14 +257,15 @@ class SignalMeasurer:
                                    task.drift, columns)
             return Measurement(report.share, rows, report.to_dict())
         column = rule.scope.column or PREDICTION_COLUMN
+        source = column if rule.signal is SignalKind.COLUMN_DRIFT else PREDICTION
         profile = reference.inputs if rule.signal is SignalKind.COLUMN_DRIFT \
             else reference.outputs
         if profile is None or column not in profile.names \
-                or column not in part.rows.column_names:
+                or source not in part.rows.column_names:
             return Measurement(None, rows, {"reason": f"{column!r} is not in both the "
                                                       f"reference of {part.key} and the "
                                                       "window's rows"})
-        current = profile_table(part.rows.select([column]))
+        current = profile_table(part.rows.select([source]).rename_columns([column]))
         found = column_drift(profile.column(column), current.column(column),
                              task.drift.spec(column))
         return Measurement(found.score, rows, found.to_dict())

@@ -15,10 +15,16 @@ Pure: no I/O. One logged record is one request, which may hold several rows. Its
                                                         is read as ``[v, ...]``)
 
 A dict with one of the format keys whose value does not have that format's shape is read as
-a V2 tensor of that name. ``outputs`` is the JSON list of predictions, one per row. A
-``label`` (JSON text, null when none) is split over the request's rows when it is a list of
-as many values; a one-row request takes the label as it is (a one-value list gives its
-value).
+a V2 tensor of that name.
+
+The window's own columns are namespaced with two underscores (``__request_id``, ``__time``,
+``__model_version``, ``__prediction``, ``__label``), so every input column keeps its name:
+a model with an input called ``time``, ``label`` or ``prediction`` is monitored like any
+other. Only an input named like one of those five is refused.
+
+``outputs`` is the JSON list of predictions, one per row. A ``label`` (JSON text, null when
+none) is split over the request's rows when it is a list of as many values; a one-row
+request takes the label as it is (a one-value list gives its value).
 
 Columns are built from Python lists in C (``operator.itemgetter`` over the records, one
 ``pyarrow.array`` per column), never cell by cell in Python. A column of scalars keeps its
@@ -29,7 +35,7 @@ version's non-scalar outputs, so identical outputs compare equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -41,10 +47,17 @@ import pyarrow as pa
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.json_text import json_column
 
-WINDOW_COLUMNS = ("request_id", "time", "model_version")
-"""The logged columns each row carries from its request."""
-PREDICTION = "prediction"
-LABEL = "label"
+REQUEST_ID, TIME, MODEL_VERSION = "__request_id", "__time", "__model_version"
+PREDICTION = "__prediction"
+"""A row's prediction (the request's output for the row)."""
+LABEL = "__label"
+"""A row's feedback label, null when none."""
+LOG_COLUMNS: Mapping[str, str] = {"request_id": REQUEST_ID, "time": TIME,
+                                  "model_version": MODEL_VERSION}
+"""The logged columns each row carries from its request, and their names in the window."""
+WINDOW_COLUMNS = (REQUEST_ID, TIME, MODEL_VERSION)
+LOG_LABEL = "label"
+"""The label column of a prediction log read with feedback."""
 RESERVED = frozenset({*WINDOW_COLUMNS, PREDICTION, LABEL})
 RECORD_KEYS = ("records", "dataframe_records")
 COLUMN_KEYS = ("instances", "inputs")
@@ -152,12 +165,16 @@ FLUSH_RECORDS = 65_536
 
 
 class _Rows:
-    """Columns grown request by request; consecutive records are turned into columns at once."""
+    """Columns grown request by request; consecutive records are turned into columns at once.
 
-    def __init__(self) -> None:
+    With ``keep``, only those input columns are built (the others are read and dropped).
+    """
+
+    def __init__(self, keep: Collection[str] | None = None) -> None:
         self.rows = 0
         self.data: dict[str, list[Any]] = {}
         self._pending: list[dict[str, Any]] = []
+        self._keep = None if keep is None else frozenset(keep)
 
     def add(self, inputs: list[dict[str, Any]] | dict[str, list[Any]]) -> int:
         """Add one request's rows; return how many."""
@@ -167,30 +184,34 @@ class _Rows:
                 self._flush()
             return len(inputs)
         self._flush()
-        return self._extend(inputs)
+        count = len(next(iter(inputs.values())))  # read_inputs holds one length, at least 1
+        self._extend(inputs, count)
+        return count
 
-    def _extend(self, columns: dict[str, list[Any]]) -> int:
-        count = len(next(iter(columns.values())))
+    def _extend(self, columns: dict[str, list[Any]], count: int) -> None:
         for name, values in columns.items():
+            if self._keep is not None and name not in self._keep:
+                continue
             column = self.data.setdefault(name, [])
             if len(column) < self.rows:  # the column was missing from earlier requests
                 column.extend([None] * (self.rows - len(column)))
             column.extend(values)
         self.rows += count
-        return count
 
     def _flush(self) -> None:
         records, self._pending = self._pending, []
         if not records:
             return
         names = dict.fromkeys(chain.from_iterable(records))  # every key, first-seen order
+        if self._keep is not None:
+            names = {name: None for name in names if name in self._keep}
         columns: dict[str, list[Any]] = {}
         for name in names:
             try:
                 columns[name] = list(map(itemgetter(name), records))
             except KeyError:  # not every record names it: missing cells are null
                 columns[name] = [record.get(name) for record in records]
-        self._extend(columns)
+        self._extend(columns, len(records))
 
     def finish(self) -> dict[str, list[Any]]:
         """Return every column, padded with nulls to the full row count."""
@@ -225,42 +246,46 @@ def _check_names(names: Iterable[str]) -> None:
                                              f"own columns ({', '.join(sorted(RESERVED))})")
 
 
-def expand_predictions(table: pa.Table) -> pa.Table:
+def expand_predictions(table: pa.Table, columns: Collection[str] | None = None) -> pa.Table:
     """Return one row per scored row of the prediction log's ``table``.
 
-    Columns: ``request_id``, ``time``, ``model_version`` (those the table has), the input
-    columns by name in first-seen order, ``prediction`` and ``label`` (null where the request
-    has no label, or everywhere when the table has no ``label`` column).
+    Columns: ``__request_id``, ``__time``, ``__model_version`` (of the table's
+    ``request_id``, ``time`` and ``model_version``, those it has), the input columns by name
+    in first-seen order (only those in ``columns``, when given, so a reader that needs a few
+    builds only those), ``__prediction`` and ``__label`` (null where the request has no
+    label, or everywhere when the table has no ``label`` column).
 
     Raises:
         InvalidArgumentError: naming ``table`` without ``request_id``, ``inputs`` or
             ``outputs``; naming ``inputs``, ``outputs`` or ``label`` and the request id for a
             body it cannot read, predictions or a list label that do not match the rows; naming
-            ``inputs`` for an input column called like one of the window's own.
+            ``inputs`` for an input column called like one of the window's own
+            (``RESERVED``).
     """
     missing = [name for name in ("request_id", "inputs", "outputs")
                if name not in table.column_names]
     if missing:
         raise InvalidArgumentError("table", f"lacks the prediction log columns {missing}")
     ids = table.column("request_id").to_pylist()
-    labels = table.column(LABEL).to_pylist() if LABEL in table.column_names else None
-    rows = _Rows()
+    labels = table.column(LOG_LABEL).to_pylist() if LOG_LABEL in table.column_names else None
+    rows = _Rows(columns)
     sizes = [_request(rows, text, request_id)
              for text, request_id in zip(table.column("inputs").to_pylist(), ids, strict=True)]
     predictions = _predictions(table.column("outputs").to_pylist(), sizes, ids)
     label_rows = [] if labels is None else list(chain.from_iterable(
         _labels(text, count, request_id)
         for text, count, request_id in zip(labels, sizes, ids, strict=True)))
-    columns = rows.finish()
-    _check_names(columns)
-    base = table.select([name for name in WINDOW_COLUMNS if name in table.column_names])
+    inputs = rows.finish()
+    _check_names(inputs)
+    base = table.select([name for name in LOG_COLUMNS if name in table.column_names])
     base = base.take(pa.array(np.repeat(np.arange(len(ids), dtype=np.int64), sizes)))
-    arrays = {name: base.column(name) for name in base.column_names}
-    arrays.update((name, to_arrow(values)) for name, values in columns.items())
+    arrays = {LOG_COLUMNS[name]: base.column(name) for name in base.column_names}
+    arrays.update((name, to_arrow(values)) for name, values in inputs.items())
     arrays[PREDICTION] = to_arrow(predictions)
     arrays[LABEL] = to_arrow(label_rows) if labels is not None else pa.nulls(rows.rows)
     return pa.table(arrays)
 
 
-__all__ = ["LABEL", "PREDICTION", "RESERVED", "WINDOW_COLUMNS", "expand_predictions",
-           "read_inputs", "to_arrow"]
+__all__ = ["LABEL", "LOG_COLUMNS", "LOG_LABEL", "MODEL_VERSION", "PREDICTION", "REQUEST_ID",
+           "RESERVED", "TIME", "WINDOW_COLUMNS", "expand_predictions", "read_inputs",
+           "to_arrow"]
