@@ -5,6 +5,7 @@ idempotency key, and every state change audited with an event. Time is a manual 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -693,6 +694,33 @@ def test_a_policy_denying_an_action_skips_it_naming_the_rule(
 
 
 # -- notify ----------------------------------------------------------------------------------
+
+
+def test_the_webhook_path_stays_out_of_audit_entries_events_and_gate_records(
+        pws: Workspace, automation: Automation, receiver: Receiver) -> None:
+    pws.policies.apply(pws.actor, {"guard.yaml": POLICY.replace("[rollback]", "[notify]").format(
+        rule="{id: two-eyes, kind: approvals, count: 1}")})
+    (action,) = automation.handle(fire(pws, "notify"))
+    automation.tick()
+    _approver(pws).approve(automation.get(action.id).approval_id or "", "tell them")
+    automation.tick()
+    done = automation.get(action.id)
+    assert done.state is D and len(receiver.requests) == 1
+    assert done.params["url"] == HOOK_URL  # the action itself keeps what it needs
+    assert done.result["gate"]["allowed"] is True
+    secret = "/T0/B1/abcdef"
+    entries = pws.store.audit.entries(AuditFilter(limit=10_000))
+    mine = [e for e in entries if e.subject == f"playbook_action:{action.id}"]
+    assert {e.action for e in mine} >= {"playbook.action_pending", "playbook.action_done"}
+    assert all(e.after is None or e.after["params"]["url"] == "https://hooks.example.com"
+               for e in mine)
+    assert not [e.action for e in entries if secret in json.dumps([e.before, e.after])]
+    events = pws.store.events.read_after(0, 10_000)
+    assert not [e.type for e in events if secret in json.dumps(e.payload)]
+    assert secret not in json.dumps(done.result)
+    assert records.shown_params({"url": "https://u:pw@[::1]:8443/x?token=1", "n": 1,
+                                 "nested": ["http://h.example/p"]}) == {
+        "url": "https://[::1]:8443", "n": 1, "nested": ["http://h.example"]}
 
 
 def test_notify_retries_an_unanswered_webhook_with_the_same_key_until_it_answers(

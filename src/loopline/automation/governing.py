@@ -39,6 +39,7 @@ from loopline.core.gates import GateAction, GateDecision, GateRequest
 from loopline.core.governance import ApprovalRequest, ApprovalStatus
 from loopline.core.models import ModelURI, version_uri
 from loopline.core.monitoring import ActionKind, PlaybookAction
+from loopline.store.playbook_records import shown_params
 
 __all__ = ["Outcome", "Verdict", "approval_request", "govern", "own_approval", "own_target",
            "quarantine_target", "subject_version"]
@@ -135,7 +136,7 @@ def _ask(ports: AutomationPorts, actor: str, action: PlaybookAction, alert: Aler
         GateAction.PLAYBOOK_ACTION, version[0], version[1], actor, str(action.kind), {
             "playbook": action.playbook, "step": action.step, "alert_id": alert.alert_id,
             "rule": alert.rule, "deployment": alert.deployment, "severity": alert.severity,
-            "params": dict(action.params)}))
+            "params": shown_params(action.params)}))
 
 
 def own_target(action: PlaybookAction) -> str:

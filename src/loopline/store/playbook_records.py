@@ -24,7 +24,9 @@ Rules kept here:
 
 Lock order: the append lock (``uow.serialise``) first, then the action row, as every writer.
 The result document keeps the alert the action was made for under ``alert`` (its deployment,
-scope, window ...), and what the action did beside it.
+scope, window ...), and what the action did beside it. A step's params stay whole in its row
+(a ``notify`` needs its URL), but audit entries and events show them through
+``shown_params``: a URL's origin only, as a webhook's path or query often is its secret.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -61,13 +64,41 @@ from loopline.store.models import (
 
 __all__ = ["MAX_LIST", "ActionQueries", "AlertStanding", "Claim", "NewActions", "StartFacts",
            "claim", "cooldown_blocker", "evaluation_window", "insert_actions",
-           "last_seq_before", "lock_action", "read_start_facts", "start_facts", "subject",
-           "transition", "versions_of_run"]
+           "last_seq_before", "lock_action", "read_start_facts", "shown_params",
+           "start_facts", "subject", "transition", "url_origin", "versions_of_run"]
 
 MAX_LIST = 1_000
 MAX_OWNER = 128
 _T = PLAYBOOK_ACTIONS
 _OPEN = [str(state) for state in ActionState if state not in FINAL_ACTION_STATES]
+
+
+def url_origin(url: str) -> str:
+    """Return only ``scheme://host[:port]`` of ``url`` (no user info, path or query)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
+        return url_origin(value)
+    if isinstance(value, Mapping):
+        return {key: _shown(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(item) for item in value]
+    return value
+
+
+def shown_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``params`` as audit entries, events and the gate may see them: URLs as origins."""
+    return {key: _shown(value) for key, value in params.items()}
 
 
 def subject(action_id: str) -> str:
@@ -133,7 +164,8 @@ def _announce(uow: UnitOfWork, before: PlaybookAction | None, after: PlaybookAct
     uow.emit(EventType.PLAYBOOK_ACTION, subject(after.id), {**payload, "result": outcome})
     uow.audit(f"playbook.action_{after.state}", subject(after.id),
               None if before is None else {"state": str(before.state)},
-              json_safe({**payload, "params": dict(after.params), "result": outcome}))
+              json_safe({**payload, "params": shown_params(after.params),
+                         "result": outcome}))
 
 
 def insert_actions(uow: UnitOfWork, new: NewActions) -> tuple[list[PlaybookAction], bool]:
