@@ -26,8 +26,9 @@ from loopline.store import AuditFilter
 
 QUALITY_RULE = "accuracy-drop"
 RECOVERY_PLAYBOOK = "recover"
-LEGEND = ("each minute the scheduler evaluates the rules over the last 2 whole minutes [window], "
-          "once 15 s have let their records land: input-drift = "
+LEGEND = ("each minute the scheduler evaluates the rules over the last 2 whole minutes, once 15 s "
+          "have let their records land; a line shows [the window], each version's share of "
+          "the traffic since the last line, and each rule's value: input-drift = "
           "share of input columns drifted (alert above 0.5), accuracy-drop = training accuracy "
           "minus served accuracy (alert above 0.1 twice in a row), basic-plan-accuracy = the "
           "same on the basic plan (above 0.15 twice)")
