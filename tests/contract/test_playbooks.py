@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from playbook_support import (
@@ -29,7 +30,7 @@ from playbook_support import (
 )
 
 from loopline.app import Workspace
-from loopline.automation import Automation, AutomationOptions, signing
+from loopline.automation import Automation, AutomationOptions, AutomationPorts, signing
 from loopline.automation import rollback as rollback_kind
 from loopline.automation.held import Held
 from loopline.automation.service import inline_executor
@@ -721,6 +722,31 @@ def test_the_webhook_path_stays_out_of_audit_entries_events_and_gate_records(
     assert records.shown_params({"url": "https://u:pw@[::1]:8443/x?token=1", "n": 1,
                                  "nested": ["http://h.example/p"]}) == {
         "url": "https://[::1]:8443", "n": 1, "nested": ["http://h.example"]}
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_notify_fails_on_a_redirect_instead_of_following_it(pws: Workspace,
+                                                             status: int) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def redirecting(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.url.path == "/moved":
+            return httpx.Response(200, json={"ok": True})  # a bodyless GET would land here
+        return httpx.Response(status, headers={"Location": "https://hooks.example.com/moved"})
+
+    automation = Automation(
+        AutomationPorts(pws.store, pws.deployments, pws.models, pws.approvals, pws.gate,
+                        pws.pipelines), PLAYBOOKS.get,
+        options=AutomationOptions(actor=pws.actor, webhook_secret=SECRET,
+                                  transport=httpx.MockTransport(redirecting)))
+    (action,) = automation.handle(fire(pws, "notify"))
+    automation.tick()
+    failed = automation.get(action.id)
+    assert failed.state is ActionState.FAILED, failed.result
+    assert "redirect" in failed.result["reason"] and "/T0" not in failed.result["reason"]
+    assert seen == [("POST", "/T0/B1/abcdef")]  # asked once, never followed
+    automation.close()
 
 
 def test_notify_retries_an_unanswered_webhook_with_the_same_key_until_it_answers(

@@ -8,9 +8,11 @@ before that mark sends it again. Every delivery of one action carries the same
 body is signed (``automation.signing``: HMAC-SHA256 over the timestamp and the raw body with
 the workspace's webhook secret); a step with a URL and no secret configured fails rather
 than send an unsigned body. The call goes through ``loopline.outbound`` (URL and address
-checks, redirects, timeouts); a refused URL fails the action at once, a timeout or an error
-status is retried with backoff (``AutomationOptions``). Only the URL's origin is kept in the
-result: a webhook's path often is its secret.
+checks, timeouts) with no redirect followed: a 301/302/303 would turn the signed POST into a
+bodyless GET that then answers 2xx and would count as delivered, so any 3xx fails the action
+at once, saying to configure the final URL. A refused URL fails it at once too; a timeout or
+an error status is retried with backoff (``AutomationOptions``). Only the URL's origin is
+kept in the result, the audit and the events: a webhook's path often is its secret.
 
 Params: ``url`` (optional), ``message`` (optional text put in the body and the log line).
 """
@@ -24,7 +26,7 @@ from typing import Any
 from loopline.automation import signing
 from loopline.automation.held import Held
 from loopline.automation.ports import Tools
-from loopline.core.errors import ConfigurationError, InvalidArgumentError
+from loopline.core.errors import BackendError, ConfigurationError, InvalidArgumentError
 from loopline.core.monitoring import ActionState
 from loopline.outbound import display_url
 from loopline.store.playbook_records import ActionQueries
@@ -64,6 +66,7 @@ def perform(held: Held, tools: Tools) -> None:
     Raises:
         InvalidArgumentError: naming ``params.url`` or ``params.message`` (the action fails).
         ConfigurationError: when a URL is set and no webhook secret is (the action fails).
+        InvalidArgumentError: also when the receiver answers a redirect (3xx).
         BackendError: when the call times out or the receiver answers an error status
             (the action is retried with backoff).
     """
@@ -86,7 +89,14 @@ def perform(held: Held, tools: Tools) -> None:
                                  "body")
     raw = signing.body_bytes(body)
     headers = signing.signed_headers(secret, int(time.time()), raw, held.action.id)
-    status = tools.client.post_json(url, body, headers)
+    try:
+        status = tools.client.post_json(url, body, headers)
+    except BackendError as exc:
+        if "redirect" not in exc.message:  # the client follows none: "more than 0 redirects"
+            raise
+        raise InvalidArgumentError("params.url", f"{display_url(url)} answered with a "
+                                   "redirect, which a webhook does not follow (the signed "
+                                   "POST would become a GET): give the final URL") from exc
     if not 200 <= status < 300:
         raise InvalidArgumentError("params.url", f"{display_url(url)} answered HTTP {status}, "
                                                  "not 2xx")

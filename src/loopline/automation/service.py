@@ -27,6 +27,7 @@ starts the action, so two workers cannot both start a retrain for one deployment
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -120,8 +121,9 @@ class Automation:
         self._store = ports.store
         self._playbooks = playbooks
         self._owner = _owner()
+        webhooks = dataclasses.replace(self.options.outbound, max_redirects=0)  # see notify
         self._tools = Tools(ports, self.options, pipelines or (lambda name: None), execute,
-                            OutboundClient(self.options.outbound, self.options.transport))
+                            OutboundClient(webhooks, self.options.transport))
         self.queries = records.ActionQueries(ports.store.engine)
         self.log = ActionLog(ports.store)
 
