@@ -340,3 +340,24 @@ def test_quick_serving_benchmark_prints_one_json_report(tmp_path: Path) -> None:
         targets["batched_c32_vs_thin_c32"] >= targets["batched_c32_vs_thin_c32_min"])
     _assert_positive(targets, "batched_c32_vs_thin_c32", "inline_c32_vs_thin_c32",
                      "client_ceiling_c32_vs_batched_c32")
+
+
+def test_quick_monitoring_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("monitoring.py", tmp_path)
+    assert report["machine"]["scipy"] and report["settings"]["quick"] is True
+    for size in report["sizes"].values():
+        for path in ("loopline", "scipy"):
+            _assert_positive(size[path], "total_s", "rows_per_s", "peak_mib")
+        _assert_positive(size["ratios"], "speedup_vs_scipy", "peak_vs_scipy")
+        agreed = size["agreement"]
+        assert agreed["planted_found_by_loopline_auto"] and agreed["planted_found_by_scipy"]
+        assert set(agreed["planted"]) <= set(agreed["loopline_ks_chi_square_flagged"])
+        assert agreed["ks_statistic_max_abs_diff"] <= agreed["ks_statistic_error_bound_max"]
+        assert agreed["chi_square_p_max_abs_diff"] < 1e-9
+    _assert_positive(report["expand"], "expand_predictions_s", "expand_rows_per_s")
+    loop = report["loop"]
+    simulated = loop["simulated"]
+    assert simulated["time_to_detect_s"] >= loop["baseline"]["detect_floor_s"]
+    assert simulated["time_to_recover_s"] >= loop["baseline"]["recover_floor_s"]
+    accuracy = loop["accuracy"]
+    assert accuracy["during"] < accuracy["before"] and accuracy["during"] < accuracy["after"]
