@@ -523,6 +523,73 @@ def test_two_workers_ticking_at_once_run_each_action_once(pws: Workspace) -> Non
         worker.close()
 
 
+def _tick_together(workers: list[Automation]) -> None:
+    """Tick every worker at once (each in its own thread, released together)."""
+    start = threading.Barrier(len(workers))
+    failures: list[BaseException] = []
+
+    def tick(worker: Automation) -> None:
+        start.wait(30)
+        try:
+            worker.tick()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=tick, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures and not any(thread.is_alive() for thread in threads)
+
+
+def test_two_workers_at_once_roll_back_once_and_start_one_run_for_one_alert(
+        pws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PLAYBOOKS, "fix", Playbook("fix", (
+        PlaybookStep(ActionKind.ROLLBACK),
+        PlaybookStep(ActionKind.RETRAIN, {"pipeline": "retrain_fraud"}))))
+    workers = [automation_for(pws), automation_for(pws)]
+    event = fire(pws, "fix", window=WINDOW)
+    rollback, retrain = workers[0].handle(event)
+    workers[1].handle(event)  # delivered to both: the same two actions
+    before = pws.deployments.get("web").revision
+    _tick_together(workers)
+    _tick_together(workers)  # whichever executed the run settles the retrain
+    assert [workers[0].get(a.id).state for a in (rollback, retrain)] == [D, D]
+    assert _rollbacks(pws) == 1
+    assert pws.deployments.get("web").revision == before + 1  # one rollback revision
+    (run,) = pws.pipelines.runs.runs("retrain_fraud")
+    assert run.state is RunState.SUCCEEDED and workers[0].get(retrain.id).result[
+        "run_id"] == run.id
+    assert len(workers[0].actions(event.payload["alert_id"])) == 2
+    for worker in workers:
+        worker.close()
+
+
+def test_two_workers_at_once_in_a_storm_of_alerts_act_once_within_the_cooldown(
+        pws: Workspace) -> None:
+    workers = [automation_for(pws, execute=False), automation_for(pws, execute=False)]
+    storms = [fire(pws, "storm", window=WINDOW) for _ in range(6)]
+    rollbacks = [fire(pws, "rollback") for _ in range(6)]
+    for index, event in enumerate(storms + rollbacks):
+        workers[index % 2].handle(event)
+    before = pws.deployments.get("web").revision
+    _tick_together(workers)
+    assert len(pws.pipelines.runs.runs("retrain_fraud")) == 1  # one run for six alerts
+    assert _rollbacks(pws) == 1 and pws.deployments.get("web").revision == before + 1
+    actions = workers[0].actions()
+    retrains = [a for a in actions if a.kind is ActionKind.RETRAIN]
+    backs = [a for a in actions if a.kind is ActionKind.ROLLBACK]
+    assert sorted(a.state for a in retrains) == sorted([R] + [S] * 5)
+    assert sorted(a.state for a in backs) == sorted([D] + [S] * 5)
+    (running,) = [a for a in retrains if a.state is R]
+    (done,) = [a for a in backs if a.state is D]
+    assert all(a.result.get("cooldown_of") == running.id for a in retrains if a is not running)
+    assert all(a.result.get("cooldown_of") == done.id for a in backs if a is not done)
+    for worker in workers:
+        worker.close()
+
+
 # -- approvals -------------------------------------------------------------------------------
 
 
