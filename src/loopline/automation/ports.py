@@ -59,8 +59,13 @@ class AutomationPorts:
 class AutomationOptions:
     """How the automation runs.
 
-    ``actor`` is who the automation's own records are by (build the ports' services with the
-    same actor). A worker holds an action's ``lease`` only while it takes one bounded step
+    ``actor`` is who the automation acts as: its own records, the approval requests it makes
+    and every effect through the ports' services (build them with the same actor). A
+    workspace (``Workspace.automation``, so ``loopline scheduler``) gives it the workspace's
+    actor, the identity running the scheduler: authorisation is checked against that
+    identity, the audit names it, and four-eyes keeps it from approving what the automation
+    asked. ``loopline-automation`` is only the default for an automation built by hand.
+    A worker holds an action's ``lease`` only while it takes one bounded step
     (a transaction, a webhook call); a dead worker's action is taken over once it expires.
     A step failing for a transient reason (``BackendError``: a webhook or the database
     unreachable) is retried after ``retry_delay`` doubling up to ``max_retry_delay``, at most

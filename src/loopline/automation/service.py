@@ -10,6 +10,7 @@ one alert in order, each held by one worker under a lease (``store.playbook_reco
        │                             ├──approved for another version──> asks again
        │                             └──rejected / withdrawn / expired──> skipped
        ├──gate denies (policy)───────> skipped
+       ├──alert resolved, or older than max_alert_age, playbook not begun──> skipped
        └──same kind ran on the deployment within the cool-down──> skipped
                 (a step with ``cooldown: false`` in its params opts out)
     running ──refused (bad params, conflict, denied)──> failed
