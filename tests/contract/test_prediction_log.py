@@ -201,6 +201,25 @@ def test_windowed_reads_prune_segments_and_filter_rows_exactly_at_the_edges(
     assert log.read(PredictionWindow(start=at(3), end=at(3))).num_rows == 0
 
 
+def test_read_segments_yields_the_windows_rows_one_segment_at_a_time(
+        log: PredictionLog, blobs: Blobs) -> None:
+    first = log.append([record(i, minutes=i) for i in range(10)])
+    log.append([record(100 + i, minutes=i, deployment="fraud") for i in range(5)])
+    third = log.append([record(200 + i, minutes=10 + i) for i in range(10)])
+    window = PredictionWindow(deployment="churn", start=at(5), end=at(12))
+    blobs.reads.clear()
+    parts = log.read_segments(window)
+    head = next(parts)
+    assert ids(head) == [f"req-{i}" for i in range(5, 10)]
+    assert blobs.reads == [first.blob_digest]  # the next segment is not read yet
+    rest = list(parts)
+    assert [ids(part) for part in rest] == [["req-200", "req-201"]]
+    assert sorted(blobs.reads) == sorted([first.blob_digest, third.blob_digest])
+    whole = log.read(window)
+    assert pa.concat_tables([head, *rest]).equals(whole)
+    assert list(log.read_segments(PredictionWindow(start=at(40)))) == []
+
+
 def test_read_last_returns_the_newest_rows_in_time_order(log: PredictionLog) -> None:
     log.append([record(i, minutes=i) for i in range(10)])
     log.append([record(100 + i, minutes=5 + i, deployment="fraud") for i in range(10)])

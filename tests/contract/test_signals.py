@@ -23,7 +23,7 @@ from loopline.app import Workspace
 from loopline.core.clock import ManualClock
 from loopline.core.deployments import Route
 from loopline.core.monitoring import EvaluationStatus, MonitorConfig
-from loopline.core.predictions import FeedbackRecord, PredictionRecord
+from loopline.core.predictions import FeedbackRecord, PredictionRecord, PredictionWindow
 from loopline.data.quantile_sketch import QuantileSketch
 from loopline.monitoring.config_yaml import parse_config
 from loopline.monitoring.evaluator import Evaluator
@@ -154,6 +154,146 @@ def test_a_model_whose_inputs_are_named_like_the_logs_columns_is_monitored(ws: W
     report = found.numbers["versions"]["models:/odd/1"]
     assert {c["column"] for c in report["columns"]} == {"time", "label", "prediction"}
     assert report["drifted_columns"] == ["time"] and found.value == pytest.approx(1 / 3)
+
+
+def _append(ws: Workspace, frame: pd.DataFrame, prefix: str, version: int = 1) -> None:
+    """Log ``frame`` as one segment of four-row requests predicting 0."""
+    ws.predictions.append([PredictionRecord(
+        request_id=f"{prefix}-{index}", time=END - timedelta(minutes=10),
+        deployment="fraud", model_version=log_version(Route("fraud", version, 100.0)),
+        inputs=frame.iloc[index * 4:(index + 1) * 4].to_dict(orient="records"),
+        outputs=[0] * 4, latency_ms=1.0) for index in range(len(frame) // 4)])
+
+
+class Counting:
+    """Counts the reads of a prediction log and of references."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.log, self.refs = ws.predictions, ReferenceProfiles(ws.store, ws._blobs)
+        self.reads = self.segment_reads = self.reference_reads = 0
+
+    def read(self, window: Any = None, options: Any = None) -> Any:
+        self.reads += 1
+        return self.log.read(window, options)
+
+    def read_segments(self, window: Any = None) -> Iterator[Any]:
+        self.segment_reads += 1
+        yield from self.log.read_segments(window)
+
+    def reference_of(self, model: str, version: int) -> Any:
+        self.reference_reads += 1
+        return self.refs.reference_of(model, version)
+
+
+def test_drift_streams_the_window_in_batches_and_agrees_with_the_whole_window(
+        served: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopline.data.profiling import profile_table
+    from loopline.monitoring import signals
+    from loopline.monitoring.drift import dataset_drift
+    from loopline.monitoring.window_rows import expand_predictions
+
+    monkeypatch.setattr(signals, "BATCH_REQUESTS", 7)  # many batches, split mid-segment
+    rng = np.random.default_rng(31)
+    quiet, shifted = _frame(rng, 400), _frame(rng, 400, shift=3.0)
+    holes = _frame(rng, 120).astype(object)
+    holes["x3"] = None  # a segment whose x3 is all null: Arrow's null type in its batches
+    for index, frame in enumerate((quiet, holes, shifted)):
+        _append(served, frame, f"s{index}")
+    counting = Counting(served)
+    config = _config(signal="dataset_drift")
+    found = SignalMeasurer(counting, counting, served.store).measure(MeasureTask(
+        config.rules[0], END - timedelta(minutes=15), END, AS_OF, config.drift))
+    assert (counting.reads, counting.segment_reads) == (0, 1)
+    assert found.samples == 920
+
+    whole = expand_predictions(served.predictions.read(PredictionWindow(
+        deployment="fraud", start=END - timedelta(minutes=15), end=END)))
+    reference = ReferenceProfiles(served.store, served._blobs).reference_of("fraud", 1)
+    assert reference is not None
+    expected = dataset_drift(reference.inputs, profile_table(whole.select(list(COLUMNS))),
+                             config.drift, list(COLUMNS))
+    report = found.numbers["versions"]["models:/fraud/1"]
+    assert found.value == expected.share and report["drifted_columns"] == ["x1"]
+    for mine, theirs in zip(report["columns"], expected.to_dict()["columns"], strict=True):
+        assert (mine["column"], mine["current_count"]) == (theirs["column"],
+                                                           theirs["current_count"])
+        assert mine["score"] == pytest.approx(theirs["score"])
+    assert report["columns"][2]["current_count"] == 800  # x3's nulls are not values
+
+
+def test_a_column_of_another_kind_in_the_window_is_skipped_with_the_reason(
+        served: Workspace) -> None:
+    rng = np.random.default_rng(32)
+    _append(served, _frame(rng, 400, shift=2.0), "n")
+    words = _frame(rng, 200).astype(object)
+    words["x2"] = "high"  # text where the reference has numbers
+    _append(served, words, "t")
+    found = _measure(served, _config(signal="dataset_drift"))
+    report = found.numbers["versions"]["models:/fraud/1"]
+    assert report["skipped"] == {
+        "x2": "kinds differ: the reference is numeric, the current window string"}
+    assert [c["column"] for c in report["columns"]] == ["x1", "x3"]
+    assert found.value == 0.5 and report["drifted_columns"] == ["x1"]
+    x2 = _measure(served, _config(signal="column_drift", column="x2"))
+    assert x2.value is None and x2.numbers["versions"]["models:/fraud/1"]["reason"] == (
+        "'x2': kinds differ: the reference is numeric, the current window string")
+
+
+def test_labels_a_boolean_model_cannot_be_scored_by_are_an_insufficient_evaluation(
+        served: Workspace) -> None:
+    rng = np.random.default_rng(34)
+    frame = _frame(rng, 200)
+    route = log_version(Route("fraud", 1, 100.0))
+    served.predictions.append([PredictionRecord(
+        request_id=f"b-{index}", time=END - timedelta(minutes=10), deployment="fraud",
+        model_version=route, inputs=frame.iloc[index * 4:(index + 1) * 4].to_dict(
+            orient="records"), outputs=[True, False, True, False], latency_ms=1.0)
+        for index in range(50)])
+    served.predictions.log_feedback([FeedbackRecord(f"b-{index}", END - timedelta(minutes=1),
+                                                    [0.5, 1.0, 0.0, 0.5])
+                                     for index in range(50)])
+    config = parse_config({"rules": [
+        {"name": "accuracy", "signal": "quality", "metric": "accuracy", "deployment": "fraud",
+         "window": "15m", "threshold": 0.5, "comparison": "below", "min_samples": 10},
+        {"name": "drift", "signal": "dataset_drift", "deployment": "fraud", "window": "15m",
+         "threshold": 0.5}]})
+    measurer = SignalMeasurer(served.predictions, ReferenceProfiles(served.store,
+                                                                    served._blobs),
+                              served.store)
+    accuracy, drift = Evaluator(served.store, measurer, ManualClock(AS_OF)).run(config)
+    assert (accuracy.status, accuracy.value) == (EvaluationStatus.INSUFFICIENT, None)
+    assert accuracy.numbers["error"].startswith("invalid labels: cannot be scored as "
+                                                "classification")
+    assert "mix of continuous and binary" in accuracy.numbers["error"]
+    assert drift.status is EvaluationStatus.OK  # the other rule is judged
+
+
+def test_one_run_reads_a_window_once_for_all_its_rules(served: Workspace,
+        trained: tuple[LogisticRegression, pd.DataFrame, float]) -> None:
+    rng = np.random.default_rng(33)
+    _log(served, trained[0], _frame(rng, 800, shift=1.0), version=1, labels={"every": 2})
+    _log(served, trained[0], _frame(rng, 400), version=2, prefix="b")
+    rules = [{"name": "drift", "signal": "dataset_drift"},
+             {"name": "x1", "signal": "column_drift", "column": "x1"},
+             {"name": "outputs", "signal": "prediction_drift"},
+             {"name": "accuracy", "signal": "quality", "metric": "accuracy"},
+             {"name": "high", "signal": "quality", "metric": "accuracy", "slice": "high"},
+             {"name": "labels", "signal": "label_share"}]
+    config = parse_config({
+        "drift": {"method": "psi", "share": 0.3}, "slices": {"high": {"x2": {"min": 0.0}}},
+        "rules": [{"deployment": "fraud", "window": "15m", "threshold": 0.2,
+                   "min_samples": 10, **rule} for rule in rules]})
+    counting = Counting(served)
+    evaluator = Evaluator(served.store, SignalMeasurer(counting, counting, served.store),
+                          ManualClock(AS_OF))
+    found = evaluator.run(config)
+    assert all(e.value is not None for e in found), [e.numbers for e in found]
+    assert (counting.segment_reads, counting.reads, counting.reference_reads) == (1, 1, 2)
+    alone = [SignalMeasurer(served.predictions, ReferenceProfiles(served.store, served._blobs),
+                            served.store).measure(MeasureTask(
+                                rule, END - timedelta(minutes=15), END, AS_OF, config.drift,
+                                config.slices)) for rule in config.rules]
+    assert [e.value for e in found] == [m.value for m in alone]  # sharing changes nothing
 
 
 def test_column_and_prediction_drift_score_the_shifted_column_and_the_outputs(

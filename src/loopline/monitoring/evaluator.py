@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,9 +181,9 @@ class Evaluator:
         """
         authorize_if_wired(self._authorizer, self._actor, Permission.WRITE)
         now = self._clock.now()
-        end = window_end(now)
+        run = _Run(window_end(now), now, {})  # one memo: rules on one window read it once
         wanted = None if deployments is None else frozenset(deployments)
-        return [self._evaluate(rule, config, end, now) for rule in config.rules
+        return [self._evaluate(rule, config, run) for rule in config.rules
                 if wanted is None or rule.scope.deployment in wanted]
 
     def rerun(self, evaluation_id: str) -> Rerun:
@@ -217,15 +217,14 @@ class Evaluator:
                 else f"{type(exc).__name__}: {exc}"
             return Measurement(None, 0, {"error": text})
 
-    def _evaluate(self, rule: AlertRule, config: MonitorConfig, end: datetime,
-                  now: datetime) -> Evaluation:
-        key = rule.scope.key
+    def _evaluate(self, rule: AlertRule, config: MonitorConfig, run: _Run) -> Evaluation:
+        key, end, now = rule.scope.key, run.end, run.now
         with self._store.read() as session:
             stored = records.evaluation_at(session.connection(), rule.name, key, end)
         if stored is not None:
             return stored  # measured this minute already: measure nothing
         measurement = self._measure(MeasureTask(rule, end - rule.window, end, now,
-                                                config.drift, config.slices))
+                                                config.drift, config.slices, run.cache))
         with self._store.write(self._actor) as uow:
             uow.serialise()  # look again under the lock every evaluator takes
             stored = records.evaluation_at(uow.session.connection(), rule.name, key, end)
@@ -248,6 +247,15 @@ def evaluate_in_force(evaluator: Evaluator, configs: MonitorConfigs,
     """
     applied = configs.current()
     return [] if applied is None else evaluator.run(applied.config, deployments)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run's window end, time, and the memo its measurements share."""
+
+    end: datetime
+    now: datetime
+    cache: dict[Hashable, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,21 @@
 ``SignalMeasurer`` is the evaluator's ``Measurer``:
 
 - drift (``dataset_drift``, ``column_drift``, ``prediction_drift``): the window's logged
-  requests, expanded to one row per scored row (``window_rows.expand_predictions``), are
-  profiled and compared with the reference profile of the version that served them
-  (``drift.dataset_drift`` on the inputs: the value is the share of columns that drifted;
-  ``drift.column_drift`` on one input column or on the outputs: the value is the score).
+  requests are read segment by segment (``PredictionLog.read_segments``), expanded
+  ``BATCH_REQUESTS`` requests at a time to one row per scored row
+  (``window_rows.expand_predictions``) and profiled per serving version against its
+  reference (``window_profiles.WindowProfiler``), holding one batch of rows at a time; the
+  profiles are compared with the reference (``drift.dataset_drift`` on the inputs: the value
+  is the share of columns that drifted; ``drift.column_drift`` on one input column or on the
+  outputs: the value is the score). A column of another kind in the window than in the
+  reference is skipped with the reason.
 - ``quality`` and ``label_share``: the window read with its feedback labels, scored by
   ``quality.quality_report`` (overall or on the rule's slice) against the version's training
   metrics: the value is the metric, or with ``baseline: training`` its drop (positive is
   worse); samples are the labelled rows for quality and all rows for the label share.
-  Labels timed after the evaluation (``as_of``) are left out, so a re-run agrees.
+  Labels timed after the evaluation (``as_of``) are left out, so a re-run agrees. The
+  window is read whole (the labels are joined to it) and expanded once, building only the
+  input columns the config's slices name.
 - ``error_rate``, ``latency`` (p50/p95/p99 in ms) and ``throughput``: the servers' stats
   (``health.health``); samples are requests. Throughput is requests per second of the
   window, 0.0 when nothing was served (no stats at all); the evaluator does not hold it to
@@ -23,36 +29,45 @@ those with enough samples; every version's numbers are kept under ``versions`` a
 one's URI as ``model_version``. Throughput is the exception: a canary's share of the traffic
 is not a fault, so it is measured for the deployment as a whole. A version without a
 reference profile (or a training value, for a baseline) has no value; the reason is kept.
+
+Within one ``Evaluator.run`` (``MeasureTask.cache``), what is read for a window is kept and
+shared by the run's rules: the drift profiles per (deployment, version scope, window), the
+labelled rows per (deployment, version scope, window, as-of), and each version's reference;
+rules on the same window read the log once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loopline.core.errors import InvalidArgumentError, NotFoundError
+from loopline.core.errors import BackendError, InvalidArgumentError, NotFoundError
 from loopline.core.models import MODELS_SCHEME, ModelURI, version_uri
 from loopline.core.monitoring import AlertRule, Comparison, Measurement, SignalKind
 from loopline.core.predictions import PredictionWindow
+from loopline.data.column_profile import ColumnProfile
 from loopline.data.prediction_log import ReadOptions
-from loopline.data.profiling import Profile, profile_table
+from loopline.data.profiling import Profile
 from loopline.monitoring.config_yaml import PREDICTION_COLUMN
 from loopline.monitoring.drift import column_drift, dataset_drift
 from loopline.monitoring.health import health
 from loopline.monitoring.quality import quality_report
-from loopline.monitoring.window_rows import MODEL_VERSION, PREDICTION, expand_predictions
+from loopline.monitoring.window_profiles import WindowProfile, WindowProfiler
+from loopline.monitoring.window_rows import MODEL_VERSION, expand_predictions
 from loopline.monitoring.windows import MeasureTask
 from loopline.store import MetadataStore
 from loopline.store.deployment_queries import DeploymentQueries
 
-__all__ = ["LOG_NAME_LIMIT", "PredictionReader", "ReferenceLike", "ReferenceSource",
-           "SignalMeasurer", "log_name", "version_of_log_name"]
+__all__ = ["BATCH_REQUESTS", "LOG_NAME_LIMIT", "PredictionReader", "ReferenceLike",
+           "ReferenceSource", "SignalMeasurer", "log_name", "version_of_log_name"]
 
+BATCH_REQUESTS = 8_192
+"""Logged requests expanded and profiled at a time by the drift signals."""
 LOG_NAME_LIMIT = 128
 MAX_HISTORY = 1000  # revisions looked through for a cut log name
 _DRIFT = frozenset({SignalKind.DATASET_DRIFT, SignalKind.COLUMN_DRIFT,
@@ -67,6 +82,10 @@ class PredictionReader(Protocol):
     def read(self, window: PredictionWindow | None = None,
              options: ReadOptions | None = None) -> pa.Table:
         """Return the predictions inside ``window``."""
+        ...
+
+    def read_segments(self, window: PredictionWindow | None = None) -> Iterator[pa.Table]:
+        """Yield the predictions inside ``window`` a segment at a time (no feedback)."""
         ...
 
 
@@ -186,6 +205,62 @@ def _without_late_labels(table: pa.Table, task: MeasureTask) -> pa.Table:
     return table
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A memoised failure: the run's other rules on the window get the same error."""
+
+    error: Exception
+
+
+def _memo(task: MeasureTask, key: Hashable, make: Callable[[], T]) -> T:
+    """Return ``make()``, computed once per run for ``key`` (a failure too, but a backend's)."""
+    cache = task.cache
+    if cache is None:
+        return make()
+    if key not in cache:
+        try:
+            cache[key] = make()
+        except BackendError:
+            raise
+        except Exception as exc:
+            cache[key] = _Failed(exc)
+            raise
+    found = cache[key]
+    if isinstance(found, _Failed):
+        raise found.error
+    return cast(T, found)
+
+
+def _window_key(task: MeasureTask) -> tuple[Hashable, ...]:
+    scope = task.rule.scope
+    return scope.deployment, scope.model_version, task.start, task.end
+
+
+class _Profiled:
+    """One version's rows of a window, as its drift needs them: a count and the profiles."""
+
+    def __init__(self, key: str, reference: ReferenceLike | None) -> None:
+        self.key = key
+        self.reference = reference
+        self.rows = 0
+        self.profiler = None if reference is None else WindowProfiler(reference.inputs,
+                                                                       reference.outputs)
+        self._profile: WindowProfile | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        self.rows += rows.num_rows
+        if self.profiler is not None:
+            self.profiler.update(rows)
+
+    def profile(self) -> WindowProfile | None:
+        if self._profile is None and self.profiler is not None:
+            self._profile = self.profiler.result()
+        return self._profile
+
+
 class SignalMeasurer:
     """Measures every ``SignalKind`` (see the module docstring)."""
 
@@ -204,27 +279,51 @@ class SignalMeasurer:
         """
         signal = task.rule.signal
         if signal in _DRIFT:
-            return self._per_version(task, with_feedback=False, measure=self._drift)
-        if signal in _QUALITY:
-            return self._per_version(task, with_feedback=True, measure=self._quality)
-        return self._health(task)
+            profiled = _memo(task, ("drift", *_window_key(task)), lambda: self._profile(task))
+            per = {key: _drift(task, part) for key, part in profiled.items()}
+        elif signal in _QUALITY:
+            keep = tuple(sorted({column for spec in task.slices.values()
+                                 for column in spec.where}))
+            served = _memo(task, ("quality", *_window_key(task), task.as_of, keep),
+                           lambda: self._labelled(task, keep))
+            per = {part.key: self._quality(task, part) for part in served}
+        else:
+            return self._health(task)
+        if not per:
+            return Measurement(None, 0, {"reason": "no predictions in the window"})
+        return _worst(task.rule, per)
 
     # ------------------------------------------------------------------ the log's signals
 
-    def _per_version(self, task: MeasureTask, with_feedback: bool,
-                     measure: Callable[[MeasureTask, _Served], Measurement]) -> Measurement:
+    def _log_window(self, task: MeasureTask) -> PredictionWindow:
         scope = task.rule.scope
-        window = PredictionWindow(
+        return PredictionWindow(
             deployment=scope.deployment, start=task.start, end=task.end,
             model_version=None if scope.model_version is None else log_name(scope.model_version))
-        table = self._predictions.read(window, ReadOptions(with_feedback=with_feedback))
-        if with_feedback:
-            table = _without_late_labels(table, task)
+
+    def _profile(self, task: MeasureTask) -> dict[str, _Profiled]:
+        """Profile the window's rows per version, a batch of requests at a time."""
+        found: dict[str, _Profiled] = {}
+        routed = _Routed(self, task.rule.scope.deployment)
+        for part in self._predictions.read_segments(self._log_window(task)):
+            for start in range(0, part.num_rows, BATCH_REQUESTS):
+                rows = expand_predictions(part.slice(start, BATCH_REQUESTS))
+                for served in _by_version(rows, routed):
+                    entry = found.get(served.key)
+                    if entry is None:
+                        entry = found[served.key] = _Profiled(
+                            served.key, self._reference(task, served.uri))
+                    entry.add(served.rows)
+        return {key: found[key] for key in sorted(found)}
+
+    def _labelled(self, task: MeasureTask, keep: tuple[str, ...]) -> list[_Served]:
+        """Return the window's rows with their labels known at ``as_of``, per version."""
+        table = self._predictions.read(self._log_window(task), ReadOptions(with_feedback=True))
+        table = _without_late_labels(table, task)
         if table.num_rows == 0:
-            return Measurement(None, 0, {"reason": "no predictions in the window"})
-        served = _by_version(expand_predictions(table),
-                             lambda: self._routed(scope.deployment))
-        return _worst(task.rule, {part.key: measure(task, part) for part in served})
+            return []
+        return _by_version(expand_predictions(table, keep),
+                           _Routed(self, task.rule.scope.deployment))
 
     def _routed(self, deployment: str) -> dict[str, ModelURI]:
         """Return log name -> version of every version ``deployment`` has routed to."""
@@ -236,43 +335,16 @@ class SignalMeasurer:
                 for route in change.routes}
         return {log_name(uri): ModelURI.parse(uri) for uri in uris}
 
-    def _reference(self, part: _Served) -> ReferenceLike | None:
-        if part.uri is None or part.uri.version is None:
+    def _reference(self, task: MeasureTask, uri: ModelURI | None) -> ReferenceLike | None:
+        if uri is None or uri.version is None:
             return None
-        return self._references.reference_of(part.uri.name, part.uri.version)
-
-    def _drift(self, task: MeasureTask, part: _Served) -> Measurement:
-        rows = part.rows.num_rows
-        reference = self._reference(part)
-        if reference is None:
-            return Measurement(None, rows, {"reason": f"{part.key} has no reference profile"})
-        rule = task.rule
-        if rule.signal is SignalKind.DATASET_DRIFT:
-            columns = [name for name in reference.inputs.names
-                       if name in part.rows.column_names]
-            if not columns:
-                return Measurement(None, rows, {"reason": "no reference column is in the "
-                                                          "window's rows"})
-            report = dataset_drift(reference.inputs, profile_table(part.rows.select(columns)),
-                                   task.drift, columns)
-            return Measurement(report.share, rows, report.to_dict())
-        column = rule.scope.column or PREDICTION_COLUMN
-        source = column if rule.signal is SignalKind.COLUMN_DRIFT else PREDICTION
-        profile = reference.inputs if rule.signal is SignalKind.COLUMN_DRIFT \
-            else reference.outputs
-        if profile is None or column not in profile.names \
-                or source not in part.rows.column_names:
-            return Measurement(None, rows, {"reason": f"{column!r} is not in both the "
-                                                      f"reference of {part.key} and the "
-                                                      "window's rows"})
-        current = profile_table(part.rows.select([source]).rename_columns([column]))
-        found = column_drift(profile.column(column), current.column(column),
-                             task.drift.spec(column))
-        return Measurement(found.score, rows, found.to_dict())
+        name, version = uri.name, uri.version
+        return _memo(task, ("reference", name, version),
+                     lambda: self._references.reference_of(name, version))
 
     def _quality(self, task: MeasureTask, part: _Served) -> Measurement:
         rule = task.rule
-        reference = self._reference(part)
+        reference = self._reference(task, part.uri)
         chosen = task.slice
         slices = {} if chosen is None else {chosen.name: chosen}
         report = quality_report(part.rows, slices,
@@ -300,6 +372,72 @@ class SignalMeasurer:
             return _health_value(rule, report.overall.to_dict())
         return _worst(rule, {uri: _health_value(rule, part.to_dict())
                              for uri, part in report.versions.items()})
+
+
+class _Routed:
+    """The deployment's routed versions by log name, looked up once and only when asked."""
+
+    def __init__(self, measurer: SignalMeasurer, deployment: str) -> None:
+        self._measurer = measurer
+        self._deployment = deployment
+        self._found: dict[str, ModelURI] | None = None
+
+    def __call__(self) -> Mapping[str, ModelURI]:
+        if self._found is None:
+            self._found = self._measurer._routed(self._deployment)
+        return self._found
+
+
+def _drift(task: MeasureTask, part: _Profiled) -> Measurement:
+    window = part.profile()
+    if part.reference is None or window is None:
+        return Measurement(None, part.rows, {"reason": f"{part.key} has no reference profile"})
+    if task.rule.signal is SignalKind.DATASET_DRIFT:
+        return _dataset_drift(task, part.reference.inputs, window)
+    reference: Profile | None
+    if task.rule.signal is SignalKind.COLUMN_DRIFT:
+        column = task.rule.scope.column or ""
+        skipped = window.skipped.get(column)
+        current = window.inputs if column in window.present else None
+        reference = part.reference.inputs
+    else:
+        column, skipped = PREDICTION_COLUMN, window.outputs_skipped
+        current, reference = window.outputs, part.reference.outputs
+    if skipped is not None:
+        return Measurement(None, window.rows, {"reason": f"{column!r}: {skipped}"})
+    if reference is None or current is None or column not in reference.names:
+        return Measurement(None, window.rows, {"reason": f"{column!r} is not in both the "
+                                                         f"reference of {part.key} and the "
+                                                         "window's rows"})
+    return _scored(reference.column(column), current.column(column), task, window.rows)
+
+
+def _dataset_drift(task: MeasureTask, reference: Profile, window: WindowProfile,
+                   ) -> Measurement:
+    names = [name for name in reference.names if name not in window.skipped]
+    columns = [name for name in names if name in window.present]
+    if not columns or window.inputs is None:
+        return Measurement(None, window.rows, {"reason": "no reference column is in the "
+                                                         "window's rows",
+                                               "skipped": dict(window.skipped)})
+    report = dataset_drift(reference, window.inputs, task.drift, columns)
+    numbers = report.to_dict()
+    numbers["skipped"] = {**{name: "not in the current window" for name in names
+                             if name not in window.present},
+                          **window.skipped, **report.skipped}
+    return Measurement(report.share, window.rows, numbers)
+
+
+def _scored(reference: ColumnProfile, current: ColumnProfile, task: MeasureTask,
+            rows: int) -> Measurement:
+    """Return one column's drift score; a column that cannot be compared has the reason."""
+    try:
+        found = column_drift(reference, current, task.drift.spec(reference.name))
+    except InvalidArgumentError as exc:
+        if exc.field != f"column {reference.name!r}":
+            raise  # a method or threshold that does not fit: the config's mistake
+        return Measurement(None, rows, {"reason": exc.message})
+    return Measurement(found.score, rows, found.to_dict())
 
 
 def _health_value(rule: AlertRule, numbers: Mapping[str, Any]) -> Measurement:

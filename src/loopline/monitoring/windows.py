@@ -15,10 +15,10 @@ prediction log, the reference profiles and the serving stats; tests pass fakes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.monitoring import AlertRule, DriftSettings, Measurement, SliceSpec
@@ -48,6 +48,11 @@ class MeasureTask:
     ``drift`` and ``slices`` are the config's settings the rule is judged by. Feedback
     labels timed after ``as_of`` are not counted, so measuring again later gives the same
     answer while the window's predictions stay as they were.
+
+    ``cache`` is a memo shared by the tasks of one ``Evaluator.run`` (None: nothing is
+    shared): what a measurer read and computed for one window (its profile, its labelled
+    rows, a version's reference) is kept there under a key naming everything it depends
+    on, so several rules on the same window read the log once. It lives as long as the run.
     """
 
     rule: AlertRule
@@ -56,6 +61,7 @@ class MeasureTask:
     as_of: datetime
     drift: DriftSettings = field(default_factory=DriftSettings)
     slices: Mapping[str, SliceSpec] = field(default_factory=dict)
+    cache: dict[Hashable, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def slice(self) -> SliceSpec | None:
@@ -72,6 +78,7 @@ class Measurer(Protocol):
 
         Raises:
             LooplineError: when the data cannot be read as the rule needs (the evaluator
-                records it as an insufficient evaluation, with the message).
+                records it, or any other error but ``BackendError``, as an insufficient
+                evaluation with the message).
         """
         ...
