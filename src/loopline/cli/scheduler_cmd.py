@@ -73,7 +73,7 @@ def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
     return list(found.values())
 
 
-def _add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
+def add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
                      dispatcher: Dispatcher) -> None:
     """Add monitoring, alert hand-over and playbook actions to the scheduler's round.
 
@@ -152,7 +152,7 @@ def scheduler(
                                                        workspace.deployments).tick)]) as running, \
             closing(workspace.automation(pipelines, running.execute)) as automation, \
             workspace.dispatcher() as dispatcher:
-        _add_loop_duties(workspace, running, automation, dispatcher)
+        add_loop_duties(workspace, running, automation, dispatcher)
         _show_duties(running)
         if not once:
             _serve(workspace, running, interval)
