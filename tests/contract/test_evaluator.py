@@ -38,15 +38,19 @@ T0 = datetime(2026, 3, 1, 12, 0, 20, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-def _config(**changes: Any) -> MonitorConfig:
+def _document(**changes: Any) -> dict[str, Any]:
     rule = {"name": "drift", "signal": "dataset_drift", "deployment": "fraud", "window": "15m",
             "threshold": 0.3, "for": 3, "min_samples": 10, "severity": "critical",
             "playbook": "recover", **changes}
-    return parse_config({
+    return {
         "drift": {"method": "psi"},
         "playbooks": {"recover": {"steps": [{"action": "notify", "url": "https://x.test"}]}},
         "rules": [rule, {"name": "errors", "signal": "error_rate", "deployment": "ads",
-                         "threshold": 0.1, "min_samples": 1}]})
+                         "threshold": 0.1, "min_samples": 1}]}
+
+
+def _config(**changes: Any) -> MonitorConfig:
+    return parse_config(_document(**changes))
 
 
 class Scripted:
@@ -172,12 +176,20 @@ def test_breaches_hours_apart_never_add_up_to_an_alert(clocked: MetadataStore,
     assert len(_fired(clocked)) == 1
 
 
-def test_a_new_config_starts_a_new_streak(clocked: MetadataStore, clock: ManualClock) -> None:
+def test_a_changed_rule_starts_a_new_streak_and_an_unrelated_change_does_not(
+        clocked: MetadataStore, clock: ManualClock) -> None:
     evaluator = Evaluator(clocked, Scripted(drift=[BAD]), clock)
     assert [e.streak for e in _steps(evaluator, clock, _config(), 2)] == [1, 2]
     changed = _config(threshold=0.2)  # another rule now: its breaches start again
     assert [e.streak for e in _steps(evaluator, clock, changed, 2)] == [1, 2]
     assert _fired(clocked) == []
+    widened = parse_config({**_document(threshold=0.2), "rules": [
+        *_document(threshold=0.2)["rules"],
+        {"name": "latency", "signal": "latency", "metric": "p99", "deployment": "ads",
+         "threshold": 500, "min_samples": 1}]})  # a rule for another deployment added
+    assert widened.digest != changed.digest
+    [third] = _steps(evaluator, clock, widened, 1)
+    assert third.streak == 3 and len(_fired(clocked)) == 1
 
 
 def test_an_ok_window_resolves_the_alert_and_a_new_streak_must_build_again(

@@ -590,3 +590,19 @@ def test_bad_feedback_and_bad_windows_are_refused_naming_the_field(log: Predicti
     with pytest.raises(InvalidArgumentError, match="columns"):
         log.read(options=ReadOptions(columns=("label",)))
     assert log.segments(kind="feedback") == []
+
+
+def test_a_database_error_while_reading_leaves_as_a_backend_error(
+        log: PredictionLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    import loopline.data.prediction_log as module
+
+    def locked(*_: Any) -> Any:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(module, "find_segments", locked)
+    with pytest.raises(BackendError, match="database is locked"):
+        log.segments()
+    with pytest.raises(BackendError):
+        list(log.read_segments())

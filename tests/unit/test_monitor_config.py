@@ -327,7 +327,8 @@ def _evaluation(status: EvaluationStatus, end: Any, digest: str = "d1",
     return Evaluation(id="e", rule="r", scope_key="d|*|*|*", deployment="d",
                       signal=SignalKind.ERROR_RATE, window_start=end - timedelta(minutes=15),
                       window_end=end, value=0.5, samples=10, status=status, streak=streak,
-                      rule_record={}, numbers={}, config_digest=digest, evaluated_at=end)
+                      rule_record={"rule": digest}, numbers={}, config_digest=digest,
+                      evaluated_at=end)
 
 
 def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
@@ -337,22 +338,22 @@ def test_the_streak_grows_only_over_breaches_in_a_row() -> None:
     breached = EvaluationStatus.BREACHED
     for status in EvaluationStatus:
         expected = 1 if status is breached else 0
-        assert next_streak(None, status, rule, end, "d1") == expected
+        assert next_streak(None, status, rule, end, {"rule": "d1"}) == expected
     before = _evaluation(breached, end - timedelta(minutes=1), streak=4)
-    assert next_streak(before, breached, rule, end, "d1") == 5
-    assert next_streak(before, EvaluationStatus.OK, rule, end, "d1") == 0
+    assert next_streak(before, breached, rule, end, {"rule": "d1"}) == 5
+    assert next_streak(before, EvaluationStatus.OK, rule, end, {"rule": "d1"}) == 0
     assert next_streak(_evaluation(breached, end - timedelta(minutes=15), streak=4), breached,
-                       rule, end, "d1") == 5  # the windows touch
+                       rule, end, {"rule": "d1"}) == 5  # the windows touch
     assert next_streak(_evaluation(breached, end - timedelta(minutes=16), streak=4), breached,
-                       rule, end, "d1") == 1  # a gap: a new streak
-    assert next_streak(before, breached, rule, end, "d2") == 1  # another config
+                       rule, end, {"rule": "d1"}) == 1  # a gap: a new streak
+    assert next_streak(before, breached, rule, end, {"rule": "d2"}) == 1  # the rule changed
     assert next_streak(_evaluation(EvaluationStatus.INSUFFICIENT, before.window_end, streak=0),
-                       breached, rule, end, "d1") == 1
+                       breached, rule, end, {"rule": "d1"}) == 1
     short = _rule(window="30s")  # evaluated each minute: a skipped minute keeps the streak
     assert next_streak(_evaluation(breached, end - timedelta(minutes=2), streak=2), breached,
-                       short, end, "d1") == 3
+                       short, end, {"rule": "d1"}) == 3
     assert next_streak(_evaluation(breached, end - timedelta(minutes=3), streak=2), breached,
-                       short, end, "d1") == 1
+                       short, end, {"rule": "d1"}) == 1
 
 
 def test_a_window_ends_on_the_whole_minute_before_the_settle_time() -> None:

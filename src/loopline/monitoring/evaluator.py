@@ -13,7 +13,8 @@ Rules kept here:
   the window itself, and no requests at all is a throughput of 0.0, which must be able to
   breach a ``below`` rule.
 - Streak: a breach continues the streak of the previous evaluation of the rule and scope
-  (by window end) when that one breached too, under the same config (digest), and its
+  (by window end) when that one breached too, judged by the same rule record (the rule with
+  its drift settings and slice: editing other rules keeps the streak), and its
   window ended at most ``streak_gap(rule)`` before this one's (the rule's window, at least
   ``STREAK_SLACK``: the windows overlap or touch, allowing a skipped minute); else it starts
   at 1. ``ok`` and ``insufficient`` set it to 0. An insufficient evaluation breaks a streak on
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from loopline.core.canonical import json_safe
+from loopline.core.canonical import hash_canonical, json_safe
 from loopline.core.clock import Clock
 from loopline.core.errors import BackendError, InvalidArgumentError, LooplineError
 from loopline.core.events import EventType
@@ -100,16 +101,18 @@ def streak_gap(rule: AlertRule) -> timedelta:
 
 
 def next_streak(previous: Evaluation | None, status: EvaluationStatus, rule: AlertRule,
-                end: datetime, digest: str) -> int:
+                end: datetime, record: Mapping[str, Any]) -> int:
     """Return the streak of an evaluation following ``previous`` (see the module's rules).
 
-    The evaluation is of ``rule`` with ``status``, its window ending at ``end``, under the
-    config whose digest is ``digest``.
+    The evaluation is of ``rule`` with ``status``, its window ending at ``end``, judged by
+    ``record`` (``rule_records.rule_record``: the rule with its drift settings and slice). A
+    streak goes on only under the same record, so editing another rule of the config (or a
+    playbook) leaves this rule's streak alone, while changing this rule starts it again.
     """
     if status is not EvaluationStatus.BREACHED:
         return 0
     if (previous is not None and previous.status is EvaluationStatus.BREACHED
-            and previous.config_digest == digest
+            and hash_canonical(previous.rule_record) == hash_canonical(record)
             and end - previous.window_end <= streak_gap(rule)):
         return previous.streak + 1
     return 1
@@ -275,7 +278,7 @@ def _decide(uow: UnitOfWork, rule: AlertRule, measurement: Measurement,
     connection = uow.session.connection()
     status = judge(rule, measurement)
     previous = records.previous_evaluation(connection, rule.name, key, draft.end)
-    streak = next_streak(previous, status, rule, draft.end, draft.digest)
+    streak = next_streak(previous, status, rule, draft.end, draft.rule_record)
     firing = records.firing_alert(connection, rule.name, key)
     evaluation_id = new_id()
     alert_id: str | None = None

@@ -159,8 +159,12 @@ class MetadataStore:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """Open a read-only session."""
-        with Session(self.engine) as session:
+        """Open a read-only session; database errors inside leave it as ``BackendError``.
+
+        Raises:
+            BackendError, ConfigurationError: as ``store.errors.database_errors``.
+        """
+        with database_errors(), Session(self.engine) as session:
             yield session
 
     def waiter(self, poll_interval: float = 0.2) -> EventWaiter:
