@@ -437,6 +437,27 @@ def test_run_forever_goes_on_when_a_duty_keeps_raising(stores: Stores, tmp_path:
         loop.join(timeout=30)
         assert not loop.is_alive()
     runner.close()
-    assert ticks == {"overflowing": 3, "counting": 3}  # tried every round while it fails
+    # the clock stands still here: the failing duty waits for its backoff, the others go on
+    assert ticks == {"overflowing": 1, "counting": 3}
     assert sum(1 for r in caplog.records if r.exc_info is not None) == 1  # one traceback
-    assert "overflowing failed again (3 in a row): OverflowError" in caplog.text
+
+
+def test_a_duty_that_keeps_failing_is_retried_after_a_doubling_backoff_up_to_its_period(
+        stores: Stores, clock: ManualClock, tmp_path: Path) -> None:
+    store = stores()
+    tried: list[float] = []
+    start = clock.now()
+
+    def away() -> None:
+        tried.append((clock.now() - start).total_seconds())
+        raise BackendError("the database is away")
+
+    runner = Runner(store, ContentAddressedStore.from_url(tmp_path / "artifacts"),
+                    RunnerOptions(max_workers=1, actor="scheduler", record_provenance=False))
+    with Scheduler(store, runner, [], duties=[Duty("monitor", away, timedelta(seconds=5))]) \
+            as running:
+        for _ in range(26):  # 0 to 12.5 s
+            running.tick()
+            clock.advance(timedelta(milliseconds=500))
+    runner.close()
+    assert tried == [0.0, 1.0, 3.0, 7.0, 12.0]  # waits 1, 2, 4, then the 5 s period

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0  # how often run_forever looks for triggered runs left pending
 
 MAX_CONCURRENT_RUNS = 256
+MAX_DUTY_BACKOFF = timedelta(seconds=30)  # the longest wait after a failure of an every-tick duty
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class Scheduler:
             raise InvalidArgumentError("duties", f"names repeat: {names}")
         self._duties = tuple(duties)
         self._duty_last: dict[str, datetime] = {}  # when each duty last succeeded
+        self._duty_retry: dict[str, datetime] = {}  # not before then after a failure
         self._duty_failures: dict[str, int] = {}  # failures in a row, per duty
 
     @property
@@ -215,16 +217,27 @@ class Scheduler:
 
         Any exception a duty raises is caught here (a loopline error as a warning, anything
         else with its traceback, the first of a run of failures in full): a duty's failure
-        never stops the other duties or the loop. Its period counts from its last success,
-        so a failed duty does not wait a whole period for its next try.
+        never stops the other duties or the loop. Its period counts from its last success;
+        after a failure it is tried again after a backoff doubling from 1 s up to its period
+        (30 s for a duty of every tick), so a duty that keeps failing neither waits a whole
+        period for its next try nor hammers a store that is away.
         """
         now = self._store.clock.now()
         for duty in self._duties:
             last = self._duty_last.get(duty.name)
             if last is not None and now - last < duty.every:
                 continue
+            retry = self._duty_retry.get(duty.name)
+            if retry is not None and now < retry:
+                continue
             if self._tick_duty(duty):
                 self._duty_last[duty.name] = now
+                self._duty_retry.pop(duty.name, None)
+            else:
+                cap = duty.every if duty.every > timedelta(0) else MAX_DUTY_BACKOFF
+                failures = self._duty_failures.get(duty.name, 1)
+                self._duty_retry[duty.name] = now + min(
+                    cap, timedelta(seconds=2 ** min(failures - 1, 16)))
 
     def _tick_duty(self, duty: Duty) -> bool:
         """Tick ``duty``; return whether it succeeded (its failure is logged, not raised)."""
@@ -450,7 +463,10 @@ class Scheduler:
             except Exception:  # a bug in one round must not end the loop (logged in full)
                 log.exception("scheduler: the round failed; retrying in %.1fs", interval)
             if started and report is not None:
-                report(started)
+                try:
+                    report(started)
+                except Exception:  # reporting reads the store: a hiccup must not end the loop
+                    log.exception("scheduler: could not report the runs started")
             if not more:
                 stop.wait(interval)
 
