@@ -208,14 +208,17 @@ BAD: list[tuple[str, str, str, str]] = [
      "monitor.yaml:18: playbooks.recover.steps[1].target", "'everything' must be one of "
      "alert, canary, primary"),
     ("url: https://hooks.example.com/x", "url: ftp://hooks.example.com/x",
-     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
-     "a host"),
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http:// or https:// URL"),
     ("url: https://hooks.example.com/x", "url: https:///x",
-     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
-     "a host"),
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "names no host"),
     ("url: https://hooks.example.com/x", "url: 'http://[::1'",
-     "monitor.yaml:18: playbooks.recover.steps[1].url", "must be an http or https URL with "
-     "a host"),
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "is not a valid URL"),
+    ("url: https://hooks.example.com/x", "url: http://169.254.169.254/latest",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "169.254.169.254"),
+    ("url: https://hooks.example.com/x", "url: 'https://user:token@hooks.example.com/x'",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "user"),
+    ("url: https://hooks.example.com/x", "url: http://0x7f000001/x",
+     "monitor.yaml:18: playbooks.recover.steps[1].url", "dotted"),
     ("url: https://hooks.example.com/x", "url:",
      "monitor.yaml:18: playbooks.recover.steps[1].url", "has no value"),
     ("url: https://hooks.example.com/x", "message: " + "x" * 2001,

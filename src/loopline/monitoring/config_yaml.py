@@ -68,7 +68,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, get_args, get_origin
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -91,6 +90,7 @@ from loopline.core.monitoring import (
     SliceSpec,
 )
 from loopline.core.names import validate_name, validate_text
+from loopline.outbound.urls import check_url
 
 __all__ = ["LATENCY_METRICS", "MAX_COOLDOWN", "MAX_MESSAGE", "PREDICTION_COLUMN",
            "QUALITY_METRICS", "QUARANTINE_TARGETS", "STEP_PARAMS", "Loc", "Where",
@@ -355,13 +355,11 @@ def _target(value: Any, key: str) -> None:
 
 
 def _url(value: Any, key: str) -> None:
-    try:
-        parts = urlsplit(value) if isinstance(value, str) else None
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL is not echoed: a webhook URL may carry a token
+    # the same checks a webhook call makes (no DNS lookup here), so a URL the automation
+    # would refuse is refused at apply time; errors show the origin only (a token may follow)
+    if not isinstance(value, str):
         raise InvalidArgumentError(key, "must be an http or https URL with a host")
+    check_url(value, key)
 
 
 def _reason(value: Any, key: str) -> None:
