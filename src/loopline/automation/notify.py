@@ -26,9 +26,9 @@ from typing import Any
 from loopline.automation import signing
 from loopline.automation.held import Held
 from loopline.automation.ports import Tools
-from loopline.core.errors import BackendError, ConfigurationError, InvalidArgumentError
+from loopline.core.errors import ConfigurationError, InvalidArgumentError
 from loopline.core.monitoring import ActionState
-from loopline.outbound import display_url
+from loopline.outbound import TooManyRedirectsError, display_url
 from loopline.store.playbook_records import ActionQueries
 
 __all__ = ["EVENT_TYPE", "body_of", "perform"]
@@ -91,9 +91,7 @@ def perform(held: Held, tools: Tools) -> None:
     headers = signing.signed_headers(secret, int(time.time()), raw, held.action.id)
     try:
         status = tools.client.post_json(url, body, headers)
-    except BackendError as exc:
-        if "redirect" not in exc.message:  # the client follows none: "more than 0 redirects"
-            raise
+    except TooManyRedirectsError as exc:  # the client follows none: any 3xx lands here
         raise InvalidArgumentError("params.url", f"{display_url(url)} answered with a "
                                    "redirect, which a webhook does not follow (the signed "
                                    "POST would become a GET): give the final URL") from exc

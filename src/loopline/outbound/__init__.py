@@ -5,10 +5,11 @@ to another system (OpenLineage endpoints, webhooks) goes through ``OutboundClien
 URL checks, timeouts, redirect and response limits hold everywhere.
 
     urls.py   check_url (which targets are allowed) and display_url (how messages show one)
-    http.py   OutboundClient and OutboundLimits
+    http.py   OutboundClient, OutboundLimits and TooManyRedirectsError
 """
 
-from loopline.outbound.http import OutboundClient, OutboundLimits
+from loopline.outbound.http import OutboundClient, OutboundLimits, TooManyRedirectsError
 from loopline.outbound.urls import check_url, display_url
 
-__all__ = ["OutboundClient", "OutboundLimits", "check_url", "display_url"]
+__all__ = ["OutboundClient", "OutboundLimits", "TooManyRedirectsError", "check_url",
+           "display_url"]

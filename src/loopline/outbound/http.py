@@ -38,6 +38,10 @@ CROSS_ORIGIN_HEADERS = frozenset({"content-type"})
 USER_AGENT = f"loopline/{__version__}"
 
 
+class TooManyRedirectsError(BackendError):
+    """The call was redirected more than ``OutboundLimits.max_redirects`` times."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundLimits:
     """How long a call may take and how much it may follow and read.
@@ -133,8 +137,8 @@ class OutboundClient:
                         f"{hop.method} {display_url(hop.url)} answered HTTP {status}")
                 return status
             hop = _redirected(hop, status, location)
-        raise BackendError(f"{hop.method} {display_url(hop.url)}: more than "
-                           f"{self.limits.max_redirects} redirects")
+        raise TooManyRedirectsError(f"{hop.method} {display_url(hop.url)}: more than "
+                                    f"{self.limits.max_redirects} redirects")
 
     def _send(self, hop: _Hop, deadline: float) -> tuple[int, str | None]:
         """Send one request; return its status and, for a redirect, its Location."""
