@@ -214,13 +214,17 @@ def test_columns_missing_from_the_window_or_all_null_are_skipped_with_the_reason
     assert [c.column for c in report.columns] == ["z"]
 
 
-def test_a_categorical_reference_against_a_text_window_is_skipped_not_an_error() -> None:
+def test_a_surge_of_new_categories_turning_a_window_into_text_is_drift() -> None:
     options = ProfileOptions(categorical_threshold=3, category_cap=3, sample_size=2)
     reference = profile_table(pa.table({"c": ["a", "b", "a"]}), options)
     current = profile_table(pa.table({"c": ["a", "b", "c", "d", "e"]}), options)
     report = dataset_drift(reference, current, DriftSettings())
-    assert report.skipped["c"].startswith("text") and report.share == 0.0
-    assert not report.drifted
+    [surge] = report.columns
+    assert (surge.column, surge.drifted, surge.score) == ("c", True, 1.0)
+    assert "surge of new categories" in surge.details["reason"]
+    assert report.skipped == {} and report.share == 1.0 and report.drifted
+    text_both = dataset_drift(current, current, DriftSettings())
+    assert text_both.skipped["c"].startswith("text") and not text_both.drifted
 
 
 @pytest.mark.parametrize(("spec", "field"), [

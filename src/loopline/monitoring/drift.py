@@ -339,13 +339,38 @@ def _names(reference: Profile, current: Profile, columns: Sequence[str] | None,
     return list(dict.fromkeys(columns))
 
 
+def _category_surge(name: str, reference: ColumnProfile, current: ColumnProfile,
+                    spec: ColumnDriftSpec) -> ColumnDrift:
+    """Return a drifted verdict for a categorical column whose window turned into text.
+
+    The window holds more distinct values than the categorical threshold where the reference
+    held few: a surge of new categories, the plainest drift there is. The window's counter
+    is a sample past its cap, so no test's score can be computed exactly; the score is the
+    largest distance (1.0) and the details say why.
+    """
+    method = spec.method if spec.method in (DriftMethod.PSI, DriftMethod.JENSEN_SHANNON) \
+        else DriftMethod.JENSEN_SHANNON
+    seen = reference.categories.distinct() if reference.categories is not None else 0.0
+    now = current.categories.distinct() if current.categories is not None else 0.0
+    return ColumnDrift(
+        column=name, kind=ColumnKind.CATEGORICAL, method=method, score=1.0,
+        threshold=spec.threshold if spec.threshold is not None else DEFAULT_THRESHOLDS[method],
+        drifted=True, reference_count=reference.count, current_count=current.count,
+        details={"reason": f"the window holds about {now:,.0f} distinct values, more than the "
+                           f"categorical threshold ({reference.categorical_threshold}), where "
+                           f"the reference held {seen:,.0f}: a surge of new categories",
+                 "reference_distinct": seen, "current_distinct": now})
+
+
 def dataset_drift(reference: Profile, current: Profile, settings: DriftSettings,
                   columns: Sequence[str] | None = None) -> DriftReport:
     """Compare every column (the reference's, or ``columns``) and give the dataset verdict.
 
     Columns that cannot be tested (text, other, datetime under ``auto``, all null, not in
     the current window, or of another kind there than in the reference: numbers in one and
-    text in the other) are listed in ``skipped`` with the reason; the share counts tested
+    text in the other) are listed in ``skipped`` with the reason — except a categorical
+    column whose window holds more distinct values than the categorical threshold, which
+    drifted (a surge of new categories); the share counts tested
     columns only, and a report with none tested has share 0 and does not drift.
 
     Raises:
@@ -360,6 +385,9 @@ def dataset_drift(reference: Profile, current: Profile, settings: DriftSettings,
     for name in _names(reference, current, columns, skipped):
         mine, theirs = reference.column(name), current.column(name)
         spec = settings.spec(name)
+        if mine.kind is ColumnKind.CATEGORICAL and theirs.kind is ColumnKind.TEXT:
+            results.append(_category_surge(name, mine, theirs, spec))
+            continue
         reason = _skip_reason(mine, theirs, spec)
         if reason is not None:
             skipped[name] = reason
