@@ -74,7 +74,7 @@ def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
 
 
 def add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
-                     dispatcher: Dispatcher) -> None:
+                    dispatcher: Dispatcher) -> None:
     """Add monitoring, alert hand-over and playbook actions to the scheduler's round.
 
     The alert subscription starts, on its first use, at the automation's horizon
