@@ -81,7 +81,7 @@ class SignalDrain:
     """A stop-signal handler: the first signal drains, then stops; a later one stops at once.
 
     Draining is ``begin_drain()`` (readiness drops) and, ``drain_seconds`` later (at once
-    when 0), ``stop(sig, None)``: uvicorn's own handler, which closes the listener and
+    when 0), ``stop(sig)``: uvicorn's own handler, which closes the listener and
     finishes the requests in flight.
     """
 
