@@ -7,6 +7,7 @@ Parquet, indexed in the metadata store by deployment, model versions and time.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,22 @@ RETENTION_APPLIED = EventType.PREDICTION_RETENTION_APPLIED
 RETENTION_ACTION = "predictions.retention"
 
 MAX_REQUEST_ID = 256
+LOG_NAME_LIMIT = 128  # the log's model_version is a plain name of at most this many chars
+
+
+def log_name_of(model: str, version: int) -> str:
+    """Return the prediction log's name for a model version: ``MODEL.vVERSION``.
+
+    The log's ``model_version`` must be a plain name (no ``:`` or ``/``) of at most
+    ``LOG_NAME_LIMIT`` characters, so the URI ``models:/MODEL/VERSION`` is written this way;
+    a model name too long for that is cut and given a short hash of the whole name, so
+    distinct models stay distinct. The server writes it, monitoring reads it back.
+    """
+    name = f"{model}.v{version}"
+    if len(name) <= LOG_NAME_LIMIT:
+        return name
+    suffix = f"-{hashlib.sha256(model.encode()).hexdigest()[:10]}.v{version}"
+    return model[:LOG_NAME_LIMIT - len(suffix)] + suffix
 
 
 @dataclass(frozen=True, slots=True)

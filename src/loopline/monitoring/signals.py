@@ -38,7 +38,6 @@ rules on the same window read the log once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -49,7 +48,7 @@ import pyarrow.compute as pc
 from loopline.core.errors import BackendError, InvalidArgumentError, NotFoundError
 from loopline.core.models import MODELS_SCHEME, ModelURI, version_uri
 from loopline.core.monitoring import AlertRule, Comparison, Measurement, SignalKind
-from loopline.core.predictions import PredictionWindow
+from loopline.core.predictions import LOG_NAME_LIMIT, PredictionWindow, log_name_of
 from loopline.data.column_profile import ColumnProfile
 from loopline.data.prediction_log import ReadOptions
 from loopline.data.profiling import Profile
@@ -68,7 +67,6 @@ __all__ = ["BATCH_REQUESTS", "LOG_NAME_LIMIT", "PredictionReader", "ReferenceLik
 
 BATCH_REQUESTS = 8_192
 """Logged requests expanded and profiled at a time by the drift signals."""
-LOG_NAME_LIMIT = 128
 MAX_HISTORY = 1000  # revisions looked through for a cut log name
 _DRIFT = frozenset({SignalKind.DATASET_DRIFT, SignalKind.COLUMN_DRIFT,
                     SignalKind.PREDICTION_DRIFT})
@@ -119,19 +117,16 @@ class ReferenceSource(Protocol):
 def log_name(uri: str) -> str:
     """Return the prediction log's name for a version URI: ``MODEL.vVERSION``.
 
-    The same rule as ``serving.scoring.log_version``, which this layer may not import (a
-    test holds the two equal): a model name too long for the log's 128 characters is cut
-    and given a short hash of the whole name.
+    The rule the server writes by (``core.predictions.log_name_of``): a model name too long
+    for the log's 128 characters is cut and given a short hash of the whole name.
 
     Raises:
         InvalidArgumentError: naming ``model`` when ``uri`` names no version.
     """
     parsed = ModelURI.parse(uri)
-    name = f"{parsed.name}.v{parsed.version}"
-    if len(name) <= LOG_NAME_LIMIT:
-        return name
-    suffix = f"-{hashlib.sha256(parsed.name.encode()).hexdigest()[:10]}.v{parsed.version}"
-    return parsed.name[:LOG_NAME_LIMIT - len(suffix)] + suffix
+    if parsed.version is None:
+        raise InvalidArgumentError("model", f"{uri!r} names an alias, not a version")
+    return log_name_of(parsed.name, parsed.version)
 
 
 def version_of_log_name(name: str) -> ModelURI | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +39,7 @@ from starlette.responses import Response
 from loopline.core.clock import Clock
 from loopline.core.deployments import Route
 from loopline.core.ports import ServableModel
-from loopline.core.predictions import PredictionRecord
+from loopline.core.predictions import PredictionRecord, log_name_of
 from loopline.data.prediction_writer import PredictionWriter
 from loopline.serving.answers import NO_VERSION, RequestRefused, answer, refusal
 from loopline.serving.batching import QueueFull
@@ -53,7 +52,6 @@ from loopline.serving.workers import OffLoopQueue, RunnerPool, as_predictions, d
 
 logger = logging.getLogger(__name__)
 
-NAME_LIMIT = 128
 """The longest name the prediction log takes (``core.names``)."""
 UNROUTED = "unknown"
 """The ``deployment`` label of requests refused before they were routed."""
@@ -62,18 +60,8 @@ SHADOW_QUEUE = 1024
 
 
 def log_version(route: Route) -> str:
-    """Return the prediction log's name for a route's version: ``MODEL.vVERSION``.
-
-    The log's ``model_version`` must be a plain name (no ``:`` or ``/``) of at most 128
-    characters, so the URI ``models:/MODEL/VERSION`` that answers carry is written this way;
-    a model name too long for that is cut and given a short hash of the whole name, so
-    distinct models stay distinct.
-    """
-    name = f"{route.model}.v{route.version}"
-    if len(name) <= NAME_LIMIT:
-        return name
-    suffix = f"-{hashlib.sha256(route.model.encode()).hexdigest()[:10]}.v{route.version}"
-    return route.model[:NAME_LIMIT - len(suffix)] + suffix
+    """Return the prediction log's name for a route's version (``core.predictions``)."""
+    return log_name_of(route.model, route.version)
 
 
 @dataclass(frozen=True, slots=True)
