@@ -22,6 +22,9 @@ from loopline.core.errors import InvalidArgumentError
 from loopline.core.ports import BlobStore
 
 ROW_GROUP_ROWS = 131_072
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError,
+                TypeError)
+"""What pyarrow raises for data it cannot convert, compare or cast (caught to name a field)."""
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema, field: str = "source") -> pa.RecordBatch:

@@ -23,12 +23,11 @@ import pyarrow.compute as pc
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.monitoring import SliceSpec
+from loopline.data.parquet_io import ARROW_ERRORS
 
 __all__ = ["RANGE_KEYS", "slice_key", "slice_mask"]
 
 RANGE_KEYS = frozenset({"min", "max"})
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError,
-                 ValueError)
 
 
 def _is_range(condition: Any) -> bool:
@@ -78,7 +77,7 @@ def _meets(table: pa.Table, column: str, condition: Any, field: str) -> pa.Chunk
         return pa.chunked_array([pa.array(np.zeros(table.num_rows, dtype=bool))])
     try:
         return pc.fill_null(_compare(values, condition), False)
-    except _ARROW_ERRORS as exc:
+    except ARROW_ERRORS as exc:
         raise InvalidArgumentError(field, f"{condition!r} cannot be compared with a "
                                           f"{values.type} column ({exc})") from exc
 

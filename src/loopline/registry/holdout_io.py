@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopline.core.errors import IntegrityError, InvalidArgumentError
+from loopline.data.parquet_io import ARROW_ERRORS
 from loopline.registry.flavors import LoadedModel
 
 FRAME, ARRAY, VECTOR = "frame", "array", "vector"
@@ -34,8 +35,6 @@ _SHAPES = b"loopline.shapes"
 # Written out in full so a pyarrow upgrade changing a default does not change the bytes.
 _PARQUET = {"compression": "zstd", "version": "2.6", "use_dictionary": True,
             "write_statistics": False, "data_page_version": "1.0", "store_schema": True}
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError,
-                 TypeError)
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -87,7 +86,7 @@ def encode_inputs(sample: Any, layout: str) -> bytes:
             return _parquet(pa.Table.from_pandas(sample, preserve_index=False))
         columns = sample.reshape(len(sample), -1).T if layout == ARRAY else [sample]
         return _parquet(pa.table({f"c{i}": pa.array(c) for i, c in enumerate(columns)}))
-    except _ARROW_ERRORS as exc:
+    except ARROW_ERRORS as exc:
         raise InvalidArgumentError("holdout", f"cannot be stored as Parquet: {exc}") from exc
 
 
@@ -142,7 +141,7 @@ def encode_outputs(outputs: Mapping[str, Any]) -> bytes:
         raise InvalidArgumentError("holdout", f"the outputs have different row counts: {shapes}")
     try:
         table = pa.table({key: pa.array(part) for key, part in columns.items()})
-    except _ARROW_ERRORS as exc:
+    except ARROW_ERRORS as exc:
         raise InvalidArgumentError("holdout", f"the model's outputs cannot be stored: {exc}"
                                    ) from exc
     return _parquet(table.replace_schema_metadata({_SHAPES: json.dumps(shapes)}))

@@ -33,6 +33,7 @@ import pyarrow as pa
 from loopline.core.canonical import sha256_hex
 from loopline.core.errors import InvalidArgumentError, LooplineError, UserCodeError
 from loopline.data.json_text import json_column, json_text
+from loopline.data.parquet_io import ARROW_ERRORS
 from loopline.data.profiling import Profile, Profiler
 from loopline.registry.flavors import LoadedModel
 from loopline.registry.holdout import select_rows
@@ -43,8 +44,6 @@ OUTPUT = "prediction"
 MAX_SCORED = 100_000
 BATCH_ROWS = 65_536
 SCORE_ROWS = 10_000
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError,
-                 TypeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +155,7 @@ def prepare_reference(scorer: LoadedModel, data: Any, names: Sequence[str] | Non
         if exc.field == FIELD:
             raise
         raise InvalidArgumentError(FIELD, f"{exc.field}: {exc.problem}") from exc
-    except _ARROW_ERRORS as exc:
+    except ARROW_ERRORS as exc:
         raise InvalidArgumentError(FIELD, f"cannot be profiled: {exc}") from exc
     document = {"format": FORMAT, "rows": source.rows, "inputs": inputs.to_dict(),
                 "outputs": outputs.to_dict(),
