@@ -17,6 +17,7 @@ from loopline.core.artifacts import ObjectInfo
 from loopline.core.audit import AuditEntry
 from loopline.core.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     BackendError,
     ConfigurationError,
     ConflictError,
@@ -31,20 +32,35 @@ from loopline.core.events import Event, EventType
 
 if TYPE_CHECKING:
     from loopline.app import Workspace
+    from loopline.client import Client
     from loopline.pipelines import current_task, pipeline, shell_task, task
 
-_LAZY = {"Workspace": "loopline.app", "current_task": "loopline.pipelines",
-         "pipeline": "loopline.pipelines", "shell_task": "loopline.pipelines",
-         "task": "loopline.pipelines"}
+_LAZY = {"Client": "loopline.client", "Workspace": "loopline.app",
+         "current_task": "loopline.pipelines", "pipeline": "loopline.pipelines",
+         "shell_task": "loopline.pipelines", "task": "loopline.pipelines"}
 
 __getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
 
 
-def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
-    """Open the workspace at or above ``path`` (default: the current folder).
+def connect(path: str | os.PathLike[str] | None = None, *, token: str | None = None,
+            **overrides: Any) -> Workspace | Client:
+    """Open the workspace at or above ``path``, or connect to the server at that URL.
 
-    Keyword arguments override settings, as CLI flags do (``db_url=...``, ``user=...``).
+    ``path`` starting with ``http://`` or ``https://`` (or, without ``path``, the
+    ``LOOPLINE_SERVER`` variable) returns a ``Client`` acting with ``token`` (default:
+    ``LOOPLINE_TOKEN``); it has the workspace's surface for everything that is not local
+    only. Otherwise keyword arguments override settings, as CLI flags do (``db_url=...``,
+    ``user=...``), and a local ``Workspace`` is returned.
+
+    Raises:
+        InvalidArgumentError: naming ``token`` when a server is named without one.
     """
+    server = os.fspath(path) if path is not None else os.environ.get("LOOPLINE_SERVER")
+    if server is not None and server.startswith(("http://", "https://")):
+        from loopline.client import Client
+
+        chosen = token if token is not None else os.environ.get("LOOPLINE_TOKEN", "")
+        return Client(server, chosen, **overrides)
     from loopline.app import Workspace
 
     return Workspace.open(path, overrides=overrides or None)
@@ -53,7 +69,9 @@ def connect(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Wor
 __all__ = [
     "AlreadyExistsError",
     "AuditEntry",
+    "AuthenticationError",
     "BackendError",
+    "Client",
     "ConfigurationError",
     "ConflictError",
     "Event",

@@ -33,6 +33,7 @@ from loopline.core.clock import Clock
 from loopline.core.errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from loopline.core.events import EventType
 from loopline.core.monitoring import Playbook
+from loopline.core.ports import Authorizer
 from loopline.core.validation import ValidationReport
 from loopline.data.lineage import LineageService
 from loopline.data.partitions import PartitionService
@@ -50,6 +51,7 @@ from loopline.governance.legal_holds import LegalHolds
 from loopline.governance.policy_sets import PolicySets
 from loopline.governance.report import ReportBuilder
 from loopline.governance.retention import RetentionService
+from loopline.governance.tokens import Tokens
 from loopline.loop import Dispatcher
 from loopline.monitoring.config_store import MonitorConfigs
 from loopline.monitoring.evaluator import Evaluator
@@ -58,7 +60,8 @@ from loopline.monitoring.signals import SignalMeasurer
 from loopline.pipelines import PipelineDefinition, Runner, RunnerOptions
 from loopline.pipelines.faults import FaultInjector, parse_faults
 from loopline.registry.service import ModelRegistry
-from loopline.store import MetadataStore
+from loopline.store import AuditLog, MetadataStore
+from loopline.store.metadata_store import MAX_ACTOR
 
 if TYPE_CHECKING:
     from loopline.serving.app import ServingConfig
@@ -94,51 +97,79 @@ class Workspace:
         self.settings = settings
         self.store = store
         self._blobs = blobs
-        self.actor = actor_of(settings)
         # The one authorisation function: every service that changes something asks it.
         self.access = AccessControl(store)
-        self.artifacts = ArtifactService(blobs, store, self.actor, self.access)
-        self.lineage = LineageService(store, self.access)
-        self.datasets = DatasetService(store, blobs, self.lineage, self.actor, store.clock,
-                                       self.access)
-        self.partitions = PartitionService(store, blobs, self.actor, store.clock, self.access)
-        self.validation = ValidationService(store, self.actor, self.access)
-        self.predictions = PredictionLog(store, blobs, self.actor, store.clock, self.access)
+        self._view = False
+        self._wire(actor_of(settings), self.access)
+
+    def as_actor(self, actor: str, authorizer: Authorizer | None = None) -> Workspace:
+        """Return a view of this workspace whose services act as ``actor``.
+
+        It shares the store, the artifact store and the settings (nothing is reopened, so it
+        is cheap enough to build per API request); ``authorizer`` replaces the workspace's
+        authorisation function in every service (the API passes one capped by the token's
+        role). Closing the view closes nothing.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is blank or too long.
+        """
+        if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR:
+            raise InvalidArgumentError("actor", f"must be 1-{MAX_ACTOR} characters")
+        view = object.__new__(Workspace)
+        view.root, view.settings, view.store = self.root, self.settings, self.store
+        view._blobs, view.access = self._blobs, self.access
+        view._view = True
+        view._wire(actor, authorizer or self.access)
+        return view
+
+    def _wire(self, actor: str, authorizer: Authorizer) -> None:
+        """Build every service acting as ``actor`` and asking ``authorizer``."""
+        store, blobs, settings = self.store, self._blobs, self.settings
+        self.actor = actor
+        self.authorizer = authorizer
+        self.artifacts = ArtifactService(blobs, store, actor, authorizer)
+        self.lineage = LineageService(store, authorizer)
+        self.datasets = DatasetService(store, blobs, self.lineage, actor, store.clock,
+                                       authorizer)
+        self.partitions = PartitionService(store, blobs, actor, store.clock, authorizer)
+        self.validation = ValidationService(store, actor, authorizer)
+        self.predictions = PredictionLog(store, blobs, actor, store.clock, authorizer)
         faults = FaultInjector(parse_faults(settings.faults, "faults")) if settings.faults \
             else None
         self._runner_options = RunnerOptions(
-            actor=self.actor, faults=faults, executor=settings.executor,
+            actor=actor, faults=faults, executor=settings.executor,
             max_workers=settings.max_workers, ray_address=settings.ray_address,
-            authorizer=self.access)
+            authorizer=authorizer)
         self.pipelines = Runner(store, blobs, self._runner_options)
+        self.tokens = Tokens(store, authorizer, actor)
         self._wire_governance(store, blobs)
         self._wire_monitoring(store, blobs)
 
     def _wire_governance(self, store: MetadataStore, blobs: ContentAddressedStore) -> None:
         """Build the governance services and the gate every registry change goes through."""
-        self.policies = PolicySets(store, self.access)
+        self.policies = PolicySets(store, self.authorizer)
         self.approvals = ApprovalService(
-            store, self.access, self.actor,
+            store, self.authorizer, self.actor,
             requirement=lambda model, gate, target: approval_requirement(
                 self.policies.active(), model, gate, target))
-        self.facts = FactGatherer(store, blobs, self.approvals, self.access)
+        self.facts = FactGatherer(store, blobs, self.approvals, self.authorizer)
         # The gate reads time from the store's clock, as the approval service does, so an
         # approval's expiry is judged at one time by both.
-        self.gate = GovernanceGate(self.access, self.policies, self.facts, store.clock)
+        self.gate = GovernanceGate(self.authorizer, self.policies, self.facts, store.clock)
         self.models = ModelRegistry(store, blobs, self.actor, gate=self.gate)
-        self.deployments = DeploymentService(store, self.gate, self.actor, self.access)
-        self.retention = RetentionService(store, blobs, self.access, self.actor)
-        self.legal_holds = LegalHolds(store, self.access, self.actor)
+        self.deployments = DeploymentService(store, self.gate, self.actor, self.authorizer)
+        self.retention = RetentionService(store, blobs, self.authorizer, self.actor)
+        self.legal_holds = LegalHolds(store, self.authorizer, self.actor)
         self.governance_report = ReportBuilder(store, self.facts, self.policies.active,
                                                store.clock)
 
     def _wire_monitoring(self, store: MetadataStore, blobs: ContentAddressedStore) -> None:
         """Build the monitoring services: references, configs, the evaluator, actions."""
         self.references = ReferenceProfiles(store, blobs)
-        self.monitor_configs = MonitorConfigs(store, self.access)
+        self.monitor_configs = MonitorConfigs(store, self.authorizer)
         self.evaluator = Evaluator(
             store, SignalMeasurer(self.predictions, self.references, store), store.clock,
-            actor=self.actor, authorizer=self.access)
+            actor=self.actor, authorizer=self.authorizer)
         self.playbook_actions = ActionLog(store)
 
     def automation(self, pipelines: Sequence[PipelineDefinition] = (),
@@ -174,6 +205,11 @@ class Workspace:
             raise InvalidArgumentError("runner options", f"unknown: {', '.join(unknown)}")
         return Runner(self.store, self._blobs,
                       dataclasses.replace(self._runner_options, **options))
+
+    @property
+    def audit(self) -> AuditLog:
+        """The workspace's audit log (read, filter, verify the hash chain)."""
+        return self.store.audit
 
     @property
     def config_dir(self) -> Path:
@@ -304,9 +340,13 @@ class Workspace:
         return Dispatcher(self.store.event_source(poll_interval), batch_size=batch_size)
 
     def close(self) -> None:
-        """Stop pipeline workers this workspace started and release database connections."""
+        """Stop pipeline workers this workspace started and release database connections.
+
+        A view (``as_actor``) closes only its own pipeline workers: the store is shared.
+        """
         self.pipelines.close()
-        self.store.close()
+        if not self._view:
+            self.store.close()
 
     def __enter__(self) -> Workspace:
         return self

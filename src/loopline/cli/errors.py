@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loopline.core.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     BackendError,
     ConfigurationError,
     ConflictError,
@@ -31,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[LooplineError], int], ...] = (
     (ConfigurationError, 7),
     (BackendError, 8),
     (PolicyDeniedError, 9),
+    (AuthenticationError, 9),
     (UserCodeError, 10),
     (ValidationFailedError, 9),
 )

@@ -36,6 +36,7 @@ from loopline.cli import (
     scheduler_cmd,
     score_cmd,
     serve_cmd,
+    tokens_cmds,
     users_cmds,
     workspace_cmds,
 )
@@ -90,6 +91,7 @@ app.add_typer(events_cmds.app, name="events")
 app.add_typer(lineage_cmds.app, name="lineage")
 app.add_typer(policy_cmds.app, name="policy")
 app.add_typer(users_cmds.app, name="users")
+app.add_typer(tokens_cmds.app, name="tokens")
 app.add_typer(approvals_cmds.app, name="approvals")
 app.add_typer(retention_cmds.app, name="retention")
 app.add_typer(governance_cmds.app, name="governance")

@@ -8,6 +8,7 @@
     ├── ConflictError            a concurrent change won, or state disagrees
     │   └── LeaseLostError       another runner took over a run this one was executing
     ├── InvalidTransitionError   a state machine refused a move
+    ├── AuthenticationError      no credentials, or ones that are unknown, expired or revoked
     ├── PolicyDeniedError        governance said no
     │   ├── AccessDeniedError    the actor's roles do not permit the action
     │   └── UntrustedModelError  a model artifact needs a trust decision it does not have
@@ -85,6 +86,14 @@ class InvalidTransitionError(LooplineError):
         self.source = source
         self.target = target
         super().__init__(f"{kind} {key!r} cannot move from {source!r} to {target!r}")
+
+
+class AuthenticationError(LooplineError):
+    """No credentials were given, or they are unknown, expired or revoked.
+
+    The message never says which of these it was to the caller beyond what the caller
+    already knows, so a guessed token learns nothing.
+    """
 
 
 class PolicyDeniedError(LooplineError):

@@ -36,6 +36,7 @@ class EventType(StrEnum):
     PLAYBOOK_ACTION = "loop.playbook_action"
     APPROVAL_CHANGED = "governance.approval_changed"
     ROLES_CHANGED = "governance.roles_changed"
+    TOKENS_CHANGED = "governance.tokens_changed"
     POLICY_APPLIED = "governance.policy_applied"
     LEGAL_HOLD_CHANGED = "governance.legal_hold_changed"
     RETENTION_APPLIED = "governance.retention_applied"

@@ -695,3 +695,40 @@ MONITOR_CONFIGS = cast(sa.Table, MonitorConfigRow.__table__)
 MONITOR_EVALUATIONS = cast(sa.Table, MonitorEvaluationRow.__table__)
 ALERTS = cast(sa.Table, AlertRow.__table__)
 PLAYBOOK_ACTIONS = cast(sa.Table, PlaybookActionRow.__table__)
+
+
+class ApiTokenRow(Base):
+    """One API token; only the SHA-256 of its secret is kept (``secret_hash`` is unique)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        sa.UniqueConstraint("secret_hash", name="uq_api_tokens_secret_hash"),
+        sa.Index("ix_api_tokens_user", "user_name"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(sa.String(64))
+    user_name: Mapped[str] = mapped_column(sa.String(256))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    description: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LeaseRow(Base):
+    """A named lease on background work: one holder at a time until ``expires_at``."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(128))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+API_TOKENS = cast(sa.Table, ApiTokenRow.__table__)
+LEASES = cast(sa.Table, LeaseRow.__table__)

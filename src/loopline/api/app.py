@@ -1,0 +1,172 @@
+"""The control-plane HTTP API: ``create_api(workspace)`` builds the FastAPI app under ``/api/v1``.
+
+Every route but ``PUBLIC_PATHS`` authenticates (an app-wide dependency) and declares the
+permission it needs; building an app whose route declares none fails, so no route can forget
+it. Handlers are plain functions over the caller's workspace view (FastAPI runs them on its
+thread pool). Errors of the tree, request validation, routing and the body guard all answer
+with the one error shape of ``api.errors``; anything else is logged with a request id and
+answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from loopline._version import __version__
+from loopline.api.auth import (
+    API_PREFIX,
+    PUBLIC_PATHS,
+    FailedAuthLimiter,
+    Reader,
+    authenticate,
+    permission_of,
+)
+from loopline.api.body_guard import BodyGuard, BodyLimits
+from loopline.api.errors import (
+    ApiError,
+    error_response,
+    loopline_error_response,
+    validation_response,
+)
+from loopline.api.routes import ROUTERS
+from loopline.app import Workspace
+from loopline.core.errors import InvalidArgumentError, LooplineError
+from loopline.core.governance import Permission
+
+__all__ = ["ApiOptions", "create_api"]
+
+log = logging.getLogger(__name__)
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+_HTTP_CODES = {400: "malformed", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type"}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    """Limits of the API (RELIABILITY.md, rule 7) and the failed-authentication limiter."""
+
+    max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 2 << 30
+    max_json_depth: int = 64
+    auth_failures_per_minute: int = 30
+
+    def checked(self) -> ApiOptions:
+        """Return the options when usable.
+
+        Raises:
+            InvalidArgumentError: naming the option out of range.
+        """
+        ranges = {"max_body_bytes": (1024, 1 << 30), "max_upload_bytes": (1024, 1 << 40),
+                  "max_json_depth": (2, 1000), "auth_failures_per_minute": (0, 1_000_000)}
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise InvalidArgumentError(name, f"{value} must be {low}-{high}")
+        return self
+
+
+def _is_upload(path: str) -> bool:
+    return path.startswith(f"{API_PREFIX}/artifacts") and path.rstrip("/").endswith("/upload")
+
+
+def _route_permission(route: APIRoute) -> Permission | None:
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        found = permission_of(dependant.call)
+        if found is not None:
+            return found
+        pending.extend(dependant.dependencies)
+    return None
+
+
+def _declare_permissions(router: APIRouter) -> None:
+    """Publish each route's permission as ``x-permission``; refuse a route without one.
+
+    Done on a router's own routes before it is included, so it holds however the framework
+    composes included routers.
+
+    Raises:
+        RuntimeError: naming a route that is neither public nor declares a permission.
+    """
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or API_PREFIX + route.path in PUBLIC_PATHS:
+            continue
+        permission = _route_permission(route)
+        if permission is None:
+            raise RuntimeError(f"API route {sorted(route.methods or ())} {route.path} declares no "
+                               "permission (use Reader, Writer, Approver, Trusting or Admin)")
+        route.openapi_extra = {**(route.openapi_extra or {}), "x-permission": str(permission)}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def tree(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LooplineError)
+        return loopline_error_response(exc)
+
+    async def api(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    async def invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_response(exc)
+
+    async def http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
+                              str(exc.detail), None, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        request_id = uuid.uuid4().hex
+        log.error("API %s %s failed (request %s)", request.method, request.url.path,
+                  request_id, exc_info=exc)
+        return error_response(500, "internal", f"internal error; the server log has it "
+                                               f"under request {request_id}")
+
+    app.add_exception_handler(LooplineError, tree)
+    app.add_exception_handler(ApiError, api)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _add_openapi_route(app: FastAPI) -> None:
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    def openapi(_: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+
+def create_api(workspace: Workspace, options: ApiOptions | None = None) -> FastAPI:
+    """Build the API over ``workspace`` (its own actor is never used: callers act as theirs).
+
+    Raises:
+        InvalidArgumentError: naming an option out of range.
+        RuntimeError: when a route declares no permission (a programming error).
+    """
+    chosen = (options or ApiOptions()).checked()
+    app = FastAPI(title="loopline control plane", version=__version__,
+                  description="Datasets, runs, models, deployments, monitoring and governance "
+                              "of one loopline workspace. Every path but health needs "
+                              "`Authorization: Bearer <token>` (`loopline tokens create`).",
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(authenticate)])
+    app.state.workspace = workspace
+    app.state.options = chosen
+    app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
+    for router in ROUTERS:
+        _declare_permissions(router)
+        app.include_router(router, prefix=API_PREFIX)
+    _add_openapi_route(app)
+    _add_error_handlers(app)
+    app.add_middleware(BodyGuard, limits=BodyLimits(
+        chosen.max_body_bytes, chosen.max_upload_bytes, chosen.max_json_depth, _is_upload))
+    return app

@@ -1,0 +1,129 @@
+"""HTTP statuses for the error tree, and the one JSON shape every error answer has.
+
+The only place errors become HTTP statuses. Every refusal is
+``{"error": {"code": ..., "message": ..., "field": ...}}``: ``code`` is stable (clients
+branch on it; ``loopline.client`` turns it back into the same exception class), ``message``
+is the error's own sentence, ``field`` names the input at fault or is null. A 5xx never
+carries a stack trace: the server logs it with the request id the answer names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from loopline.core.errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    AuthenticationError,
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidTransitionError,
+    LooplineError,
+    NotFoundError,
+    PolicyDeniedError,
+    UntrustedModelError,
+    UserCodeError,
+    ValidationFailedError,
+)
+
+__all__ = ["ERROR_CODES", "ApiError", "ErrorBody", "error_response", "status_and_code",
+           "validation_response"]
+
+# Most specific first; the first isinstance match wins. ``loopline.client`` keeps the
+# reverse of this table: a code names the class it rebuilds.
+ERROR_CODES: tuple[tuple[type[LooplineError], int, str], ...] = (
+    (AuthenticationError, 401, "unauthenticated"),
+    (AccessDeniedError, 403, "access_denied"),
+    (UntrustedModelError, 403, "untrusted_model"),
+    (PolicyDeniedError, 403, "policy_denied"),
+    (NotFoundError, 404, "not_found"),
+    (AlreadyExistsError, 409, "already_exists"),
+    (InvalidTransitionError, 409, "invalid_transition"),
+    (ConflictError, 409, "conflict"),
+    (InvalidArgumentError, 422, "invalid_argument"),
+    (ValidationFailedError, 422, "validation_failed"),
+    (UserCodeError, 422, "user_code"),
+    (IntegrityError, 500, "integrity"),
+    (ConfigurationError, 500, "configuration"),
+    (BackendError, 503, "backend_unavailable"),
+)
+RETRY_AFTER_SECONDS = 2
+
+
+class ApiError(Exception):
+    """A refusal made by the HTTP layer itself (size, media type, rate limit, routing)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a sentence, and the field at fault (or null)."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def status_and_code(error: LooplineError) -> tuple[int, str]:
+    """Return the HTTP status and the error code for ``error``."""
+    for kind, status, code in ERROR_CODES:
+        if isinstance(error, kind):
+            return status, code
+    return 500, "internal"
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """Return the one error shape as a response."""
+    extra = dict(headers or {})
+    if status == 503:
+        extra.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}},
+                        status_code=status, headers=extra)
+
+
+def loopline_error_response(error: LooplineError) -> JSONResponse:
+    """Return the answer for an error of the tree (its field when it names one)."""
+    status, code = status_and_code(error)
+    field = error.field if isinstance(error, InvalidArgumentError) else None
+    return error_response(status, code, error.message, field)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # ``("body", "metrics", "auc")`` → ``metrics.auc``; the first part says where, which
+    # the field name already implies for a body, a query or a path parameter.
+    parts = [str(part) for part in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts) or "body"
+
+
+def validation_response(error: RequestValidationError) -> JSONResponse:
+    """Return 400 for a body that is not JSON, else 422 naming the first field at fault."""
+    problems = jsonable_encoder(error.errors())
+    first = problems[0] if problems else {"loc": ("body",), "msg": "is invalid"}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "malformed", "the body is not valid JSON", "body")
+    field = _location(tuple(first.get("loc", ("body",))))
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return error_response(422, "invalid_argument",
+                          f"invalid {field}: {first.get('msg', 'is invalid')}{more}", field)

@@ -1,0 +1,7 @@
+"""`/datasets` routes of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])

@@ -1,0 +1,31 @@
+"""``GET /health``: the one public path — is this server up, and can it reach its store."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from loopline._version import __version__
+from loopline.app import Workspace
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    """Liveness and the metadata store's reachability."""
+
+    status: str
+    version: str
+    store: str
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(request: Request) -> JSONResponse:
+    """Answer 200 when the metadata store answers, 503 (with ``Retry-After``) when not."""
+    workspace: Workspace = request.app.state.workspace
+    store = workspace.store.health()
+    body = Health(status="ok" if store.reachable else "degraded", version=__version__,
+                  store=store.backend if store.reachable else "unreachable")
+    return JSONResponse(body.model_dump(), status_code=200 if store.reachable else 503,
+                        headers={} if store.reachable else {"Retry-After": "2"})

@@ -1,0 +1,7 @@
+"""`/lineage` routes of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/lineage", tags=["lineage"])

@@ -1,0 +1,7 @@
+"""`/monitoring` routes of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])

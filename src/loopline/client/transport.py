@@ -1,0 +1,153 @@
+"""HTTP to a loopline server: the bearer token, JSON in and out, errors, pages, decoding.
+
+One ``httpx.Client`` per ``Transport`` (connection pooling, keep-alive). Answers are decoded
+into the same records the local services return (``decode`` validates the JSON against the
+record's type with pydantic), and error answers raise the same exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter
+
+from loopline.client.errors import error_from_answer
+from loopline.core.errors import BackendError, InvalidArgumentError
+
+__all__ = ["Transport", "decode", "segment"]
+
+T = TypeVar("T")
+API_PREFIX = "/api/v1"
+PAGE_LIMIT = 1_000
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    # Building an adapter compiles a validator: once per record type, not per answer.
+    found = _ADAPTERS.get(kind)
+    if found is None:
+        found = _ADAPTERS.setdefault(kind, TypeAdapter(kind))
+    return found
+
+
+def decode(kind: type[T], data: Any) -> T:
+    """Return ``data`` (parsed JSON) as ``kind`` (a record type, ``list[...]`` ...).
+
+    Raises:
+        BackendError: when the server's answer does not have the record's shape.
+    """
+    try:
+        return cast(T, _adapter(kind).validate_python(data))
+    except ValueError as exc:
+        raise BackendError(f"the server's answer is not a {kind!r}: {exc}") from exc
+
+
+def segment(value: object) -> str:
+    """Return ``value`` quoted as one path segment (a ``/`` or ``..`` in it stays inside)."""
+    return quote(str(value), safe="")
+
+
+def _params(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: (str(v).lower() if isinstance(v, bool) else v)
+            for k, v in (values or {}).items() if v is not None}
+
+
+class Transport:
+    """Calls to one server with one token."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None,
+                 verify: bool | str = True) -> None:
+        """Prepare calls to ``url`` (``http://host:port``) with ``token``.
+
+        Raises:
+            InvalidArgumentError: naming ``url`` or ``token`` when blank or malformed.
+        """
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidArgumentError("url", f"{url!r} must start with http:// or https://")
+        if not isinstance(token, str) or not token.strip():
+            raise InvalidArgumentError("token", "is required (`loopline tokens create`)")
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url + API_PREFIX, timeout=timeout, transport=transport,
+            verify=verify, headers={"Authorization": f"Bearer {token.strip()}",
+                                    "Accept": "application/json"})
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: Mapping[str, Any] | None = None, content: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> Any:
+        """Send one request and return its parsed JSON body (None for an empty one).
+
+        Raises:
+            LooplineError: the subclass the server's error answer names.
+            BackendError: when the server cannot be reached or answers something else.
+        """
+        try:
+            answer = self._http.request(method, path, json=json, params=_params(params),
+                                        content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach the loopline server at {self.url}: {exc}"
+                               ) from exc
+        body = _json_of(answer)
+        if answer.status_code >= 400:
+            raise error_from_answer(answer.status_code, body)
+        return body
+
+    def text(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        """GET ``path`` and return its body as text (reports, model cards).
+
+        Raises:
+            As :meth:`request`.
+        """
+        try:
+            answer = self._http.get(path, params=_params(params))
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach the loopline server at {self.url}: {exc}"
+                               ) from exc
+        if answer.status_code >= 400:
+            raise error_from_answer(answer.status_code, _json_of(answer))
+        return answer.text
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET ``path``; see :meth:`request`."""
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, json: Any = None,
+             params: Mapping[str, Any] | None = None) -> Any:
+        """POST ``json`` to ``path``; see :meth:`request`."""
+        return self.request("POST", path, json=json, params=params)
+
+    def items(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Yield every item of a paginated listing, following ``next_cursor``.
+
+        Raises:
+            As :meth:`request`.
+        """
+        query = {**_params(params), "limit": PAGE_LIMIT}
+        while True:
+            page = self.get(path, query)
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+
+def _json_of(answer: httpx.Response) -> Any:
+    if not answer.content:
+        return None
+    try:
+        return answer.json()
+    except ValueError:
+        if answer.status_code >= 400:
+            return None
+        raise BackendError(f"the server answered HTTP {answer.status_code} with a body that "
+                           "is not JSON") from None

@@ -1,0 +1,17 @@
+"""Fixtures of the integration tests: the control-plane API over each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from loopline.app import Workspace
+from api_support import ApiServer, serve_api
+
+
+@pytest.fixture
+def api(ws: Workspace) -> Iterator[ApiServer]:
+    """The API served over the ``ws`` workspace (SQLite and PostgreSQL), with role tokens."""
+    with serve_api(ws) as running:
+        yield running
