@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -38,8 +39,10 @@ from loopline.api.errors import (
 )
 from loopline.api.routes import ROUTERS
 from loopline.app import Workspace
+from loopline.automation.ports import RunExecutor
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.governance import Permission
+from loopline.pipelines import PipelineDefinition
 
 __all__ = ["ApiOptions", "create_api"]
 
@@ -74,7 +77,8 @@ class ApiOptions:
 
 
 def _is_upload(path: str) -> bool:
-    return path.startswith(f"{API_PREFIX}/artifacts") and path.rstrip("/").endswith("/upload")
+    # Uploads (raw bytes, streamed by their handler) are exactly the paths ending in /upload.
+    return path.rstrip("/").endswith("/upload")
 
 
 def _route_permission(route: APIRoute) -> Permission | None:
@@ -145,8 +149,14 @@ def _add_openapi_route(app: FastAPI) -> None:
         return JSONResponse(app.openapi())
 
 
-def create_api(workspace: Workspace, options: ApiOptions | None = None) -> FastAPI:
+def create_api(workspace: Workspace, options: ApiOptions | None = None,
+               pipelines: Sequence[PipelineDefinition] = (),
+               execute: RunExecutor | None = None) -> FastAPI:
     """Build the API over ``workspace`` (its own actor is never used: callers act as theirs).
+
+    ``pipelines`` are those callers may start by name (``POST /runs``); ``execute`` runs a
+    started run on the server's executor (``loopline server`` passes its scheduler's); without
+    it a started run executes on a thread of this process.
 
     Raises:
         InvalidArgumentError: naming an option out of range.
@@ -160,6 +170,8 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None) -> FastA
                   openapi_url=None, docs_url=None, redoc_url=None,
                   dependencies=[Depends(authenticate)])
     app.state.workspace = workspace
+    app.state.pipelines = {p.name: p for p in pipelines}
+    app.state.execute = execute
     app.state.options = chosen
     app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
     for router in ROUTERS:
