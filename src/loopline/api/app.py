@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +34,7 @@ from loopline.api.auth import (
 from loopline.api.body_guard import BodyGuard, BodyLimits
 from loopline.api.errors import (
     ApiError,
+    ErrorBody,
     error_response,
     loopline_error_response,
     validation_response,
@@ -74,6 +76,20 @@ class ApiOptions:
             if not low <= value <= high:
                 raise InvalidArgumentError(name, f"{value} must be {low}-{high}")
         return self
+
+
+# Every operation may answer these, all in the one error shape; declaring them also keeps
+# FastAPI from publishing its own 422 schema, which is not what this API answers.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (400, "Malformed request (not JSON, bad Content-Length)"),
+        (401, "Missing, unknown, expired or revoked token"),
+        (403, "The token's role or the user's roles do not permit it; or a policy denied it"),
+        (404, "Not found"), (409, "Conflict with the current state"),
+        (413, "Body larger than the limit"), (415, "Wrong media type"),
+        (422, "Well-formed but invalid; `field` names the input"),
+        (429, "Too many failed authentications from this address"),
+        (503, "The metadata store is unreachable; retry after Retry-After"))}
 
 
 def _is_upload(path: str) -> bool:
@@ -176,7 +192,7 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
     app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
     for router in ROUTERS:
         _declare_permissions(router)
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     _add_openapi_route(app)
     _add_error_handlers(app)
     app.add_middleware(BodyGuard, limits=BodyLimits(
