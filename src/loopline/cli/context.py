@@ -1,4 +1,10 @@
-"""The options every command shares, and opening the workspace they point at."""
+"""The options every command shares, and opening the workspace (or server) they point at.
+
+``open_session`` gives the local ``Workspace`` or, with ``--server``/``LOOPLINE_SERVER``, a
+``Client`` of that server with the same surface: commands that use it work both ways.
+``open_workspace`` is for commands that need the workspace's files or database themselves
+(serving, the scheduler, migrations ...); with a server configured they refuse clearly.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from typing import Any
 import typer
 
 from loopline.app import Workspace
+from loopline.client import Client
+from loopline.core.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,8 @@ class CliOptions:
     artifact_root: str | None
     user: str | None
     debug: bool
+    server: str | None = None
+    token: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """Return the settings these flags set."""
@@ -35,6 +45,34 @@ def options(ctx: typer.Context) -> CliOptions:
 
 
 def open_workspace(ctx: typer.Context, check_schema: bool = True) -> Workspace:
-    """Open the workspace the flags (or the current folder) point at."""
+    """Open the workspace the flags (or the current folder) point at.
+
+    Raises:
+        InvalidArgumentError: naming ``--server`` when one is configured: this command
+            works on a local workspace only.
+    """
     opts = options(ctx)
+    if opts.server:
+        command = ctx.command_path.removeprefix("loopline ").strip() or "this command"
+        raise InvalidArgumentError(
+            "--server", f"`loopline {command}` works on a local workspace only; run it "
+                        "without --server (and without LOOPLINE_SERVER)")
     return Workspace.open(opts.workspace, overrides=opts.overrides(), check_schema=check_schema)
+
+
+def open_session(ctx: typer.Context) -> Workspace | Client:
+    """Return a client of ``--server`` when one is configured, else the local workspace.
+
+    Raises:
+        InvalidArgumentError: naming ``--token`` when a server is named without a token.
+    """
+    opts = options(ctx)
+    if not opts.server:
+        return open_workspace(ctx)
+    if opts.user:
+        raise InvalidArgumentError("--user", "with --server the token names who acts; "
+                                             "drop --user")
+    if not opts.token:
+        raise InvalidArgumentError("--token", "a server needs a token: --token or "
+                                              "LOOPLINE_TOKEN (`loopline tokens create`)")
+    return Client(opts.server, opts.token)

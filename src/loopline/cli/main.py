@@ -72,12 +72,19 @@ def main(  # noqa: PLR0913 - one parameter per global flag is how typer declares
         help="Artifact store root, any fsspec URL (overrides LOOPLINE_ARTIFACT_ROOT).")] = None,
     user: Annotated[str | None, typer.Option(
         help="Who acts, for the audit log (overrides LOOPLINE_USER).")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", envvar="LOOPLINE_SERVER",
+        help="A loopline server's URL (https://host:port): commands that can act through its "
+             "API do, as the token's user.")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="LOOPLINE_TOKEN", show_default=False,
+        help="API token for --server (`loopline tokens create`).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Closed-loop ML automation: data, pipelines, registry, serving, monitoring, governance."""
-    ctx.obj = CliOptions(workspace, db_url, artifact_root, user, debug)
+    ctx.obj = CliOptions(workspace, db_url, artifact_root, user, debug, server, token)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.tokens import ApiToken
@@ -40,7 +40,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a token and print its secret once (only its hash is stored)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         token, secret = workspace.tokens.create(user, role, expires, description)
     if as_json:
         emit_json({"token": describe(token), "secret": secret})
@@ -60,7 +60,7 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List tokens, newest first (never their secrets)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found: list[ApiToken] = workspace.tokens.list(user, revoked)
     if as_json:
         emit_json([describe(t) for t in found])
@@ -78,7 +78,7 @@ def revoke(
     as_json: JsonFlag = False,
 ) -> None:
     """Revoke a token: requests made with it are refused from now on."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         token = workspace.tokens.revoke(token_id)
     if as_json:
         emit_json(describe(token))
