@@ -159,6 +159,28 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def _errors_as_json(app: FastAPI) -> None:
+    """Publish every 4xx/5xx answer as JSON in the one error shape.
+
+    Whatever a route's own media type, it refuses in JSON (a route answering text or HTML).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if str(status)[0] in "45":
+                        answer["content"] = error
+        app.openapi_schema = document
+        return document
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _add_openapi_route(app: FastAPI) -> None:
     @app.get(OPENAPI_PATH, include_in_schema=False)
     def openapi(_: Reader) -> JSONResponse:
@@ -194,6 +216,7 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
         _declare_permissions(router)
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     _add_openapi_route(app)
+    _errors_as_json(app)
     _add_error_handlers(app)
     app.add_middleware(BodyGuard, limits=BodyLimits(
         chosen.max_body_bytes, chosen.max_upload_bytes, chosen.max_json_depth, _is_upload))
