@@ -36,6 +36,7 @@ from loopline.cli import (
     scheduler_cmd,
     score_cmd,
     serve_cmd,
+    server_cmd,
     tokens_cmds,
     users_cmds,
     workspace_cmds,
@@ -112,6 +113,7 @@ models_mlflow_cmd.register(models_cmds.app)
 monitor_cmds.register(app)
 scheduler_cmd.register(app)
 serve_cmd.register(app)
+server_cmd.register(app)
 score_cmd.register(app)
 playbook_cmds.register(app)
 
