@@ -34,7 +34,13 @@ def _concrete(path: str) -> str:
 
 def _call(http: httpx.Client, method: str, path: str,
           headers: dict[str, str] | None = None) -> httpx.Response:
-    body = {"json": {}} if method in {"POST", "PUT", "PATCH"} else {}
+    body: dict[str, Any] = {}
+    if path.endswith("/upload"):  # uploads take raw bytes; the guard refuses JSON there
+        body = {"content": b"{}", "headers": {**(headers or {}),
+                                              "Content-Type": "application/octet-stream"}}
+        return http.request(method, _concrete(path), **body)
+    if method in {"POST", "PUT", "PATCH"}:
+        body = {"json": {}}
     return http.request(method, _concrete(path), headers=headers, **body)
 
 

@@ -7,7 +7,7 @@ record's type with pydantic), and error answers raise the same exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
@@ -78,18 +78,25 @@ class Transport:
             verify=verify, headers={"Authorization": f"Bearer {token.strip()}",
                                     "Accept": "application/json"})
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: Mapping[str, Any] | None = None, content: bytes | None = None,
-                headers: Mapping[str, str] | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None,  # noqa: PLR0913
+                params: Mapping[str, Any] | None = None,
+                content: bytes | Iterable[bytes] | None = None,
+                headers: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> Any:
         """Send one request and return its parsed JSON body (None for an empty one).
+
+        ``content`` may be an iterable of byte chunks (a file read in chunks), streamed
+        without holding it whole; ``timeout`` overrides the client's for this call.
 
         Raises:
             LooplineError: the subclass the server's error answer names.
             BackendError: when the server cannot be reached or answers something else.
         """
         try:
-            answer = self._http.request(method, path, json=json, params=_params(params),
-                                        content=content, headers=headers)
+            answer = self._http.request(
+                method, path, json=json, params=_params(params), content=content,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         except httpx.HTTPError as exc:
             raise BackendError(f"cannot reach the loopline server at {self.url}: {exc}"
                                ) from exc
