@@ -475,3 +475,12 @@ def test_parse_gate_action_returns_the_gate_or_names_the_field_and_lists_the_gat
     with pytest.raises(InvalidArgumentError) as default:
         parse_gate_action("Alias")
     assert default.value.field == "gate"
+
+
+@pytest.mark.parametrize("text", ["name: a\x03b\n", "\x00", "rules: [\x1b]\n"])
+def test_a_control_character_is_refused_naming_the_file(text: str) -> None:
+    from loopline.governance.policy_yaml import read_documents
+
+    with pytest.raises(InvalidArgumentError, match="is not valid YAML") as refused:
+        list(read_documents("odd.yaml", text))
+    assert refused.value.field == "odd.yaml"

@@ -10,9 +10,11 @@ answered 500 without details.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,7 @@ from loopline.api.errors import (
     validation_response,
 )
 from loopline.api.routes import ROUTERS
+from loopline.api.run_starter import RunStarter
 from loopline.app import Workspace
 from loopline.automation.ports import RunExecutor
 from loopline.core.errors import InvalidArgumentError, LooplineError
@@ -50,6 +53,7 @@ __all__ = ["ApiOptions", "create_api"]
 
 log = logging.getLogger(__name__)
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+RUN_DRAIN_SECONDS = 60.0
 _HTTP_CODES = {400: "malformed", 404: "not_found", 405: "method_not_allowed",
                413: "too_large", 415: "unsupported_media_type"}
 
@@ -90,6 +94,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "Well-formed but invalid; `field` names the input"),
         (429, "Too many failed authentications from this address"),
         (503, "The metadata store is unreachable; retry after Retry-After"))}
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On shutdown, let runs started on this process's threads finish (bounded)."""
+    yield
+    starter: RunStarter = app.state.run_starter
+    if not await asyncio.to_thread(starter.join, RUN_DRAIN_SECONDS):
+        log.warning("API shutdown: %d runs still executing after %.0fs; they can be resumed",
+                    starter.running(), RUN_DRAIN_SECONDS)
 
 
 def _is_upload(path: str) -> bool:
@@ -206,10 +220,11 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
                               "of one loopline workspace. Every path but health needs "
                               "`Authorization: Bearer <token>` (`loopline tokens create`).",
                   openapi_url=None, docs_url=None, redoc_url=None,
-                  dependencies=[Depends(authenticate)])
+                  dependencies=[Depends(authenticate)], lifespan=_lifespan)
     app.state.workspace = workspace
     app.state.pipelines = {p.name: p for p in pipelines}
     app.state.execute = execute
+    app.state.run_starter = RunStarter(execute)
     app.state.options = chosen
     app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
     for router in ROUTERS:

@@ -111,10 +111,13 @@ def loopline_error_response(error: LooplineError) -> JSONResponse:
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    # ``("body", "metrics", "auc")`` → ``metrics.auc``; the first part says where, which
-    # the field name already implies for a body, a query or a path parameter.
-    parts = [str(part) for part in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
-    return ".".join(parts) or "body"
+    # ``("body", "routes", 0, "weight")`` → ``routes[0].weight``, as the services name
+    # fields; the first part says where, which the field name implies for a body, a query
+    # or a path parameter.
+    text = ""
+    for part in loc[1:] if len(loc) > 1 else loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
 
 
 def validation_response(error: RequestValidationError) -> JSONResponse:

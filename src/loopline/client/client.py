@@ -14,9 +14,16 @@ from types import TracebackType
 import httpx
 
 from loopline.client.audit import RemoteAudit
-from loopline.client.datasets import RemoteDatasets
+from loopline.client.datasets import RemoteDatasets, RemoteValidation
 from loopline.client.deployments import RemoteDeployments
-from loopline.client.governance import RemoteAccess, RemoteApprovals, RemotePolicies
+from loopline.client.governance import (
+    RemoteAccess,
+    RemoteApprovals,
+    RemoteGovernanceReport,
+    RemoteLegalHolds,
+    RemotePolicies,
+    RemoteRetention,
+)
 from loopline.client.lineage import RemoteLineage
 from loopline.client.models import RemoteModels
 from loopline.client.monitoring import (
@@ -27,6 +34,8 @@ from loopline.client.monitoring import (
 from loopline.client.runs import RemotePipelines
 from loopline.client.tokens import RemoteTokens
 from loopline.client.transport import Transport
+from loopline.core.validation import ValidationReport
+from loopline.data.validation import Suite
 
 __all__ = ["Client"]
 
@@ -49,6 +58,7 @@ class Client:
         self.url = self._http.url
         self.tokens = RemoteTokens(self._http)
         self.datasets = RemoteDatasets(self._http)
+        self.validation = RemoteValidation(self._http)
         self.lineage = RemoteLineage(self._http)
         self.audit = RemoteAudit(self._http)
         self.models = RemoteModels(self._http)
@@ -60,6 +70,16 @@ class Client:
         self.approvals = RemoteApprovals(self._http)
         self.policies = RemotePolicies(self._http)
         self.access = RemoteAccess(self._http)
+        self.legal_holds = RemoteLegalHolds(self._http)
+        self.retention = RemoteRetention(self._http)
+        self.governance_report = RemoteGovernanceReport(self._http)
+
+    def validate_dataset(self, ref: str, suite: Suite) -> ValidationReport:
+        """Check a dataset version against ``suite`` on the server and store the result.
+
+        As ``Workspace.validate_dataset``; the suite is sent as JSON.
+        """
+        return self.validation.validate_dataset(ref, suite)
 
     def whoami(self) -> dict[str, str]:
         """Return the user and role the token acts as."""

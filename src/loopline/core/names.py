@@ -30,15 +30,18 @@ def validate_name(value: str, field: str = "name") -> str:
 def validate_text(value: object, field: str, max_length: int) -> str:
     """Return ``value`` stripped when it is non-blank text of at most ``max_length`` characters.
 
-    For free text people write (reasons, comments, descriptions): any characters, but not
-    blank, and bounded so one field cannot bloat an audit entry.
+    For free text people write (reasons, comments, descriptions): any characters but NUL
+    (which PostgreSQL cannot store in text), not blank, and bounded so one field cannot bloat
+    an audit entry.
 
     Raises:
-        InvalidArgumentError: naming ``field`` when the value is not text, is blank or is
-            longer than ``max_length``.
+        InvalidArgumentError: naming ``field`` when the value is not text, is blank, holds a
+            NUL character or is longer than ``max_length``.
     """
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgumentError(field, "is required and must not be blank")
     if len(value) > max_length:
         raise InvalidArgumentError(field, f"must be at most {max_length} characters")
+    if "\x00" in value:
+        raise InvalidArgumentError(field, "must not hold a NUL character")
     return value.strip()

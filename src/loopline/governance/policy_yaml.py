@@ -149,7 +149,11 @@ def read_documents(file: str, text: str) -> Iterator[SourceDocument]:
     size = len(text.encode("utf-8"))
     if size > MAX_FILE_BYTES:
         raise InvalidArgumentError(file, f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is built: a control character refuses here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise InvalidArgumentError(file, f"is not valid YAML: {exc}") from exc
     try:
         while loader.check_node():
             node = loader.get_node()

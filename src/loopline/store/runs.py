@@ -102,6 +102,11 @@ def create_run(uow: UnitOfWork, pipeline: str, parameters: Mapping[str, Any],
              "attempt": 0, "cache_key": None, "outputs": None, "error": None,
              "lease_owner": None, "lease_expires_at": None, "started_at": None,
              "finished_at": None} for key in task_keys])
+    # Who started which run with what is an audited fact, as a cancel is; the parameters
+    # are recorded as given (secrets belong in settings, not in run parameters).
+    uow.audit("pipeline_run.created", f"pipeline_run:{run.id}", None, {
+        "pipeline": pipeline, "parameters": dict(parameters), "tasks": len(task_keys),
+        "trigger": trigger.key if trigger else None})
     _emit_run(uow, run.id, pipeline, run.state)
     return run
 
