@@ -31,26 +31,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from loopline.app import Workspace
-from loopline.automation.service import Automation
+from loopline.app.loop_duties import add_loop_duties
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.runs import PipelineRun
-from loopline.loop import Dispatcher
 from loopline.loop.rollout import RolloutController
 from loopline.loop.scheduler import Duty, Scheduler
 from loopline.pipelines import PipelineDefinition
 from loopline.store import MetadataStore
 from loopline.store.lease_records import release, try_acquire
 
-__all__ = ["MIN_LEASE", "BackgroundOptions", "BackgroundWork", "DutyLeases", "LoopDuties",
-           "default_holder"]
+__all__ = ["MIN_LEASE", "BackgroundOptions", "BackgroundWork", "DutyLeases",
+           "LeasedScheduler", "default_holder"]
 
 log = logging.getLogger(__name__)
 MIN_LEASE = timedelta(seconds=1)  # so a very short round does not make leases flap
 LEASE_PREFIX = "duty:"
-
-LoopDuties = Callable[[Workspace, Scheduler, Automation, Dispatcher], None]
-"""Add duties to a scheduler's round (``loopline.cli.scheduler_cmd.add_loop_duties``)."""
-
 
 def default_holder() -> str:
     """Return this process's lease holder id: ``hostname:pid:random``."""
@@ -158,7 +153,7 @@ class DutyLeases:
             log.warning("lost the lease %s to another process", name)
 
 
-class _LeasedScheduler(Scheduler):
+class LeasedScheduler(Scheduler):
     """A scheduler whose every duty ticks only in the process holding its lease."""
 
     def __init__(self, workspace: Workspace, pipelines: Sequence[PipelineDefinition],
@@ -177,7 +172,8 @@ class BackgroundWork:
 
     Made, it already executes runs handed to ``execute`` (the API's started runs); ``start``
     begins the loop on a thread, ``stop`` ends it and waits for the runs. ``loop_duties``
-    adds the duties besides judging canaries (monitoring, alert hand-over, playbooks). Every
+    adds the duties besides judging canaries (``app.loop_duties``: monitoring, alert
+    hand-over, playbooks). Every
     duty ticks under its lease; schedules and triggers take none, as their trigger keys
     already let one process only start each slot's and event's run (see the module).
 
@@ -187,14 +183,14 @@ class BackgroundWork:
 
     def __init__(self, workspace: Workspace, pipelines: Sequence[PipelineDefinition],
                  holder: str | None = None, options: BackgroundOptions | None = None,
-                 loop_duties: LoopDuties | None = None) -> None:
+                 loop_duties: bool = True) -> None:
         self.options = (options or BackgroundOptions()).checked()
         self._workspace = workspace
         self._pipelines = list(pipelines)
         self._loop_duties = loop_duties
         self.leases = DutyLeases(workspace.store, holder or default_holder(),
                                  self.options.lease_ttl)
-        self.scheduler: Scheduler = _LeasedScheduler(workspace, self._pipelines, self.leases,
+        self.scheduler: Scheduler = LeasedScheduler(workspace, self._pipelines, self.leases,
                                                      self.options.max_runs)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -226,12 +222,12 @@ class BackgroundWork:
             raise InvalidArgumentError("background work", "starts once, before stop")
         self.scheduler.add_duty(Duty("rollouts", RolloutController(
             self._workspace.store, self._workspace.deployments).tick))
-        if self._loop_duties is not None:
+        if self._loop_duties:
             automation = self._workspace.automation(self._pipelines, self.scheduler.execute)
             self._closing.append(automation.close)
             dispatcher = self._workspace.dispatcher()
             self._closing.append(dispatcher.close)
-            self._loop_duties(self._workspace, self.scheduler, automation, dispatcher)
+            add_loop_duties(self._workspace, self.scheduler, automation, dispatcher)
         self._threads = [
             threading.Thread(target=self.scheduler.run_forever,
                              args=(self._stop, self.options.interval),

@@ -8,7 +8,7 @@ monitoring config (``demo_loop_config``).
 The loop (``run_loop``): the real model server answers a load generator over loopback HTTP
 and takes its labels on ``POST /feedback``; after a while the customers shift. The
 scheduler's duties are built as ``loopline scheduler`` builds them (the rollout controller,
-then ``scheduler_cmd.add_loop_duties``: monitoring once a minute, alerts handed to the
+then ``app.loop_duties.add_loop_duties``: monitoring once a minute, alerts handed to the
 playbook automation through a dispatcher subscription, playbook actions whose retrain runs
 execute on the scheduler's pool) and ticked once per round. So the drift and quality rules
 fire, the ``recover`` playbook retrains on the alert's window with its labels
@@ -40,6 +40,7 @@ from pathlib import Path
 import httpx
 
 from loopline.app import Workspace
+from loopline.app.loop_duties import add_loop_duties
 from loopline.cli.demo_loop_config import (
     DEPLOYMENT,
     LoopSettings,
@@ -56,7 +57,6 @@ from loopline.cli.demo_loop_traffic import (
     wait_for_stats,
 )
 from loopline.cli.output import console
-from loopline.cli.scheduler_cmd import add_loop_duties
 from loopline.core.clock import ManualClock
 from loopline.core.deployments import DeploymentState, Route, Strategy
 from loopline.data.prediction_writer import WriterOptions

@@ -19,32 +19,28 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import closing
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from loopline.api.background import BackgroundOptions, DutyLeases, LeasedScheduler, default_holder
 from loopline.app import Workspace
-from loopline.automation.service import SUBSCRIBER, Automation
+from loopline.app.loop_duties import add_loop_duties
 from loopline.cli.context import open_workspace
 from loopline.cli.output import console, success, table
 from loopline.cli.runs_cmds import load_pipeline
 from loopline.cli.user_code import import_user_file
 from loopline.core.errors import UserCodeError
-from loopline.core.events import EventType
 from loopline.core.runs import RunState
-from loopline.loop import Dispatcher
 from loopline.loop.rollout import RolloutController
 from loopline.loop.scheduler import Duty, Scheduler
-from loopline.monitoring.evaluator import evaluate_in_force
 from loopline.pipelines import PipelineDefinition
 
 Files = Annotated[list[str] | None, typer.Argument(
     metavar="[FILE.py]...",
     help="FILE.py (its @pipelines) or FILE.py:PIPELINE; several may be given. Scheduled ones "
          "are scheduled; all may be started by a playbook's retrain step.")]
-MONITOR_EVERY = timedelta(minutes=1)
 
 
 def _import_file(text: str) -> list[PipelineDefinition]:
@@ -71,21 +67,6 @@ def load_scheduled(files: list[str]) -> list[PipelineDefinition]:
             else _import_file(text)
         found.update((id(p), p) for p in chosen)
     return list(found.values())
-
-
-def add_loop_duties(workspace: Workspace, scheduler: Scheduler, automation: Automation,
-                    dispatcher: Dispatcher) -> None:
-    """Add monitoring, alert hand-over and playbook actions to the scheduler's round.
-
-    The alert subscription starts, on its first use, at the automation's horizon
-    (``Automation.place_cursor``: alerts older than ``max_alert_age`` are never replayed).
-    """
-    automation.place_cursor(SUBSCRIBER)
-    dispatcher.subscribe(SUBSCRIBER, automation.handle, {EventType.ALERT_FIRED})
-    scheduler.add_duty(Duty("monitoring", lambda: evaluate_in_force(
-        workspace.evaluator, workspace.monitor_configs), MONITOR_EVERY))
-    scheduler.add_duty(Duty("alerts", dispatcher.run_once))
-    scheduler.add_duty(Duty("playbooks", automation.tick))
 
 
 def _show_duties(scheduler: Scheduler) -> None:
@@ -146,12 +127,24 @@ def scheduler(
 ) -> None:
     """Run schedules and triggers, judge canaries, evaluate monitoring, run playbooks."""
     pipelines = load_scheduled(files or [])
-    with open_workspace(ctx) as workspace, Scheduler(
-            workspace.store, workspace.pipelines, pipelines, max_concurrent_runs=max_runs,
-            duties=[Duty("rollouts", RolloutController(workspace.store,
-                                                       workspace.deployments).tick)]) as running, \
+    with open_workspace(ctx) as workspace:
+        # Duties take the same leases as `loopline server`, so a scheduler and servers
+        # sharing a store never judge, evaluate or act twice at once.
+        leases = DutyLeases(workspace.store, default_holder(),
+                            BackgroundOptions(interval=interval).lease_ttl)
+        try:
+            _schedule(workspace, pipelines, leases, once, interval, max_runs)
+        finally:
+            leases.release_all()
+
+
+def _schedule(workspace: Workspace, pipelines: list[PipelineDefinition],
+              leases: DutyLeases, once: bool, interval: float, max_runs: int) -> None:
+    with LeasedScheduler(workspace, pipelines, leases, max_runs) as running, \
             closing(workspace.automation(pipelines, running.execute)) as automation, \
             workspace.dispatcher() as dispatcher:
+        running.add_duty(Duty("rollouts", RolloutController(workspace.store,
+                                                            workspace.deployments).tick))
         add_loop_duties(workspace, running, automation, dispatcher)
         _show_duties(running)
         if not once:

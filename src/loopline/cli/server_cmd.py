@@ -35,7 +35,7 @@ from loopline.api import ApiOptions, create_api
 from loopline.api.background import BackgroundOptions, BackgroundWork
 from loopline.cli.context import open_workspace, options
 from loopline.cli.output import console
-from loopline.cli.scheduler_cmd import add_loop_duties, load_scheduled
+from loopline.cli.scheduler_cmd import load_scheduled
 from loopline.core.errors import InvalidArgumentError
 from loopline.serving.server import STOP_SIGNALS, DrainingServer
 
@@ -228,8 +228,7 @@ def server(  # noqa: PLR0913 - one parameter per flag is how typer declares them
     with closing(_bind(host, port)) as sock, open_workspace(ctx) as workspace:
         listen = Listen(host, int(sock.getsockname()[1]), ssl_certfile, ssl_keyfile,
                         log_level.value)
-        work = BackgroundWork(workspace, pipelines, options=rounds,
-                              loop_duties=add_loop_duties)
+        work = BackgroundWork(workspace, pipelines, options=rounds)
         app = create_api(workspace, ApiOptions(), pipelines, execute=work.execute)
         _announce(listen, not no_background, work, len(pipelines))
         _run(DrainingServer(_uvicorn_config(app, listen)), sock, work, not no_background)
