@@ -45,6 +45,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/governance.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitoring.py
+	$(BIN)/python benchmarks/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

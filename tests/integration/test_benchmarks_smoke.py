@@ -361,3 +361,33 @@ def test_quick_monitoring_benchmark_prints_one_json_report(tmp_path: Path) -> No
     assert simulated["time_to_recover_s"] >= loop["baseline"]["recover_floor_s"]
     accuracy = loop["accuracy"]
     assert accuracy["during"] < accuracy["before"] and accuracy["during"] < accuracy["after"]
+
+
+# -- benchmarks/api.py ---------------------------------------------------------------------------
+
+API_SIDES = ("local", "api")
+
+
+def _check_rate(figures: dict[str, Any]) -> None:
+    _assert_positive(figures, "requests", "rps", "p50_ms", "p99_ms", "max_ms")
+    assert figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def _check_api_backend(figures: dict[str, Any]) -> None:
+    read, write = figures["read_model_show"], figures["write_register"]
+    for side in API_SIDES:
+        _check_rate(read[side])
+        _check_rate(write[side])
+    _check_rate(read["api_concurrent"])
+    _check_rate(read["auth_only_whoami"])
+    for section in (read, write):
+        _assert_positive(section, "p50_ratio", "p99_ratio", "rps_ratio")
+
+
+def test_quick_api_benchmark_prints_one_json_report(tmp_path: Path) -> None:
+    report = _run_script("api.py", tmp_path)
+    assert report["benchmark"] == "api"
+    _check_api_backend(report["sqlite"])
+    assert report["sqlite"]["write_register"]["api"]["requests"] == \
+        report["settings"]["writes"]
+    _check_postgres(report["postgresql"], _check_api_backend)
