@@ -2,9 +2,10 @@
 
 One scenario function runs twice: on a local ``Workspace`` acting as ``ada``, and through a
 ``Client`` (an admin token of ``ada``) against a server over a second, identical workspace.
-It registers a model, moves an alias, snapshots and validates data, deploys, starts a
-canary, asks for and gives an approval, applies a monitoring config, and reads back
-everything, plus a few refusals. Every answer must be equal once what differs by nature
+It registers two versions, moves an alias, snapshots and validates data, deploys, starts
+a canary, asks for an approval, walks lineage, reads the audit log and everything it
+made back, and collects four refusals (unknown version, bad alias, unknown deployment,
+self-approval). Every answer must be equal once what differs by nature
 between two workspaces is masked: generated ids and timestamps. Names, versions, digests,
 metrics, statuses, routes, audit actions and actors, error classes and messages must match.
 """
