@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from api_support import ApiServer, serve_api
 
 from loopline.app import Workspace
-from api_support import ApiServer, serve_api
 
 
 @pytest.fixture
