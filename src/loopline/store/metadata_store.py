@@ -177,6 +177,18 @@ class MetadataStore:
         """Return the event log with a waiter attached, for a dispatcher to consume."""
         return WaitingEventSource(self.events, self.waiter(poll_interval))
 
+    def ping(self) -> str | None:
+        """Run ``SELECT 1``; return None when the database answers, else the error's line.
+
+        Cheap enough for a load balancer's health check (``health`` also reads the schema).
+        """
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return first_line(exc)
+        return None
+
     def health(self) -> StoreHealth:
         """Probe the database and its schema without raising."""
         try:
