@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from loopline.client.datasets import first_items
 from loopline.client.transport import Transport, decode
 from loopline.core.audit import AuditEntry, ChainReport
 from loopline.core.errors import InvalidArgumentError
@@ -44,7 +43,7 @@ class RemoteAudit:
             "newest_first": where.newest_first}
         seen: set[int] = set()
         found = []
-        for item in first_items(self._http, "/audit", params, where.limit):
+        for item in self._http.first_items("/audit", params, where.limit):
             entry = decode(AuditEntry, item)
             if entry.seq not in seen:
                 seen.add(entry.seq)

@@ -11,27 +11,22 @@ Arrow tables. Both stream through temporary files, never holding the bytes in me
 from __future__ import annotations
 
 import builtins
-import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopline.client.errors import error_from_answer
-from loopline.client.transport import PAGE_LIMIT, Transport, decode, segment
+from loopline.client.transport import Transport, decode, segment
 from loopline.core.datasets import DatasetRef, DatasetVersion
 from loopline.core.errors import (
-    BackendError,
     IntegrityError,
     InvalidArgumentError,
-    LooplineError,
     NotFoundError,
 )
 from loopline.core.names import validate_name
@@ -41,7 +36,7 @@ from loopline.data.snapshots import Progress, SnapshotResult
 from loopline.data.sources import open_source
 from loopline.data.validation import Suite
 
-__all__ = ["RemoteDatasets", "RemoteValidation", "first_items"]
+__all__ = ["RemoteDatasets", "RemoteValidation"]
 
 CHUNK = 1 << 20
 MAX_RUNS = 1_000
@@ -50,76 +45,9 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 UPLOAD_TYPE = "application/octet-stream"
 
 
-def first_items(transport: Transport, path: str, params: Mapping[str, Any] | None,
-                count: int) -> list[Any]:
-    """Return the first ``count`` items of a paginated listing, asking no more than needed.
-
-    Raises:
-        As ``Transport.request``.
-    """
-    found: list[Any] = []
-    query = {**(params or {}), "limit": min(max(count, 1), PAGE_LIMIT)}
-    while len(found) < count:
-        page = transport.get(path, query)
-        found.extend(page["items"][:count - len(found)])
-        if not page.get("next_cursor"):
-            break
-        query = {**query, "cursor": page["next_cursor"],
-                 "limit": min(count - len(found), PAGE_LIMIT) or 1}
-    return found
-
-
-def _unreachable(transport: Transport, exc: httpx.HTTPError) -> BackendError:
-    return BackendError(f"cannot reach the loopline server at {transport.url}: {exc}")
-
-
-def _error_of(answer: httpx.Response) -> LooplineError:
-    answer.read()
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    return error_from_answer(answer.status_code, body)
-
-
-def _http_of(transport: Transport) -> httpx.Client:
-    # Streaming bytes is not part of Transport's surface yet; its pooled, authenticated
-    # client is borrowed for the two byte routes (upload and download) only.
-    return transport._http
-
-
-def _upload(transport: Transport, path: str, file: Path, params: Mapping[str, Any]) -> Any:
-    """POST ``file``'s bytes to ``path``, streamed; return the parsed JSON answer."""
-    def chunks() -> Iterator[bytes]:
-        with open(file, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
-
-    headers = {"Content-Type": UPLOAD_TYPE, "Content-Length": str(file.stat().st_size)}
-    try:
-        answer = _http_of(transport).post(path, content=chunks(), params=params,
-                                          headers=headers)
-    except httpx.HTTPError as exc:
-        raise _unreachable(transport, exc) from exc
-    if answer.status_code >= 400:
-        raise _error_of(answer)
-    return answer.json()
-
-
 def _download(transport: Transport, path: str, target: Path, digest: str) -> None:
     """GET ``path``'s bytes into ``target``, checking their SHA-256 is ``digest``."""
-    sha = hashlib.sha256()
-    try:
-        with _http_of(transport).stream("GET", path, headers={"Accept": PARQUET_TYPE}) as answer:
-            if answer.status_code >= 400:
-                raise _error_of(answer)
-            with open(target, "wb") as out:
-                for chunk in answer.iter_bytes(CHUNK):
-                    sha.update(chunk)
-                    out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise _unreachable(transport, exc) from exc
-    if sha.hexdigest() != digest:
+    if transport.download(path, target, PARQUET_TYPE) != digest:
         raise IntegrityError(f"the rows downloaded from {path} do not match their digest "
                              f"{digest}: the transfer or the stored object is damaged")
 
@@ -160,7 +88,7 @@ class RemoteDatasets:
             if self._write(source, file, progress) == 0:
                 raise InvalidArgumentError("source",
                                            "it has no rows; a snapshot needs at least one")
-            answer = _upload(self._http, f"/datasets/{segment(name)}/upload", file,
+            answer = self._http.upload(f"/datasets/{segment(name)}/upload", file,
                              {"parents": list(parents)})
         return decode(SnapshotResult, answer)
 
@@ -212,10 +140,10 @@ class RemoteDatasets:
                  limit: int = 100) -> builtins.list[DatasetVersion]:
         """List versions, newest first (of one dataset when named)."""
         if dataset is None:
-            items = first_items(self._http, "/dataset-versions", None, limit)
+            items = self._http.first_items("/dataset-versions", None, limit)
         else:
             validate_name(dataset, "dataset")
-            items = first_items(self._http, f"/datasets/{segment(dataset)}/versions", None,
+            items = self._http.first_items(f"/datasets/{segment(dataset)}/versions", None,
                                 limit)
         return [decode(DatasetVersion, item) for item in items]
 
@@ -291,7 +219,7 @@ class RemoteValidation:
         """
         if not 1 <= limit <= MAX_RUNS:
             raise InvalidArgumentError("limit", f"must be between 1 and {MAX_RUNS}")
-        items = first_items(self._http, f"/dataset-versions/{segment(version_id)}/validations",
+        items = self._http.first_items(f"/dataset-versions/{segment(version_id)}/validations",
                             None, limit)
         return [decode(ValidationRun, item) for item in items]
 

@@ -7,7 +7,9 @@ record's type with pydantic), and error answers raise the same exceptions.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
@@ -22,6 +24,8 @@ __all__ = ["Transport", "decode", "segment"]
 T = TypeVar("T")
 API_PREFIX = "/api/v1"
 PAGE_LIMIT = 1_000
+CHUNK = 1 << 20
+UPLOAD_TYPE = "application/octet-stream"
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -142,6 +146,59 @@ class Transport:
             if not page.get("next_cursor"):
                 return
             query["cursor"] = page["next_cursor"]
+
+    def first_items(self, path: str, params: Mapping[str, Any] | None,
+                    count: int) -> list[Any]:
+        """Return the first ``count`` items of a paginated listing, asking no more than needed.
+
+        Raises:
+            As :meth:`request`.
+        """
+        found: list[Any] = []
+        query = {**_params(params), "limit": min(max(count, 1), PAGE_LIMIT)}
+        while len(found) < count:
+            page = self.get(path, query)
+            found.extend(page["items"][:count - len(found)])
+            if not page.get("next_cursor"):
+                break
+            query = {**query, "cursor": page["next_cursor"],
+                     "limit": min(count - len(found), PAGE_LIMIT) or 1}
+        return found
+
+    def upload(self, path: str, file: Path, params: Mapping[str, Any] | None = None) -> Any:
+        """POST ``file``'s bytes to ``path`` streamed in chunks; return the parsed answer.
+
+        Raises:
+            As :meth:`request`.
+        """
+        def chunks() -> Iterator[bytes]:
+            with open(file, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield chunk
+
+        return self.request("POST", path, content=chunks(), params=params, headers={
+            "Content-Type": UPLOAD_TYPE, "Content-Length": str(file.stat().st_size)})
+
+    def download(self, path: str, target: Path, accept: str = UPLOAD_TYPE) -> str:
+        """GET ``path``'s bytes into ``target``; return their SHA-256 (hex) to check.
+
+        Raises:
+            As :meth:`request`.
+        """
+        sha = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path, headers={"Accept": accept}) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    raise error_from_answer(answer.status_code, _json_of(answer))
+                with open(target, "wb") as out:
+                    for chunk in answer.iter_bytes(CHUNK):
+                        sha.update(chunk)
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach the loopline server at {self.url}: {exc}"
+                               ) from exc
+        return sha.hexdigest()
 
     def close(self) -> None:
         """Close the pooled connections."""
