@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.governance import ApprovalRequest
@@ -57,7 +57,7 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List approval requests, newest first."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.approvals.list(status, model, limit)
     if as_json:
         emit_json([_record(r) for r in found])
@@ -88,7 +88,7 @@ def request(  # noqa: PLR0913 - one parameter per flag is how typer declares the
     """Ask for a governed action on a model version to be approved."""
     lifetime = None if expires_in is None else parse_duration(expires_in, "expires_in")
     parsed = ModelURI.parse(uri)
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         version = (parsed.version if parsed.version is not None
                    else workspace.models.resolve(parsed).version)
         made = workspace.approvals.request(parsed.name, version, gate, target, reason,
@@ -109,7 +109,7 @@ def approve(
     comment: Annotated[str, typer.Option(help="A note kept with the vote.")] = "",
 ) -> None:
     """Approve a request made by someone else."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         done = workspace.approvals.approve(request_id, comment)
     success(f"approved {done.id} ({_what(done)}): {len(done.approvers())}/{done.required} "
             f"approvals, now {done.status}")
@@ -121,7 +121,7 @@ def reject(
     comment: Annotated[str, typer.Option(help="Why it is rejected (required).")],
 ) -> None:
     """Reject a request made by someone else, closing it."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         done = workspace.approvals.reject(request_id, comment)
     success(f"rejected {done.id} ({_what(done)})")
 
@@ -129,7 +129,7 @@ def reject(
 @app.command()
 def withdraw(ctx: typer.Context, request_id: RequestId) -> None:
     """Withdraw your own open request."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         done = workspace.approvals.withdraw(request_id)
     success(f"withdrew {done.id} ({_what(done)})")
 
@@ -137,7 +137,7 @@ def withdraw(ctx: typer.Context, request_id: RequestId) -> None:
 @app.command()
 def show(ctx: typer.Context, request_id: RequestId, as_json: JsonFlag = False) -> None:
     """Show one request with its votes."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.approvals.get(request_id)
     if as_json:
         emit_json(_record(found))

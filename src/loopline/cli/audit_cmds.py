@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import emit_json, error, success, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.store import AuditFilter
@@ -38,8 +38,8 @@ def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares
     """List audit entries, newest first."""
     where = AuditFilter(actor=actor, action=action, subject=subject,
                         since=_aware(since), until=_aware(until), limit=limit)
-    with open_workspace(ctx) as workspace:
-        entries = workspace.store.audit.entries(where)
+    with open_session(ctx) as workspace:
+        entries = workspace.audit.entries(where)
     if as_json:
         emit_json(entries)
         return
@@ -52,8 +52,8 @@ def log_(  # noqa: PLR0913 - one parameter per filter flag is how typer declares
 @app.command()
 def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Check the whole chain; exit 6 naming the first entry edited, deleted, inserted or moved."""
-    with open_workspace(ctx) as workspace:
-        report = workspace.store.audit.verify()
+    with open_session(ctx) as workspace:
+        report = workspace.audit.verify()
     if as_json:
         emit_json({"ok": report.ok, "entries": report.entries, "head_seq": report.head_seq,
                    "first_break": report.first_break})

@@ -1,4 +1,9 @@
-"""``loopline data``: snapshot, list, show, diff, validate, append, read and export datasets."""
+"""``loopline data``: snapshot, list, show, diff, validate, append, read and export datasets.
+
+Through ``--server`` every command but ``append`` and ``read`` (incremental datasets, local
+only) works on the server's datasets: a snapshot reads its source here and uploads the rows
+(the server records no source path), an export downloads the rows and checks their digest.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import pyarrow.parquet as pq
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session, open_workspace
 from loopline.cli.output import console, emit_json, error, success, table
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.client import Client
 from loopline.core.datasets import DatasetVersion
 from loopline.core.errors import InvalidArgumentError
 from loopline.data.diff import diff_versions
@@ -40,7 +46,7 @@ def snapshot(ctx: typer.Context,
                  help="A parent version (NAME@N), repeatable.")] = None,
              as_json: JsonFlag = False) -> None:
     """Snapshot SOURCE as the next version of dataset NAME (same rows → same version)."""
-    with open_workspace(ctx) as workspace, Progress(
+    with open_session(ctx) as workspace, Progress(
             SpinnerColumn(), TextColumn("snapshotting {task.fields[rows]:,} rows"),
             TimeElapsedColumn(), console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("snapshot", rows=0)
@@ -61,7 +67,7 @@ def list_(ctx: typer.Context,
           limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
           as_json: JsonFlag = False) -> None:
     """List dataset versions, newest first."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         versions = workspace.datasets.versions(name, limit)
     if as_json:
         emit_json([_summary(v) for v in versions])
@@ -76,7 +82,7 @@ def list_(ctx: typer.Context,
 def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME, NAME@N or an id.")],
          as_json: JsonFlag = False) -> None:
     """Show a version: where it came from, its schema and its profile."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         version = workspace.datasets.get(ref)
     if as_json:
         emit_json({**_summary(version), "columns": version.columns,
@@ -104,7 +110,7 @@ def _short(value: Any) -> str:
 @app.command()
 def diff(ctx: typer.Context, before: str, after: str, as_json: JsonFlag = False) -> None:
     """Compare two versions: schema changes, row counts, statistics that moved."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         changes = diff_versions(workspace.datasets.get(before, "before"),
                                 workspace.datasets.get(after, "after"))
     if as_json:
@@ -134,7 +140,7 @@ def validate(ctx: typer.Context, ref: str,
              as_json: JsonFlag = False) -> None:
     """Check a version against an expectation suite; exit 9 when an expectation fails."""
     loaded = Suite.from_yaml(suite)
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         report = workspace.validate_dataset(ref, loaded)
     if as_json:
         emit_json(report)
@@ -177,9 +183,12 @@ def export(ctx: typer.Context, ref: str,
            ) -> None:
     """Write a snapshot version's rows to a Parquet file (a verified copy of the stored one)."""
     _check_dest(dest)
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         version = workspace.datasets.get(ref)
-        workspace.artifacts.get_to_file(version.blob_digest, dest)
+        if isinstance(workspace, Client):  # downloaded and checked against its digest first
+            _save(workspace.datasets.read(version.id), dest)
+        else:
+            workspace.artifacts.get_to_file(version.blob_digest, dest)
     success(f"wrote {version.rows:,} rows of {version.ref} to {dest}")
 
 
@@ -191,9 +200,13 @@ def _check_dest(dest: Path) -> None:
         raise InvalidArgumentError("dest", f"folder {dest.parent} does not exist")
 
 
-def _write_parquet(rows: Any, dest: Path) -> None:
-    _check_dest(dest)
+def _save(rows: Any, dest: Path) -> None:
     temp = dest.with_name(f".{dest.name}.tmp")
     pq.write_table(rows, temp, compression="zstd")
     temp.replace(dest)
+
+
+def _write_parquet(rows: Any, dest: Path) -> None:
+    _check_dest(dest)
+    _save(rows, dest)
     success(f"wrote {rows.num_rows:,} rows to {dest}")

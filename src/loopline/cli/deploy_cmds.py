@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.app import Workspace
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
+from loopline.cli.session import Session, actor_of
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.deployments import (
     WEIGHT_TOTAL,
@@ -50,7 +50,7 @@ Reason = Annotated[str | None, typer.Option(help="Why: kept in the history and a
 SHOWN_VERDICTS = 5
 
 
-def _resolve(ws: Workspace, uri: str) -> tuple[str, int, str | None]:
+def _resolve(ws: Session, uri: str) -> tuple[str, int, str | None]:
     """Return the model, version and (for an alias) a note naming both forms."""
     model, version = ws.deployments.resolve(uri)
     fixed = version_uri(model, version)
@@ -71,7 +71,7 @@ def _done(deployment: Deployment, as_json: bool) -> None:
     success(f"{deployment.name}: revision {deployment.revision}, {deployment.state}: {routes}")
 
 
-def _arms(ws: Workspace, arms: Sequence[str], notes: list[str | None]) -> list[Route]:
+def _arms(ws: Session, arms: Sequence[str], notes: list[str | None]) -> list[Route]:
     routes = []
     for text in arms:
         uri, weight = parse_arm(text)
@@ -103,7 +103,7 @@ def create(  # noqa: PLR0913 - one parameter per option is how typer declares th
 ) -> None:
     """Create a deployment with a primary version and, optionally, A/B arms or shadows."""
     percent = parse_percent(shadow_percent, "--shadow-percent")
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         primary_model, primary_version, note = _resolve(ws, model)
         notes: list[str | None] = [note]
         arms = _arms(ws, arm or [], notes)
@@ -126,7 +126,7 @@ def create(  # noqa: PLR0913 - one parameter per option is how typer declares th
 def update(ctx: typer.Context, name: Name, model: ModelOption, reason: Reason = None,
            as_json: JsonFlag = False) -> None:
     """Switch the deployment to one version at once (blue/green); shadows are kept."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         target_model, version, note = _resolve(ws, model)
         text = reason or f"replaced by {version_uri(target_model, version)}"
         changed = ws.deployments.replace(name, target_model, version, _with_notes(text, [note]))
@@ -155,7 +155,7 @@ def canary(  # noqa: PLR0913 - one parameter per option is how typer declares th
         interval=parse_interval(interval), max_error_rate_increase=max_error_rate_increase,
         max_p99_ratio=max_p99_ratio, min_samples=min_samples, passes_to_promote=passes,
         failures_to_rollback=failures))
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         canary_model, version, note = _resolve(ws, model)
         text = reason or (f"canary {version_uri(canary_model, version)} started at "
                           f"{plan.steps[0]:g}%")
@@ -168,7 +168,7 @@ def canary(  # noqa: PLR0913 - one parameter per option is how typer declares th
 def promote(ctx: typer.Context, name: Name, reason: Reason = None,
             as_json: JsonFlag = False) -> None:
     """Give the canary all traffic now, ending the rollout."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         _done(ws.deployments.promote(name, reason=reason), as_json)
 
 
@@ -176,15 +176,15 @@ def promote(ctx: typer.Context, name: Name, reason: Reason = None,
 def rollback(ctx: typer.Context, name: Name, reason: Reason = None,
              as_json: JsonFlag = False) -> None:
     """Return the deployment to its last good routes (never blocked by policy)."""
-    with open_workspace(ctx) as ws:
-        _done(ws.deployments.rollback(name, reason or f"rolled back by {ws.actor}"), as_json)
+    with open_session(ctx) as ws:
+        _done(ws.deployments.rollback(name, reason or f"rolled back by {actor_of(ws)}"), as_json)
 
 
 @app.command()
 def pause(ctx: typer.Context, name: Name, reason: Reason = None,
           as_json: JsonFlag = False) -> None:
     """Hold a canary rollout at its step; no analysis moves it until resumed."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         _done(ws.deployments.pause(name, reason), as_json)
 
 
@@ -192,7 +192,7 @@ def pause(ctx: typer.Context, name: Name, reason: Reason = None,
 def resume(ctx: typer.Context, name: Name, reason: Reason = None,
            as_json: JsonFlag = False) -> None:
     """Resume a paused rollout at its step; its analysis window starts again."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         _done(ws.deployments.resume(name, reason), as_json)
 
 
@@ -240,7 +240,7 @@ def _verdicts_table(verdicts: Sequence[RolloutVerdict]) -> None:
 @app.command()
 def show(ctx: typer.Context, name: Name, as_json: JsonFlag = False) -> None:
     """Show a deployment: its routes, state, rollout step and last verdicts."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         deployment = ws.deployments.get(name)
         verdicts = ws.deployments.verdicts(name, SHOWN_VERDICTS)
     if as_json:
@@ -265,7 +265,7 @@ def show(ctx: typer.Context, name: Name, as_json: JsonFlag = False) -> None:
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List deployments with their state, revision and routes."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         found = ws.deployments.list()
     if as_json:
         emit_json([_record(d) for d in found])
@@ -284,7 +284,7 @@ def history(
     as_json: JsonFlag = False,
 ) -> None:
     """List a deployment's revisions, newest first: routes, state, who, when and why."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         changes = ws.deployments.history(name, limit)
     if as_json:
         emit_json([{"revision": c.revision, "state": str(c.state), "reason": c.reason,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.governance.policy_files import EMPTY_POLICY_SET
@@ -29,7 +29,7 @@ def report(
     as_json: JsonFlag = False,
 ) -> None:
     """Audit registered and in-use model versions for metadata, lineage and policy."""
-    with open_workspace(ctx) as workspace, Progress(
+    with open_session(ctx) as workspace, Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
             console=console, transient=True,
             # Pipes get no spinner: a stopped live display still leaves a blank line.

@@ -1,4 +1,7 @@
-"""``loopline lineage``: show a node's upstream and downstream; export OpenLineage events."""
+"""``loopline lineage``: show a node's upstream and downstream; export OpenLineage events.
+
+``show`` works through ``--server`` too; ``openlineage`` reads the workspace's store.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session, open_workspace
 from loopline.cli.output import console, emit_json, success
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import BackendError, InvalidArgumentError
@@ -54,7 +57,7 @@ def show(  # noqa: PLR0913 - one parameter per flag is how typer declares them
     ref = NodeRef.parse(node, "NODE")  # before opening anything: exit 5 on a malformed node
     direction = (Direction.UPSTREAM if upstream and not downstream
                  else Direction.DOWNSTREAM if downstream and not upstream else Direction.BOTH)
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         view = workspace.lineage.show(ref, direction, depth, limit)
     if as_json:
         emit_json(view_json(view))

@@ -3,6 +3,8 @@
 ``verify`` exits 1 when a check fails (the table says which and by how much); errors follow
 ``cli/errors.py``: 3 for an unknown version or one without a holdout sample, 4 when the
 export file exists, 6 for a bundle that fails a check, 9 for a missing trust decision.
+``verify`` (the server loads the version) and ``import`` (the bundle is read here) work
+through ``--server``; ``export`` reads the workspace's artifact store, so it is local only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session, open_workspace
 from loopline.cli.models_cmds import Uri
 from loopline.cli.output import console, emit_json, error, ok_or_fail, success, table
 from loopline.cli.workspace_cmds import JsonFlag
@@ -45,7 +47,7 @@ def verify(
     as_json: JsonFlag = False,
 ) -> None:
     """Load a version in a fresh process, score its holdout sample, compare with the record."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         report = workspace.models.verify(uri, timeout=timeout)
     if as_json:
         emit_json(report)
@@ -73,7 +75,7 @@ def import_(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a bundle and register its version here (trust decisions are not carried over)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         done = workspace.models.import_bundle(file, name)
     if as_json:
         emit_json(done)

@@ -3,7 +3,8 @@
 A version is named by a URI: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` (the prefix may
 be left out; ``NAME@latest`` is the highest version). Exit codes follow ``cli/errors.py``: 3
 for an unknown model, version or alias, 5 for a malformed URI or argument, 4 for a move the
-lifecycle forbids, 9 when the gate denies a change.
+lifecycle forbids, 9 when the gate denies a change. Every command here works through
+``--server`` too (``env --check`` then compares with the server's environment).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import InvalidArgumentError
@@ -61,7 +62,7 @@ def _model_row(model: RegisteredModel, aliases: list[ModelAlias]) -> dict[str, A
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List registered models with their latest version and aliases."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         rows = [_model_row(m, workspace.models.aliases(m.name))
                 for m in workspace.models.models()]
     if as_json:
@@ -80,7 +81,7 @@ def versions(
     as_json: JsonFlag = False,
 ) -> None:
     """List the versions of a model, oldest first."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.models.versions(name, status)
         aliases = workspace.models.aliases(name)
     if as_json:
@@ -139,7 +140,7 @@ def _print_metrics(version: ModelVersion) -> None:
 @app.command()
 def show(ctx: typer.Context, uri: Uri, as_json: JsonFlag = False) -> None:
     """Show one version: status, aliases, artifact, lineage, environment, metrics, signature."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         details = workspace.models.get(uri)
     if as_json:
         emit_json(details)
@@ -156,7 +157,7 @@ def alias(
 ) -> None:
     """Point NAME@ALIAS at VERSION (through the gate; audited)."""
     number = _version_number(version)
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         previous = workspace.models.set_alias(name, alias_name, number)
     before = previous.version if previous is not None else None
     if as_json:
@@ -173,7 +174,7 @@ def unalias(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove NAME@ALIAS (through the gate; audited)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         previous = workspace.models.delete_alias(name, alias_name)
     if as_json:
         emit_json({"uri": alias_uri(name, alias_name), "from": previous.version, "to": None})
@@ -189,7 +190,7 @@ def status(
     as_json: JsonFlag = False,
 ) -> None:
     """Move a version to another lifecycle status (through the gate; audited)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         before = workspace.models.resolve(uri).status
         after = workspace.models.set_status(uri, new_status)
     if as_json:
@@ -205,7 +206,7 @@ def trust(
     as_json: JsonFlag = False,
 ) -> None:
     """Record an audited decision that a version may run code when it loads (python flavor)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         decision = workspace.models.trust(uri, reason)
         version = workspace.models.resolve(uri)
     if as_json:
@@ -245,7 +246,7 @@ def env(
     as_json: JsonFlag = False,
 ) -> None:
     """Print the pip requirements lock a version was registered with, or --check this one."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         version = workspace.models.resolve(uri)
         if not check:
             _print_lock(version.uri, workspace.models.environment_lock(version.uri), as_json)
@@ -262,7 +263,7 @@ def env(
 @app.command()
 def card(ctx: typer.Context, uri: Uri, as_json: JsonFlag = False) -> None:
     """Print a version's model card as Markdown (or --json)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         text = workspace.models.model_card(uri, "json" if as_json else "markdown")
     print(text, end="")
 

@@ -8,6 +8,8 @@ stored evaluations. ``evaluations`` and ``alerts`` list what was stored, ``rerun
 stored evaluation again from its record, without writing. ``report`` writes one deployment's
 self-contained HTML report over a period (``monitoring.report``) and prints what it shows;
 without matplotlib (``pip install 'loopline[report]'``) it exits 7 before reading anything.
+Every command works through ``--server`` too; there ``report`` writes the page the server
+built and prints where (its summary's numbers stay on the server).
 
 The file is read with ``governance.policy_yaml`` (safe loading, line numbers, no repeated
 keys, no alias bombs), the reader policy files use: ``monitoring`` may not import
@@ -24,9 +26,11 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, err_console, success, table
+from loopline.cli.session import actor_of
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.client import Client
 from loopline.core.errors import InvalidArgumentError
 from loopline.core.monitoring import (
     AlertRule,
@@ -39,8 +43,9 @@ from loopline.core.monitoring import (
 from loopline.governance.policy_yaml import MAX_FILE_BYTES, SourceDocument, read_documents
 from loopline.monitoring.config_store import AppliedConfig, summary
 from loopline.monitoring.config_yaml import format_duration, parse_config, parse_duration
-from loopline.monitoring.report import WrittenReport, write_monitor_report
+from loopline.monitoring.report import WrittenReport, default_path, write_monitor_report
 from loopline.monitoring.report_charts import require_matplotlib
+from loopline.monitoring.report_file import write_report
 from loopline.monitoring.report_model import report_period
 
 app = typer.Typer(help="Monitoring: alert rules over drift, quality and health; alerts.",
@@ -100,13 +105,14 @@ def apply(
 ) -> None:
     """Apply FILE as the monitoring config in force (needs admin)."""
     document = read_config_file(file)
+    # Checked here too, so a server's refusal names the file's lines as a local one does.
+    config = parse_config(document.data, document.where)
     if dry_run:
-        config = parse_config(document.data, document.where)
         console.print(f"monitoring config {config.digest[:12]} is valid: {_counts(config)}")
         return
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         applied = ws.monitor_configs.apply(
-            ws.actor, document.data, source=file.name, where=document.where)
+            actor_of(ws), document.data, source=file.name, where=document.where)
     for warning in applied.warnings:
         err_console.print(Text.assemble(("warning: ", "yellow"), warning))
     if not applied.changed:
@@ -157,7 +163,7 @@ def _show_config(applied: AppliedConfig) -> None:
 @app.command()
 def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the monitoring config in force: its rules, playbooks, slices and drift settings."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         applied = ws.monitor_configs.current()
     if applied is None:
         if as_json:
@@ -224,7 +230,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate every rule of the config in force once, and show what each saw."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         applied = ws.monitor_configs.current()
         if applied is None:
             raise InvalidArgumentError("monitoring config", "none is applied; run `loopline "
@@ -254,7 +260,7 @@ def evaluations(
     as_json: JsonFlag = False,
 ) -> None:
     """List stored evaluations, newest window first."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         configs = ws.monitor_configs
         found = configs.records.evaluations(rule=rule, deployment=deployment, limit=limit)
         applied = configs.current()
@@ -276,7 +282,7 @@ def alerts(
     as_json: JsonFlag = False,
 ) -> None:
     """List alerts, newest first."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         found = ws.monitor_configs.records.alerts(state, deployment, limit)
     if as_json:
         emit_json(found)
@@ -300,7 +306,7 @@ def rerun(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure a stored evaluation again from its stored rule and window (writes nothing)."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         again = ws.evaluator.rerun(evaluation_id)
     stored = again.evaluation
     if as_json:
@@ -356,6 +362,16 @@ def _print_report(written: WrittenReport) -> None:
     success(f"wrote {written.path} ({_kilobytes(written.size)})")
 
 
+def _print_remote_report(deployment: str, page: str, output: Path | None,
+                         as_json: bool) -> None:
+    path = output if output is not None else default_path(deployment)
+    size = write_report(path, page)
+    if as_json:
+        emit_json({"deployment": deployment, "output": str(path), "bytes": size})
+        return
+    success(f"wrote {path} ({_kilobytes(size)})")
+
+
 @app.command()
 def report(  # noqa: PLR0913 - one parameter per flag is how typer declares them
     ctx: typer.Context,
@@ -373,11 +389,19 @@ def report(  # noqa: PLR0913 - one parameter per flag is how typer declares them
                                "monitor-report-DEPLOYMENT.html here).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write a self-contained HTML report of a deployment's monitoring, and summarise it."""
-    require_matplotlib()  # exit 7 before reading anything
+    """Write a self-contained HTML report of a deployment's monitoring, and summarise it.
+
+    Through --server the server builds the page; only where it was written is printed
+    (the summary's numbers are the server's to gather).
+    """
     length = None if since is None else parse_duration(since, "--since")
     first, last = _time(start, "--start"), _time(end, "--end")
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
+        if isinstance(ws, Client):
+            page = ws.monitor_configs.report(deployment, length, first, last)
+            _print_remote_report(deployment, page, output, as_json)
+            return
+        require_matplotlib()  # exit 7 before reading anything
         begin, finish = report_period(ws.store.clock.now(), length, first, last)
         written = write_monitor_report(ws.store, deployment, begin, finish, output)
     if as_json:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from loopline.automation.log import MAX_LIST
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, table
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import InvalidArgumentError
@@ -73,7 +73,7 @@ def actions(
     as_json: JsonFlag = False,
 ) -> None:
     """List playbook actions, newest first (an alert's in step order)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.playbook_actions.list(alert, state, limit)
     if as_json:
         emit_json([_record(action) for action in found])
@@ -93,7 +93,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one action: its alert, step, parameters, approval and result."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.playbook_actions.get(action_id)
     record = _record(found)
     if as_json:

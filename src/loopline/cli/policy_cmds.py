@@ -4,7 +4,9 @@
 malformed file is refused naming the file and line (exit 5) and nothing is written, and so is
 a folder defining no policy at all unless ``--allow-empty`` says the clearing is on purpose.
 ``check`` evaluates a version at a gate without acting and without writing: it exits 0 when
-the action would be allowed and 9 when it would be denied.
+the action would be allowed and 9 when it would be denied. ``apply`` and ``show`` work
+through ``--server`` too (``apply`` reads the folder here, ``policies/`` of the current
+folder by default); ``check`` needs a local workspace.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from loopline.app import Workspace
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session, open_workspace
 from loopline.cli.output import console, emit_json, ok_or_fail, success, table
+from loopline.cli.session import Session
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.client import Client
 from loopline.core.errors import PolicyDeniedError
 from loopline.core.gates import GateAction, GateDecision, GateRequest, parse_gate_action
 from loopline.core.governance import Permission
@@ -29,7 +32,7 @@ from loopline.governance.policy_files import (
     load_policy_set,
     read_policy_dir,
 )
-from loopline.governance.policy_sets import refuse_empty, summary
+from loopline.governance.policy_sets import AppliedPolicySet, refuse_empty, summary
 from loopline.store.model_queries import ModelQueries
 
 app = typer.Typer(help="Policies as code: apply, show and check the set the gates evaluate.",
@@ -40,8 +43,20 @@ Folder = Annotated[Path | None, typer.Argument(
     help="Folder of policy files (*.yaml); default: policies/ in the workspace.")]
 
 
-def _folder(ws: Workspace, folder: Path | None) -> Path:
-    return folder if folder is not None else ws.root / POLICY_DIR
+def _folder(ws: Session, folder: Path | None) -> Path:
+    if folder is not None:
+        return folder
+    # Through a server there is no workspace folder here: policies/ in the current one.
+    return Path(POLICY_DIR) if isinstance(ws, Client) else ws.root / POLICY_DIR
+
+
+def _apply(ws: Session, files: dict[str, str], allow_empty: bool,
+           source: Path) -> AppliedPolicySet:
+    if not isinstance(ws, Client):
+        return ws.policies.apply(ws.actor, files, allow_empty=allow_empty, source=str(source))
+    if not allow_empty:  # refused here, so the refusal names the folder as a local one does
+        refuse_empty(load_policy_set(files), str(source))
+    return ws.policies.apply(files, allow_empty=allow_empty)
 
 
 def _many(count: int, one: str, more: str) -> str:
@@ -77,17 +92,15 @@ def apply(
 
     A folder with no gate policy and no retention policy is refused unless --allow-empty.
     """
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         source = _folder(ws, folder)
         files = read_policy_dir(source)
-        policies = ws.policies
         if dry_run:
-            wanted, current = load_policy_set(files), policies.current()
+            wanted, current = load_policy_set(files), ws.policies.current()
             if not allow_empty:
                 refuse_empty(wanted, str(source))
         else:
-            applied = policies.apply(ws.actor, files, allow_empty=allow_empty,
-                                     source=str(source))
+            applied = _apply(ws, files, allow_empty, source)
     if dry_run:
         active = current.policy_set if current is not None else EMPTY_POLICY_SET
         if current is not None and wanted.digest == current.digest:
@@ -116,7 +129,7 @@ def _policy_rows(policy_set: PolicySet) -> list[dict[str, Any]]:
 @app.command()
 def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the policy set in force: digest, when and by whom, and each policy's rules."""
-    with open_workspace(ctx) as ws:
+    with open_session(ctx) as ws:
         current = ws.policies.current()
     if current is None:
         if as_json:

@@ -12,14 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.app import Workspace
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
+from loopline.cli.session import Session
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.errors import ConfigurationError
 from loopline.core.governance import LegalHold
 from loopline.governance.durations import format_duration
-from loopline.governance.legal_holds import LegalHolds, describe
+from loopline.governance.legal_holds import describe
 from loopline.governance.retention import ClassReport, RetentionReport
 from loopline.governance.retention_policy import RetentionPolicy
 
@@ -33,7 +33,7 @@ NO_POLICY = ("no retention policy applied; add a `kind: retention` document to p
              "run `loopline policy apply`")
 
 
-def _policy(ws: Workspace) -> RetentionPolicy:
+def _policy(ws: Session) -> RetentionPolicy:
     """Return the retention document of the applied policy set.
 
     Raises:
@@ -74,7 +74,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete what the applied retention policy lets expire (admin; --dry-run: read)."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         policy = _policy(workspace)
         service = workspace.retention
         report = service.run(policy, dry_run=dry_run)
@@ -99,10 +99,6 @@ def run(
     success(f"{verb} {report.deleted} items, {freed} bytes")
 
 
-def _holds(ws: Workspace) -> LegalHolds:
-    return ws.legal_holds
-
-
 def _hold_row(hold: LegalHold) -> tuple[Any, ...]:
     released = (f"{_when(hold.released_at)} by {hold.released_by}" if hold.released_at
                 else "")
@@ -117,8 +113,8 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List active legal holds (with --all, released ones too)."""
-    with open_workspace(ctx) as workspace:
-        found = _holds(workspace).list(active_only=not all_)
+    with open_session(ctx) as workspace:
+        found = workspace.legal_holds.list(active_only=not all_)
     if as_json:
         emit_json([describe(hold) for hold in found])
         return
@@ -137,8 +133,8 @@ def add(
     reason: Annotated[str, typer.Option("--reason", help="Why it must be kept.")],
 ) -> None:
     """Hold REF of CLASS: retention keeps it until the hold is released (admin)."""
-    with open_workspace(ctx) as workspace:
-        hold = _holds(workspace).add(data_class, ref, reason)
+    with open_session(ctx) as workspace:
+        hold = workspace.legal_holds.add(data_class, ref, reason)
     success(f"hold {hold.id} keeps {hold.data_class} {hold.ref!r}")
 
 
@@ -148,6 +144,6 @@ def release(
     hold_id: Annotated[str, typer.Argument(metavar="ID", help="The hold's id.")],
 ) -> None:
     """Release a legal hold; the next retention run may delete what it kept (admin)."""
-    with open_workspace(ctx) as workspace:
-        hold = _holds(workspace).release(hold_id)
+    with open_session(ctx) as workspace:
+        hold = workspace.legal_holds.release(hold_id)
     success(f"released hold {hold.id} on {hold.data_class} {hold.ref!r}")

@@ -3,7 +3,8 @@
 Without ``--once`` it ticks the rollout controller every ``--interval`` until interrupted
 (Ctrl-C or SIGTERM), with a status line and one line per verdict. ``--once`` judges what is
 due now, prints the verdicts and exits. Several of these may run against one store: windows
-come from stored state, and a repeated verdict is ignored.
+come from stored state, and a repeated verdict is ignored. Through ``--server`` each tick
+asks the server to judge once (``client.deployments.run_rollouts``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import signal
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.text import Text
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, table
-from loopline.core.deployments import RolloutVerdict
+from loopline.client import Client
+from loopline.core.deployments import DeploymentState, RolloutVerdict
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.governance.durations import parse_duration
 from loopline.loop.rollout import DEFAULT_SETTLE, RolloutController, WindowRules
@@ -66,7 +68,27 @@ def _show(verdicts: list[RolloutVerdict]) -> None:
         for v in verdicts])
 
 
-def _serve(controller: RolloutController, interval: timedelta) -> None:
+class _Ticks(Protocol):
+    rolling_out: int
+
+    def tick(self) -> list[RolloutVerdict]: ...
+
+
+class _ServerTicks:
+    """The server's rollout controller, one tick per call (``--server``)."""
+
+    def __init__(self, client: Client, settle: timedelta) -> None:
+        self._client, self._settle = client, settle
+        self.rolling_out = 0
+
+    def tick(self) -> list[RolloutVerdict]:
+        verdicts = self._client.deployments.run_rollouts(self._settle)
+        self.rolling_out = sum(d.state is DeploymentState.ROLLING_OUT
+                               for d in self._client.deployments.list())
+        return verdicts
+
+
+def _serve(controller: _Ticks, interval: timedelta) -> None:
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -104,9 +126,10 @@ def run(
     for flag, value in (("--interval", every), ("--settle", wait)):
         if value > MAX_WAIT:
             raise InvalidArgumentError(flag, f"{value} is longer than 1h")
-    with open_workspace(ctx) as workspace:
-        controller = RolloutController(workspace.store, workspace.deployments,
-                                       workspace.store.clock, WindowRules(settle=wait))
+    with open_session(ctx) as workspace:
+        controller: _Ticks = _ServerTicks(workspace, wait) if isinstance(workspace, Client) \
+            else RolloutController(workspace.store, workspace.deployments,
+                                   workspace.store.clock, WindowRules(settle=wait))
         if once:
             _show(controller.tick())
             return

@@ -4,7 +4,8 @@
 work), plans the pipeline with the ``--param`` values and runs it in this process, showing
 its tasks live on a terminal. A ``--param`` value is read as JSON when it parses (``n=3``,
 ``items=[1,2]``), else as text. TARGET is ``FILE.py:PIPELINE`` or a pipeline file of command
-tasks (``.toml``, ``.yaml``).
+tasks (``.toml``, ``.yaml``). ``run`` and ``resume`` execute here, so they need a local
+workspace; ``runs list|show|cancel|logs`` work through ``--server`` too.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Annotated, Any
 import typer
 
 from loopline.app import Workspace
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session, open_workspace
 from loopline.cli.output import console, emit_json, success, table
 from loopline.cli.run_view import RunView
 from loopline.cli.user_code import import_user_file
 from loopline.cli.workspace_cmds import JsonFlag
+from loopline.client import Client
 from loopline.core.errors import InvalidArgumentError
 from loopline.pipelines import PipelineDefinition, Runner, RunResult, build_plan
 from loopline.pipelines.pipeline_file import load_pipeline_file
@@ -155,7 +157,7 @@ class _NoView:
 @app.command()
 def cancel(ctx: typer.Context, run_id: str) -> None:
     """Ask a run to stop: no task starts after its runner's next heartbeat."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         asked = workspace.pipelines.cancel(run_id)
     success(f"run {run_id}: cancel requested" if asked else
             f"run {run_id}: a cancel was already requested")
@@ -171,13 +173,16 @@ def logs(
     as_json: JsonFlag = False,
 ) -> None:
     """Show each attempt of a run's tasks: outcome, error, traceback and captured output."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         keys = [task] if task else [t.task_key for t in workspace.pipelines.runs.tasks(run_id)]
         attempts = {key: workspace.pipelines.runs.attempts(run_id, key) for key in keys}
         if task and not attempts[task]:
             raise InvalidArgumentError("--task", f"run {run_id} has no attempts of {task!r}")
         if as_json:
             emit_json(attempts)
+            return
+        if isinstance(workspace, Client):  # the captured output is in the server's store
+            console.print(workspace.pipelines.runs.logs(run_id, task, full).rstrip("\n"))
             return
         for key, rows in attempts.items():
             for attempt in rows:
@@ -210,7 +215,7 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List pipeline runs, newest first."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         runs = workspace.pipelines.runs.runs(pipeline, limit)
     if as_json:
         emit_json(runs)
@@ -223,7 +228,7 @@ def list_(
 @app.command()
 def show(ctx: typer.Context, run_id: str, as_json: JsonFlag = False) -> None:
     """Show one run: its parameters, state, and each task's state and attempts."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         found = workspace.pipelines.runs.run(run_id)
         tasks = workspace.pipelines.runs.tasks(run_id)
     if as_json:

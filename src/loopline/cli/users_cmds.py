@@ -1,6 +1,7 @@
 """``loopline users``: who you are, who holds which role, and granting or revoking roles.
 
-The actor is ``--user`` or ``LOOPLINE_USER``, else the operating-system user. A workspace
+The actor is ``--user`` or ``LOOPLINE_USER``, else the operating-system user; through
+``--server`` it is the token's user. A workspace
 with no role binding is open (everyone acts as admin) until the first grant, which must be
 ``admin`` on every model. Exit codes follow ``cli/errors.py``: 9 when the actor may not manage
 roles, 5 for a bad name, role or pattern, 3 for an unknown binding or identity, 4 when the
@@ -13,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from loopline.cli.context import open_workspace
+from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
+from loopline.cli.session import access_changes, actor_of
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.governance import Identity, IdentityKind, RoleBinding
 from loopline.governance.access import ALL_MODELS
@@ -42,8 +44,8 @@ def _scope(binding: RoleBinding) -> str:
 @app.command()
 def whoami(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show who acts, whether roles are enforced, and the roles held."""
-    with open_workspace(ctx) as workspace:
-        actor = workspace.actor
+    with open_session(ctx) as workspace:
+        actor = actor_of(workspace)
         enforced = workspace.access.enforced()
         held = workspace.access.bindings(actor)
         disabled = any(i.disabled for i in workspace.access.identities() if i.name == actor)
@@ -73,7 +75,7 @@ def _rows(identities: list[Identity], bindings: list[RoleBinding]) -> list[dict[
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List identities with the roles bound to them."""
-    with open_workspace(ctx) as workspace:
+    with open_session(ctx) as workspace:
         rows = _rows(workspace.access.identities(), workspace.access.bindings())
         enforced = workspace.access.enforced()
     if as_json:
@@ -93,8 +95,8 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def grant(ctx: typer.Context, subject: Subject, role: RoleArg, models: Models = ALL_MODELS,
           service: Service = False) -> None:
     """Grant a role (the first grant must be admin, and turns enforcement on)."""
-    with open_workspace(ctx) as workspace:
-        binding = workspace.access.grant(workspace.actor, subject, role, models, _kind(service))
+    with open_session(ctx) as workspace:
+        binding = access_changes(workspace).grant(subject, role, models, _kind(service))
     success(f"{binding.subject} holds {_scope(binding)}")
 
 
@@ -102,8 +104,8 @@ def grant(ctx: typer.Context, subject: Subject, role: RoleArg, models: Models = 
 def revoke(ctx: typer.Context, subject: Subject, role: RoleArg,
            models: Models = ALL_MODELS) -> None:
     """Revoke a role binding (revoking the very last one opens the workspace)."""
-    with open_workspace(ctx) as workspace:
-        workspace.access.revoke(workspace.actor, subject, role, models)
+    with open_session(ctx) as workspace:
+        access_changes(workspace).revoke(subject, role, models)
     where = "" if models == ALL_MODELS else f" on {models}"
     success(f"{subject} no longer holds {role}{where}")
 
@@ -114,23 +116,23 @@ def add(
     description: Annotated[str | None, typer.Option(help="What the identity is for.")] = None,
 ) -> None:
     """Record a user or service account (it holds no role until granted one)."""
-    with open_workspace(ctx) as workspace:
-        identity = workspace.access.add_identity(workspace.actor, name, _kind(service),
-                                                 description)
+    with open_session(ctx) as workspace:
+        identity = access_changes(workspace).add_identity(name, _kind(service),
+                                                         description)
     success(f"{identity.kind} {identity.name} added")
 
 
 @app.command()
 def disable(ctx: typer.Context, name: Subject) -> None:
     """Disable an identity: it keeps its bindings but may do nothing."""
-    with open_workspace(ctx) as workspace:
-        identity = workspace.access.disable(workspace.actor, name)
+    with open_session(ctx) as workspace:
+        identity = access_changes(workspace).disable(name)
     success(f"{identity.name} is disabled")
 
 
 @app.command()
 def enable(ctx: typer.Context, name: Subject) -> None:
     """Enable a disabled identity again: its roles count once more."""
-    with open_workspace(ctx) as workspace:
-        identity = workspace.access.enable(workspace.actor, name)
+    with open_session(ctx) as workspace:
+        identity = access_changes(workspace).enable(name)
     success(f"{identity.name} is enabled")
