@@ -9,7 +9,8 @@ from loopline.core.names import validate_text
 
 
 def test_text_is_stripped_and_any_other_character_kept() -> None:
-    assert validate_text("  ready \u00e9\t\U0001f680\n", "reason", 100) == "ready \u00e9\t\U0001f680"
+    text = "ready \u00e9\t\U0001f680"
+    assert validate_text(f"  {text}\n", "reason", 100) == text
 
 
 @pytest.mark.parametrize(("value", "problem"), [
