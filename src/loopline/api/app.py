@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -106,9 +107,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                     starter.running(), RUN_DRAIN_SECONDS)
 
 
+# The upload routes, exactly: raw bytes streamed by their handler. Anything else that merely
+# ends in /upload (an alias or a deployment named so) is an ordinary JSON route.
+UPLOAD_PATHS = re.compile(
+    rf"^{API_PREFIX}/(datasets/[^/]+/upload|models/[^/]+/payloads/upload)/?$")
+
+
 def _is_upload(path: str) -> bool:
-    # Uploads (raw bytes, streamed by their handler) are exactly the paths ending in /upload.
-    return path.rstrip("/").endswith("/upload")
+    return UPLOAD_PATHS.fullmatch(path) is not None
 
 
 def _route_permission(route: APIRoute) -> Permission | None:

@@ -19,7 +19,6 @@ __all__ = ["MAX_LIMIT", "Page", "PageRequest", "Paging", "paginate"]
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
-_MAX_CURSOR = 10**9
 
 
 class Page(BaseModel, Generic[T]):
@@ -35,23 +34,35 @@ class PageRequest(BaseModel):
     limit: int
     offset: int
 
+    def window(self, cap: int | None = None) -> int:
+        """Return how many rows to fetch: this page and one more (is there a next page?).
+
+        Raises:
+            InvalidArgumentError: naming ``cursor`` when the page starts past ``cap``, the
+                most rows the listing reaches.
+        """
+        if cap is not None and self.offset >= cap:
+            raise InvalidArgumentError("cursor", f"this listing reaches its first {cap} rows; "
+                                                 "narrow it with its filters")
+        wanted = self.offset + self.limit + 1
+        return wanted if cap is None else min(wanted, cap)
+
 
 def page_request(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")
                          ] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, Query(
-            max_length=16, description="The next_cursor of the previous page.")] = None,
+            pattern=r"^[0-9]{1,9}$", description="The next_cursor of the previous page.")
+        ] = None,
 ) -> PageRequest:
     """Read ``limit`` and ``cursor`` from the query.
 
     Raises:
         InvalidArgumentError: naming ``cursor`` when it is not one this API handed out.
     """
-    if cursor is None:
-        return PageRequest(limit=limit, offset=0)
-    if not cursor.isdigit() or int(cursor) > _MAX_CURSOR:
-        raise InvalidArgumentError("cursor", f"{cursor!r} is not a cursor this API handed out")
-    return PageRequest(limit=limit, offset=int(cursor))
+    # The pattern admits ASCII digits only (``str.isdigit`` would admit '²', which int()
+    # refuses); nine of them bound the offset.
+    return PageRequest(limit=limit, offset=0 if cursor is None else int(cursor))
 
 
 Paging = Annotated[PageRequest, Depends(page_request)]
