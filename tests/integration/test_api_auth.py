@@ -4,6 +4,8 @@ without a token or with a bad one (401) and a token whose role is too low (403).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from api_support import ApiServer, serve_api
 from loopline.api import ApiOptions
 from loopline.api.auth import PUBLIC_PATHS
 from loopline.app import Workspace
+from loopline.core.clock import ManualClock
 from loopline.core.governance import ROLE_PERMISSIONS, Permission, Role
 
 BAD_TOKENS = ["", "Bearer", "Bearer llt_" + "A" * 43, "Basic dXNlcjpwYXNz",
@@ -91,17 +94,48 @@ def test_a_revoked_or_expired_token_is_refused(api: ApiServer) -> None:
         assert http.get("/api/v1/whoami").status_code == 401
 
 
+def test_an_expired_token_is_refused(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with Workspace.init(tmp_path, clock=clock) as workspace, serve_api(workspace) as api:
+        _, secret = workspace.tokens.create("eve", "viewer", "1h")
+        http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {secret}"})
+        with http:
+            assert http.get("/api/v1/whoami").status_code == 200
+            clock.advance(timedelta(hours=1))
+            refused = http.get("/api/v1/whoami")
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "unauthenticated"
+
+
+def test_with_roles_enforced_a_token_needs_its_user_to_hold_the_permission(
+        api: ApiServer) -> None:
+    access, root = api.workspace.access, api.workspace.actor
+    access.grant(root, root, "admin")
+    access.grant(root, "vic", "viewer", models="fraud-*")
+    access.grant(root, "dev", "developer")
+    viewer = api.http("viewer")
+    assert viewer.get("/api/v1/models").status_code == 200  # a viewer somewhere reads
+    # The admin token's user ``ada`` holds no role now: the token alone grants nothing.
+    refused = api.http("admin").get("/api/v1/models")
+    assert refused.status_code == 403 and "no role" in refused.json()["error"]["message"]
+    access.disable(root, "vic")
+    disabled = viewer.get("/api/v1/whoami")
+    assert disabled.status_code == 403
+    assert "identity disabled" in disabled.json()["error"]["message"]
+    assert api.http("developer").post("/api/v1/approvals/0123456789abcdef0123456789abcdef/"
+                                      "approve", json={}).status_code == 403
+
+
 def test_repeated_failed_authentications_are_answered_429_for_a_while(
         ws: Workspace) -> None:
     with serve_api(ws, ApiOptions(auth_failures_per_minute=5)) as api:
         wrong = api.http(None)
-        codes = [wrong.get("/api/v1/whoami", headers={"Authorization": "Bearer nope"}
-                           ).status_code for _ in range(7)]
-        assert codes[:5] == [401] * 5
-        assert codes[5:] == [429, 429]
-        limited = api.http("admin").get("/api/v1/whoami")
-        assert limited.status_code == 429  # from the same address, even with a good token
-        assert int(limited.headers["Retry-After"]) >= 1
+        answers = [wrong.get("/api/v1/whoami", headers={"Authorization": "Bearer nope"})
+                   for _ in range(7)]
+        assert [a.status_code for a in answers] == [401] * 5 + [429, 429]
+        assert int(answers[-1].headers["Retry-After"]) >= 1
+        # A valid token from the same address (a NAT, a proxy) is never locked out.
+        assert api.http("admin").get("/api/v1/whoami").status_code == 200
         assert api.http(None).get("/api/v1/health").status_code == 200
 
 

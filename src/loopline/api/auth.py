@@ -4,10 +4,13 @@
 ``PUBLIC_PATHS``. It turns the bearer token into a ``Caller`` whose workspace view acts as
 the token's user and asks a ``TokenAuthorizer`` (the token's role caps the user's bindings),
 so the audit log names that user for every change. Each route also declares the
-permission it needs with one of ``Reader``, ``Writer``, ``Approver`` or ``Admin``;
+permission it needs with one of ``Reader``, ``Writer``, ``Approver``, ``Trusting`` or
+``Admin``: the token's role must permit it, and the user must hold it on at least one
+binding (a disabled identity holds none); the services check the models an action touches.
 ``create_api`` refuses to build an app with a route that declares none, and publishes each
-route's permission in the OpenAPI document as ``x-permission``. Repeated failed
-authentications from one client address are answered 429 for a while (``FailedAuthLimiter``).
+route's permission in the OpenAPI document as ``x-permission``. An address that keeps
+failing authentication gets 429 instead of 401 for a while (``FailedAuthLimiter``); a valid
+token always passes.
 """
 
 from __future__ import annotations
@@ -46,12 +49,14 @@ class Caller:
 
 
 class FailedAuthLimiter:
-    """Count failed authentications per client address; refuse one that failed too often.
+    """Count failed authentications per client address in fixed windows.
 
-    After ``limit`` failures within ``window`` seconds the address is answered 429 (every
-    request, valid token or not, so guessing gains nothing) until the oldest of them ages
-    out. At most ``MAX_TRACKED_CLIENTS`` addresses are tracked; the least recent go first.
-    ``limit`` 0 turns the limiter off.
+    Once an address has failed ``limit`` times in the current ``window`` seconds, its further
+    failures are answered 429 instead of 401 until the window ends: a caller that keeps
+    guessing is slowed down, while a valid token from the same address (a NAT, a proxy)
+    always passes. Memory is bounded: one (start, count) pair per address, at most
+    ``MAX_TRACKED_CLIENTS`` addresses, the least recent dropped first. ``limit`` 0 turns
+    the limiter off.
     """
 
     def __init__(self, limit: int, window: float = 60.0,
@@ -59,40 +64,28 @@ class FailedAuthLimiter:
         self._limit = limit
         self._window = window
         self._clock = clock
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(client, ()) if now - t < self._window]
-        if recent:
-            self._failures[client] = recent
-        else:
-            self._failures.pop(client, None)
-        return recent
+    def failed(self, client: str) -> float | None:
+        """Record a failed authentication by ``client``; return seconds to wait when limited.
 
-    def retry_after(self, client: str) -> float | None:
-        """Return seconds until ``client`` may try again, or None when it may now."""
+        None means the failure is answered as usual (401).
+        """
         if self._limit <= 0:
             return None
         with self._lock:
             now = self._clock()
-            recent = self._recent(client, now)
-            if len(recent) < self._limit:
+            start, count = self._windows.pop(client, (now, 0))
+            if now - start >= self._window:
+                start, count = now, 0
+            count += 1
+            self._windows[client] = (start, count)
+            while len(self._windows) > MAX_TRACKED_CLIENTS:
+                self._windows.popitem(last=False)
+            if count <= self._limit:
                 return None
-            return max(0.0, self._window - (now - recent[-self._limit]))
-
-    def failed(self, client: str) -> None:
-        """Record a failed authentication by ``client``."""
-        if self._limit <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            recent = self._recent(client, now)
-            recent.append(now)
-            self._failures[client] = recent[-self._limit:]
-            self._failures.move_to_end(client)
-            while len(self._failures) > MAX_TRACKED_CLIENTS:
-                self._failures.popitem(last=False)
+            return max(0.0, self._window - (now - start))
 
 
 def _bearer(request: Request) -> str | None:
@@ -113,18 +106,16 @@ def authenticate(request: Request) -> Caller | None:
     """
     if request.url.path in PUBLIC_PATHS:
         return None
-    limiter: FailedAuthLimiter = request.app.state.auth_limiter
-    client = request.client.host if request.client else "unknown"
-    wait = limiter.retry_after(client)
-    if wait is not None:
-        raise ApiError(429, "rate_limited", "too many failed authentications from this "
-                       f"address; retry in {wait:.0f}s", None,
-                       {"Retry-After": str(max(1, round(wait)))})
     workspace: Workspace = request.app.state.workspace
     try:
         token = workspace.tokens.authenticate(_bearer(request))
     except AuthenticationError:
-        limiter.failed(client)
+        limiter: FailedAuthLimiter = request.app.state.auth_limiter
+        wait = limiter.failed(request.client.host if request.client else "unknown")
+        if wait is not None:
+            raise ApiError(429, "rate_limited", "too many failed authentications from this "
+                           f"address; retry in {wait:.0f}s", None,
+                           {"Retry-After": str(max(1, round(wait)))}) from None
         raise
     view = workspace.as_actor(token.user, TokenAuthorizer(workspace.access, token))
     caller = Caller(token, view)
@@ -157,6 +148,11 @@ def requires(permission: Permission) -> Callable[..., Workspace]:
         if permission not in ROLE_PERMISSIONS[caller.token.role]:
             raise AccessDeniedError(caller.token.user, str(permission), None,
                                     (f"a {caller.token.role} token",))
+        # The user must hold the permission somewhere too (a disabled identity holds
+        # nothing); which models it covers, the services check as they act.
+        if not caller.workspace.access.permits_anywhere(caller.token.user, permission):
+            raise AccessDeniedError(caller.token.user, str(permission), None,
+                                    caller.workspace.access.held(caller.token.user))
         return caller.workspace
     setattr(dependency, PERMISSION_ATTRIBUTE, permission)
     dependency.__name__ = f"requires_{permission}"

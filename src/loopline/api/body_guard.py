@@ -91,14 +91,17 @@ class BodyGuard:
             if length is not None and length > self.limits.max_upload_bytes:
                 raise _too_large(self.limits.max_upload_bytes)
             return None  # the handler streams it, counting against the same limit
-        if length == 0 or (length is None and not media):
+        if length == 0:
             return None
-        if media != JSON_TYPE:
-            raise _Refused(415, "unsupported_media_type",
-                           f"send {JSON_TYPE}, not {media or 'no media type'}", "Content-Type")
         if length is not None and length > self.limits.max_body_bytes:
             raise _too_large(self.limits.max_body_bytes)
+        if media and media != JSON_TYPE:
+            raise _unsupported(media)
+        # A body sent in chunks declares no length: it is read here, bounded, whatever its
+        # headers say, so nothing unchecked reaches the framework (which reads whole).
         body = await self._read(receive)
+        if body and media != JSON_TYPE:
+            raise _unsupported(media)
         if body:
             self._check_json(body)
         return _replay(body, receive)
@@ -127,6 +130,11 @@ class BodyGuard:
             raise _Refused(400, "malformed", "the body is not valid JSON", "body") from None
         if too_deep(value, self.limits.max_json_depth):
             raise _too_deep(self.limits.max_json_depth)
+
+
+def _unsupported(media: str) -> _Refused:
+    return _Refused(415, "unsupported_media_type",
+                    f"send {JSON_TYPE}, not {media or 'no media type'}", "Content-Type")
 
 
 def _too_large(limit: int) -> _Refused:

@@ -1,7 +1,8 @@
 """Who may do what: the one authorisation function, and the management of roles.
 
-``AccessControl.authorize`` implements the ``Authorizer`` port and is the only place that
-consults ``core.governance.ROLE_PERMISSIONS``. A workspace with no role binding at all is open:
+``AccessControl.authorize`` implements the ``Authorizer`` port and is where role bindings are
+consulted (``core.governance.ROLE_PERMISSIONS`` is the one table of what each role may do; the
+API's token ceiling reads it too). A workspace with no role binding at all is open:
 everyone acts as admin, so a laptop user is never locked out of their own workspace. The first
 grant turns enforcement on and must make someone admin on every model, or nobody could manage
 roles afterwards; for the same reason the last admin cannot be revoked or disabled while other
@@ -25,6 +26,7 @@ from loopline.core.errors import (
     NotFoundError,
 )
 from loopline.core.governance import (
+    ROLE_PERMISSIONS,
     Identity,
     IdentityKind,
     Permission,
@@ -94,6 +96,14 @@ def _decide(access: records.SubjectAccess, permission: Permission,
         if permits((b for b in access.bindings if b.role is role), permission, model):
             return role
     return None
+
+
+def _decide_anywhere(access: records.SubjectAccess, permission: Permission) -> bool:
+    if not access.enforced:
+        return True
+    if access.identity is not None and access.identity.disabled:
+        return False
+    return any(permission in ROLE_PERMISSIONS[b.role] for b in access.bindings)
 
 
 def _held(binding: RoleBinding) -> str:
@@ -168,6 +178,23 @@ class AccessControl:
         if role is None:
             raise _denied(actor, permission, model, access)
         return role
+
+    def permits_anywhere(self, actor: str, permission: Permission) -> bool:
+        """Tell whether ``actor`` holds ``permission`` on at least one binding.
+
+        True in an open workspace; False for a disabled identity. The API asks this of every
+        request before any service checks the models the action touches.
+        """
+        access = self._queries.subject(actor)
+        return _decide_anywhere(access, parse_permission(str(permission)))
+
+    def held(self, actor: str) -> tuple[str, ...]:
+        """Return the roles ``actor`` holds, as an error message names them."""
+        access = self._queries.subject(actor)
+        held = tuple(_held(b) for b in access.bindings)
+        if access.identity is not None and access.identity.disabled:
+            return (f"{', '.join(held) or 'no role'} (identity disabled)",)
+        return held
 
     def roles_of(self, actor: str, model: str | None = None) -> frozenset[Role]:
         """Return the roles ``actor`` holds on ``model`` (on every model, without one).
