@@ -730,5 +730,26 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class IdempotencyKeyRow(Base):
+    """A creating API call made with an ``Idempotency-Key``, and the answer it got.
+
+    ``scope`` is the hash of the token that made it (keys are per caller); ``status`` is null
+    while the first request is in flight.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    scope: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    body: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 API_TOKENS = cast(sa.Table, ApiTokenRow.__table__)
+IDEMPOTENCY_KEYS = cast(sa.Table, IdempotencyKeyRow.__table__)
 LEASES = cast(sa.Table, LeaseRow.__table__)

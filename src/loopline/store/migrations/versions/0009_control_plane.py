@@ -1,4 +1,4 @@
-"""Control plane: API tokens (hashed) and leases on the servers' background work.
+"""Control plane: API tokens (hashed), idempotency keys, and leases on background work.
 
 Revision ID: 0009_control_plane
 Revises: 0008_monitoring
@@ -38,6 +38,20 @@ def upgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.create_index("ix_api_tokens_user", ["user_name"], unique=False)
     op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.String(length=64), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("content_type", sa.String(length=128), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", _WHEN, nullable=False),
+        sa.Column("completed_at", _WHEN, nullable=True),
+        sa.PrimaryKeyConstraint("scope", "key", name=op.f("pk_idempotency_keys")),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index("ix_idempotency_keys_created_at", ["created_at"], unique=False)
+    op.create_table(
         "leases",
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("holder", sa.String(length=128), nullable=False),
@@ -49,6 +63,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("leases")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_idempotency_keys_created_at")
+    op.drop_table("idempotency_keys")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index("ix_api_tokens_user")
     op.drop_table("api_tokens")
