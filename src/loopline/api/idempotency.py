@@ -97,22 +97,26 @@ class IdempotencyKeys:
 
     async def _run_first(self, scope: Scope, receive: Receive, send: Send, caller: str,
                          key: str) -> None:
+        # The answer is held until it is stored, so a retry that arrives the moment the
+        # caller has it finds it stored (not still running).
         answer: dict[str, object] = {"status": 500, "type": None}
-        chunks: list[bytes] = []
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 answer["type"] = next((v.decode("latin-1") for k, v in message.get(
                     "headers", ()) if k.lower() == b"content-type"), None)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            await self._settle(caller, key, answer, b"".join(chunks))
+            body = b"".join(m.get("body", b"") for m in held
+                            if m["type"] == "http.response.body")
+            await self._settle(caller, key, answer, body)
+        for message in held:
+            await send(message)
 
     async def _settle(self, caller: str, key: str, answer: dict[str, object],
                       body: bytes) -> None:
