@@ -203,6 +203,37 @@ def test_changes_through_the_server_happen_once_as_the_tokens_user(
             _json(served.remote(run_cli, *args, "--json")), args
 
 
+def test_identities_and_roles_change_through_the_server_as_the_tokens_user(
+        served: Served, run_cli: InProcessCli) -> None:
+    for args in [("users", "add", "ci-bot", "--service", "--description", "nightly"),
+                 ("users", "grant", "ci-bot", "developer", "--models", "iris*"),
+                 ("users", "disable", "ci-bot"), ("users", "enable", "ci-bot"),
+                 ("users", "revoke", "ci-bot", "developer", "--models", "iris*")]:
+        done = served.remote(run_cli, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    for action in ("identity_added", "role_granted", "identity_disabled", "identity_enabled",
+                   "role_revoked"):
+        assert served.audited(f"governance.{action}")[0] == "ada", action
+    assert served.ws.access.bindings("ci-bot") == []
+    [bot] = [i for i in served.ws.access.identities() if i.name == "ci-bot"]
+    assert (str(bot.kind), bot.created_by, bot.disabled) == ("service", "ada", False)
+
+
+def test_a_policy_folder_without_policies_is_refused_through_the_server_naming_it(
+        served: Served, run_cli: InProcessCli) -> None:
+    folder = served.elsewhere / "drafts"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a policy")
+    refused = served.remote(run_cli, "policy", "apply", "drafts")
+    assert refused.returncode == 5, refused.stderr
+    assert "invalid drafts: holds no gate policy" in " ".join(refused.stderr.split())
+    assert "--allow-empty" in refused.stderr
+    assert served.ws.policies.current() is None
+    cleared = served.remote(run_cli, "policy", "apply", "drafts", "--allow-empty")
+    assert cleared.returncode == 0, cleared.stderr
+    assert served.audited("governance.policy_applied") == ["ada"]
+
+
 def test_local_only_commands_and_a_server_without_token_are_refused_naming_the_flag(
         served: Served, run_cli: InProcessCli) -> None:
     for args in [("events", "list"), ("status",), ("artifacts", "list"),

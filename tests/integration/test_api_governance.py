@@ -212,8 +212,8 @@ def test_an_admin_applies_policies_and_readers_see_the_same_set_as_the_workspace
     ws = api.workspace
     remote = api.client("viewer").policies
     assert remote.current() is None and remote.active() == ws.policies.active()
-    applied = api.client("admin").policies.apply({"guard.yaml": GUARD,
-                                                  "retention.yml": RETENTION})
+    applied = api.client("admin").policies.apply("ada", {"guard.yaml": GUARD,
+                                                         "retention.yml": RETENTION})
     assert applied.changed and applied.applied_by == "ada"
     assert _actors(ws, "governance.policy_applied") == ["ada"]
     assert remote.current() == ws.policies.current()
@@ -225,7 +225,7 @@ def test_an_admin_applies_policies_and_readers_see_the_same_set_as_the_workspace
     again = api.http("admin").post("/api/v1/policies", json={
         "files": {"guard.yaml": GUARD, "retention.yml": RETENTION}})
     assert again.status_code == 200 and again.json()["changed"] is False
-    api.client("admin").policies.apply({"guard.yaml": GUARD})
+    api.client("admin").policies.apply("ada", {"guard.yaml": GUARD})
     assert remote.history() == ws.policies.history()
     assert [r.files for r in remote.history(1)] == [{"guard.yaml": GUARD}]
 
@@ -235,7 +235,7 @@ def test_applying_policies_needs_an_admin_token(api: ApiServer) -> None:
         answer = api.http(role).post("/api/v1/policies", json={"files": {"g.yaml": GUARD}})
         assert _error(answer, 403)["code"] == "access_denied"
     with pytest.raises(AccessDeniedError):
-        api.client("developer").policies.apply({"guard.yaml": GUARD})
+        api.client("developer").policies.apply("dev", {"guard.yaml": GUARD})
     assert api.workspace.policies.current() is None
 
 
@@ -254,8 +254,8 @@ def test_malformed_policy_files_are_refused_naming_the_file_and_nothing_is_appli
 
 
 def test_an_empty_set_is_applied_only_when_asked_on_purpose(api: ApiServer) -> None:
-    api.client("admin").policies.apply({"guard.yaml": GUARD})
-    cleared = api.client("admin").policies.apply({}, allow_empty=True)
+    api.client("admin").policies.apply("ada", {"guard.yaml": GUARD})
+    cleared = api.client("admin").policies.apply("ada", {}, allow_empty=True)
     assert cleared.policy_set.empty and api.workspace.policies.active().empty
 
 
@@ -263,7 +263,7 @@ def test_a_policy_folder_is_read_on_the_client_and_applied_on_the_server(
         api: ApiServer, tmp_path: Path) -> None:
     (tmp_path / "guard.yaml").write_text(GUARD)
     (tmp_path / "README.md").write_text("not a policy")
-    applied = api.client("admin").policies.apply_dir(tmp_path)
+    applied = api.client("admin").policies.apply_dir("ada", tmp_path)
     assert sorted(applied.policy_set.files) == ["guard.yaml"]
     assert api.workspace.policies.active() == applied.policy_set
 
@@ -276,7 +276,7 @@ def _enforce(api: ApiServer) -> None:
     admin = api.client("admin").access
     for subject, role in (("ada", "admin"), ("dev", "developer"), ("app", "approver"),
                           ("vic", "viewer")):
-        admin.grant(subject, role)
+        admin.grant("ada", subject, role)
 
 
 def test_an_admin_grants_and_revokes_roles_and_listings_equal_the_workspaces(
@@ -287,7 +287,7 @@ def test_an_admin_grants_and_revokes_roles_and_listings_equal_the_workspaces(
     _enforce(api)
     assert reader.enforced() is True
     admin = api.client("admin").access
-    scoped = admin.grant("ci-bot", Role.DEVELOPER, "fraud-*", IdentityKind.SERVICE)
+    scoped = admin.grant("ada", "ci-bot", Role.DEVELOPER, "fraud-*", IdentityKind.SERVICE)
     assert (scoped.subject, scoped.role, scoped.models, scoped.created_by) == (
         "ci-bot", Role.DEVELOPER, "fraud-*", "ada")
     assert reader.bindings() == ws.access.bindings()
@@ -298,7 +298,7 @@ def test_an_admin_grants_and_revokes_roles_and_listings_equal_the_workspaces(
     users = api.http("viewer").get("/api/v1/users").json()["items"]
     assert {u["name"]: [b["role"] for b in u["bindings"]] for u in users}["ci-bot"] == [
         "developer"]
-    admin.revoke("ci-bot", "developer", "fraud-*")
+    admin.revoke("ada", "ci-bot", "developer", "fraud-*")
     assert ws.access.bindings("ci-bot") == []
     assert _actors(ws, "governance.role_granted") == ["ada"] * 5
     assert _actors(ws, "governance.role_revoked") == ["ada"]
@@ -313,7 +313,7 @@ def test_roles_are_managed_only_with_an_admin_token(api: ApiServer) -> None:
         revoke = http.delete("/api/v1/users/ada/roles/admin")
         assert _error(revoke, 403)["code"] == "access_denied"
     with pytest.raises(AccessDeniedError):
-        api.client("developer").access.disable("ada")
+        api.client("developer").access.disable("dev", "ada")
     assert {b.subject for b in api.workspace.access.bindings()} == {"ada", "dev", "app", "vic"}
 
 
@@ -333,22 +333,22 @@ def test_role_changes_refuse_bad_input_unknown_bindings_and_losing_the_last_admi
     missing = admin.delete("/api/v1/users/dev/roles/admin")
     assert _error(missing, 404)["code"] == "not_found"
     with pytest.raises(ConflictError, match="no other enabled admin"):
-        api.client("admin").access.revoke("ada", "admin")
+        api.client("admin").access.revoke("ada", "ada", "admin")
     assert admin.delete("/api/v1/users/dev/roles/developer").status_code == 204
 
 
 def test_identities_are_added_disabled_and_enabled_by_an_admin(api: ApiServer) -> None:
     ws = api.workspace
     access = api.client("admin").access
-    added = access.add_identity("scheduler", "service", "runs nightly")
+    added = access.add_identity("ada", "scheduler", "service", "runs nightly")
     assert (added.kind, added.created_by, added.description) == (
         IdentityKind.SERVICE, "ada", "runs nightly")
     with pytest.raises(AlreadyExistsError):
-        access.add_identity("scheduler")
-    assert access.disable("scheduler").disabled is True
-    assert access.enable("scheduler").disabled is False
+        access.add_identity("ada", "scheduler")
+    assert access.disable("ada", "scheduler").disabled is True
+    assert access.enable("ada", "scheduler").disabled is False
     with pytest.raises(NotFoundError):
-        access.disable("nobody")
+        access.disable("ada", "nobody")
     assert _error(api.http("admin").post("/api/v1/users", json={"name": "x", "kind": "robot"}),
                   422)["field"] == "kind"
     assert _actors(ws, "governance.identity_added") == ["ada"]
@@ -361,9 +361,9 @@ def test_with_roles_enforced_a_token_acts_only_within_its_users_bindings(
         api: ApiServer) -> None:
     version = _version(api.workspace)
     admin = api.client("admin").access
-    admin.grant("ada", "admin")
-    admin.grant("dev", "developer", "churn-*")
-    admin.grant("vic", "viewer", "fraud")
+    admin.grant("ada", "ada", "admin")
+    admin.grant("ada", "dev", "developer", "churn-*")
+    admin.grant("ada", "vic", "viewer", "fraud")
     with pytest.raises(AccessDeniedError, match="'dev' may not write"):
         api.client("developer").approvals.request("fraud", version.version, "alias",
                                                   "production", "ship it")
@@ -419,7 +419,7 @@ def test_retention_runs_the_applied_policy_dry_for_readers_and_for_real_for_admi
         api: ApiServer) -> None:
     ws = api.workspace
     assert _error(api.http("viewer").get("/api/v1/retention"), 404)["code"] == "not_found"
-    api.client("admin").policies.apply({"retention.yml": RETENTION})
+    api.client("admin").policies.apply("ada", {"retention.yml": RETENTION})
     policy = ws.policies.active().retention
     assert policy is not None
     later = datetime(2040, 1, 1, tzinfo=UTC)
@@ -446,7 +446,7 @@ def test_the_report_over_the_api_equals_the_workspaces_and_names_what_fails(
     ws = api.workspace
     _version(ws, tags={"owner": "risk"})
     _version(ws, "churn")
-    api.client("admin").policies.apply({"owner.yaml": OWNER})
+    api.client("admin").policies.apply("ada", {"owner.yaml": OWNER})
     remote = _report(api, "viewer").build()
     local = ws.governance_report.build()
     assert dataclasses.replace(remote, generated_at=local.generated_at) == local

@@ -79,7 +79,9 @@ def main(  # noqa: PLR0913 - one parameter per global flag is how typer declares
              "API do, as the token's user.")] = None,
     token: Annotated[str | None, typer.Option(
         "--token", envvar="LOOPLINE_TOKEN", show_default=False,
-        help="API token for --server (`loopline tokens create`).")] = None,
+        help="API token for --server (`loopline tokens create`). Prefer the LOOPLINE_TOKEN "
+             "environment variable: a token on the command line shows in `ps` and shell "
+             "history.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from loopline.cli.context import open_session, open_workspace
 from loopline.cli.output import console, emit_json, ok_or_fail, success, table
-from loopline.cli.session import Session
+from loopline.cli.session import Session, actor_of
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.client import Client
 from loopline.core.errors import PolicyDeniedError
@@ -32,7 +32,7 @@ from loopline.governance.policy_files import (
     load_policy_set,
     read_policy_dir,
 )
-from loopline.governance.policy_sets import AppliedPolicySet, refuse_empty, summary
+from loopline.governance.policy_sets import refuse_empty, summary
 from loopline.store.model_queries import ModelQueries
 
 app = typer.Typer(help="Policies as code: apply, show and check the set the gates evaluate.",
@@ -48,15 +48,6 @@ def _folder(ws: Session, folder: Path | None) -> Path:
         return folder
     # Through a server there is no workspace folder here: policies/ in the current one.
     return Path(POLICY_DIR) if isinstance(ws, Client) else ws.root / POLICY_DIR
-
-
-def _apply(ws: Session, files: dict[str, str], allow_empty: bool,
-           source: Path) -> AppliedPolicySet:
-    if not isinstance(ws, Client):
-        return ws.policies.apply(ws.actor, files, allow_empty=allow_empty, source=str(source))
-    if not allow_empty:  # refused here, so the refusal names the folder as a local one does
-        refuse_empty(load_policy_set(files), str(source))
-    return ws.policies.apply(files, allow_empty=allow_empty)
 
 
 def _many(count: int, one: str, more: str) -> str:
@@ -100,7 +91,8 @@ def apply(
             if not allow_empty:
                 refuse_empty(wanted, str(source))
         else:
-            applied = _apply(ws, files, allow_empty, source)
+            applied = ws.policies.apply(actor_of(ws), files, allow_empty=allow_empty,
+                                        source=str(source))
     if dry_run:
         active = current.policy_set if current is not None else EMPTY_POLICY_SET
         if current is not None and wanted.digest == current.digest:

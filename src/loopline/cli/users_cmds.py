@@ -16,7 +16,7 @@ import typer
 
 from loopline.cli.context import open_session
 from loopline.cli.output import console, emit_json, success, table
-from loopline.cli.session import access_changes, actor_of
+from loopline.cli.session import actor_of
 from loopline.cli.workspace_cmds import JsonFlag
 from loopline.core.governance import Identity, IdentityKind, RoleBinding
 from loopline.governance.access import ALL_MODELS
@@ -96,7 +96,7 @@ def grant(ctx: typer.Context, subject: Subject, role: RoleArg, models: Models = 
           service: Service = False) -> None:
     """Grant a role (the first grant must be admin, and turns enforcement on)."""
     with open_session(ctx) as workspace:
-        binding = access_changes(workspace).grant(subject, role, models, _kind(service))
+        binding = workspace.access.grant(actor_of(workspace), subject, role, models, _kind(service))
     success(f"{binding.subject} holds {_scope(binding)}")
 
 
@@ -105,7 +105,7 @@ def revoke(ctx: typer.Context, subject: Subject, role: RoleArg,
            models: Models = ALL_MODELS) -> None:
     """Revoke a role binding (revoking the very last one opens the workspace)."""
     with open_session(ctx) as workspace:
-        access_changes(workspace).revoke(subject, role, models)
+        workspace.access.revoke(actor_of(workspace), subject, role, models)
     where = "" if models == ALL_MODELS else f" on {models}"
     success(f"{subject} no longer holds {role}{where}")
 
@@ -117,8 +117,8 @@ def add(
 ) -> None:
     """Record a user or service account (it holds no role until granted one)."""
     with open_session(ctx) as workspace:
-        identity = access_changes(workspace).add_identity(name, _kind(service),
-                                                         description)
+        identity = workspace.access.add_identity(actor_of(workspace), name, _kind(service),
+                                                 description)
     success(f"{identity.kind} {identity.name} added")
 
 
@@ -126,7 +126,7 @@ def add(
 def disable(ctx: typer.Context, name: Subject) -> None:
     """Disable an identity: it keeps its bindings but may do nothing."""
     with open_session(ctx) as workspace:
-        identity = access_changes(workspace).disable(name)
+        identity = workspace.access.disable(actor_of(workspace), name)
     success(f"{identity.name} is disabled")
 
 
@@ -134,5 +134,5 @@ def disable(ctx: typer.Context, name: Subject) -> None:
 def enable(ctx: typer.Context, name: Subject) -> None:
     """Enable a disabled identity again: its roles count once more."""
     with open_session(ctx) as workspace:
-        identity = access_changes(workspace).enable(name)
+        identity = workspace.access.enable(actor_of(workspace), name)
     success(f"{identity.name} is enabled")

@@ -38,11 +38,9 @@ from loopline.data.validation import Suite
 
 __all__ = ["RemoteDatasets", "RemoteValidation"]
 
-CHUNK = 1 << 20
 MAX_RUNS = 1_000
 _VERSION_ID = re.compile(r"[0-9a-f]{32}")
 PARQUET_TYPE = "application/vnd.apache.parquet"
-UPLOAD_TYPE = "application/octet-stream"
 
 
 def _download(transport: Transport, path: str, target: Path, digest: str) -> None:

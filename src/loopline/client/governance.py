@@ -1,8 +1,9 @@
 """``client.governance``: approvals, policies, roles, legal holds, retention and the report.
 
 Each class mirrors a workspace service over HTTP with the same method names, parameters and
-records. Where the local method takes the acting subject (``actor``), the remote one drops
-it: the server acts as the token's user, whatever the caller would name. Records that hold
+records. Where the local method takes the acting subject (``actor``) first, the remote one
+does too: the server acts as the token's user, so ``actor`` must be that user and any other
+is refused before anything is sent (``client.actors.check_actor``). Records that hold
 parsed policy files (``PolicySet``) are rebuilt from the files the server answers with, by
 the same parser the server used.
 """
@@ -10,10 +11,12 @@ the same parser the server used.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from loopline.client.actors import check_actor
 from loopline.client.transport import Transport, decode, segment
 from loopline.core.errors import ConflictError, InvalidArgumentError
 from loopline.core.governance import (
@@ -27,7 +30,7 @@ from loopline.core.governance import (
 )
 from loopline.governance.durations import format_duration
 from loopline.governance.policy_files import PolicySet, load_policy_set, read_policy_dir
-from loopline.governance.policy_sets import AppliedPolicySet
+from loopline.governance.policy_sets import AppliedPolicySet, refuse_empty
 from loopline.governance.report import GovernanceReport, ReportItem
 from loopline.governance.retention import RetentionReport
 from loopline.governance.retention_policy import RetentionPolicy
@@ -115,22 +118,38 @@ class RemotePolicies:
     def __init__(self, transport: Transport) -> None:
         self._http = transport
 
-    def apply(self, files: dict[str, str], *, allow_empty: bool = False) -> AppliedPolicySet:
+    def apply(self, actor: str, files: Mapping[str, str], *, allow_empty: bool = False,
+              source: str = "the policy files") -> AppliedPolicySet:
         """Apply ``files`` (name -> YAML text) as the set the gates evaluate (needs admin).
 
-        As ``PolicySets.apply`` without ``actor`` (the token's user applies) and without
-        ``source`` (a refusal of an empty set names ``files``).
+        As ``PolicySets.apply``: ``actor`` must be the token's user, and the files are
+        parsed here first, so an empty set is refused naming ``source`` before anything is
+        sent (the server parses them again and decides).
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is not the token's user; naming
+                ``<file>:<line>`` when a file is malformed, or ``source`` when the set is
+                empty and ``allow_empty`` is False (nothing is written).
+            AccessDeniedError: when the token's user does not hold ``admin``.
         """
+        check_actor(self._http, actor)
+        if not allow_empty:
+            refuse_empty(load_policy_set(files), source)
         return _applied(self._http.post("/policies", {"files": dict(files),
                                                       "allow_empty": allow_empty}))
 
-    def apply_dir(self, folder: str | Path, *, allow_empty: bool = False) -> AppliedPolicySet:
+    def apply_dir(self, actor: str, folder: str | Path, *,
+                  allow_empty: bool = False) -> AppliedPolicySet:
         """Read the ``*.yaml``/``*.yml`` files of the local ``folder`` and apply them.
 
+        Remote only (a convenience over :meth:`apply`, whose refusals name ``folder``).
+
         Raises:
-            NotFoundError, InvalidArgumentError: as ``read_policy_dir`` for the folder.
+            NotFoundError, InvalidArgumentError: as ``read_policy_dir`` for the folder, and
+                as :meth:`apply`.
         """
-        return self.apply(read_policy_dir(folder), allow_empty=allow_empty)
+        return self.apply(actor, read_policy_dir(folder), allow_empty=allow_empty,
+                          source=str(folder))
 
     def active(self) -> PolicySet:
         """Return the set in force (``EMPTY_POLICY_SET`` before any is applied)."""
@@ -175,36 +194,67 @@ class RemoteAccess:
         return [decode(Identity, {k: v for k, v in item.items() if k != "bindings"})
                 for item in self._http.items("/users")]
 
-    def grant(self, subject: str, role: Role | str, models: str = ALL_MODELS,
+    def grant(self, actor: str, subject: str, role: Role | str, models: str = ALL_MODELS,
               kind: IdentityKind | str = IdentityKind.USER) -> RoleBinding:
         """Bind ``role`` on ``models`` to ``subject`` (needs admin); return the binding.
 
-        As ``AccessControl.grant`` without ``actor``: the token's user grants.
+        As ``AccessControl.grant``; ``actor`` must be the token's user.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is another user (nothing sent),
+                or as ``AccessControl.grant``.
         """
+        check_actor(self._http, actor)
         return decode(RoleBinding, self._http.post(
             f"/users/{segment(subject)}/roles",
             {"role": str(role), "models": models, "kind": str(kind)}))
 
-    def revoke(self, subject: str, role: Role | str, models: str = ALL_MODELS) -> None:
+    def revoke(self, actor: str, subject: str, role: Role | str,
+               models: str = ALL_MODELS) -> None:
         """Remove the binding of ``role`` on ``models`` from ``subject`` (needs admin).
 
-        As ``AccessControl.revoke`` without ``actor``: the token's user revokes.
+        As ``AccessControl.revoke``; ``actor`` must be the token's user.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is another user (nothing sent),
+                or as ``AccessControl.revoke``.
         """
+        check_actor(self._http, actor)
         self._http.request("DELETE", f"/users/{segment(subject)}/roles/{segment(role)}",
                            params={"models": models})
 
-    def add_identity(self, name: str, kind: IdentityKind | str = IdentityKind.USER,
+    def add_identity(self, actor: str, name: str, kind: IdentityKind | str = IdentityKind.USER,
                      description: str | None = None) -> Identity:
-        """Record the user or service account ``name`` (needs admin), without ``actor``."""
+        """Record the user or service account ``name`` (needs admin).
+
+        As ``AccessControl.add_identity``; ``actor`` must be the token's user.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is another user (nothing sent),
+                or as ``AccessControl.add_identity``.
+        """
+        check_actor(self._http, actor)
         return decode(Identity, self._http.post("/users", {
             "name": name, "kind": str(kind), "description": description}))
 
-    def disable(self, name: str) -> Identity:
-        """Disable ``name`` (needs admin), without ``actor``. See ``AccessControl.disable``."""
+    def disable(self, actor: str, name: str) -> Identity:
+        """Disable ``name`` (needs admin). See ``AccessControl.disable``.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is not the token's user (nothing
+                sent), or as ``AccessControl.disable``.
+        """
+        check_actor(self._http, actor)
         return decode(Identity, self._http.post(f"/users/{segment(name)}/disable"))
 
-    def enable(self, name: str) -> Identity:
-        """Enable ``name`` again (needs admin), without ``actor``."""
+    def enable(self, actor: str, name: str) -> Identity:
+        """Enable ``name`` again (needs admin). See ``AccessControl.enable``.
+
+        Raises:
+            InvalidArgumentError: naming ``actor`` when it is not the token's user (nothing
+                sent), or as ``AccessControl.enable``.
+        """
+        check_actor(self._http, actor)
         return decode(Identity, self._http.post(f"/users/{segment(name)}/enable"))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from loopline.client.transport import Transport, decode, segment
 from loopline.core.canonical import json_safe
 from loopline.core.datasets import DatasetVersion
+from loopline.core.errors import IntegrityError
 from loopline.core.models import (
     ModelAlias,
     ModelStatus,
@@ -43,6 +44,9 @@ from loopline.registry.verify import DEFAULT_TIMEOUT, VerifyReport
 __all__ = ["RemoteModels"]
 
 UPLOAD_HEADERS = {"Content-Type": "application/octet-stream"}
+VERIFY_MARGIN = 60.0
+"""Seconds the answer to ``verify`` may take beyond the check's own ``timeout``: fetching
+the version, starting the process and writing the report."""
 
 
 def _plain(value: Any) -> Any:
@@ -110,11 +114,14 @@ class RemoteModels:
             f"/models/{segment(new.name)}/versions", _record_body(new)))
 
     def _upload(self, name: str, payload: Payload) -> None:
-        # A file payload (a bundle member) is read whole: the transport sends bytes.
-        data = payload.data if payload.data is not None else \
-            Path(payload.path or "").read_bytes()
-        self._http.request("POST", f"/models/{segment(name)}/payloads/upload", content=data,
-                           params={"digest": f"sha256:{payload.digest}"},
+        path, params = f"/models/{segment(name)}/payloads/upload", {
+            "digest": f"sha256:{payload.digest}"}
+        if payload.path is not None:  # a file (a bundle member): streamed, never read whole
+            self._http.upload(path, payload.path, params)
+            return
+        if payload.data is None:  # pragma: no cover - every payload has data or a path
+            raise IntegrityError(f"the {payload.what} has no bytes to upload")
+        self._http.request("POST", path, content=payload.data, params=params,
                            headers=UPLOAD_HEADERS)
 
     def import_bundle(self, path: str | Path, name: str | None = None) -> ImportedVersion:
@@ -203,11 +210,12 @@ class RemoteModels:
     def verify(self, uri: str | ModelURI, *, timeout: float = DEFAULT_TIMEOUT) -> VerifyReport:
         """Have the server load the version in a fresh process and check its holdout.
 
-        See ``ModelRegistry.verify``. The answer waits for the check: a ``timeout`` longer
-        than the client's own (``Client(timeout=...)``) needs a client that waits as long.
+        See ``ModelRegistry.verify``. The answer waits for the check: this call waits
+        ``timeout`` plus ``VERIFY_MARGIN`` seconds, whatever the client's own timeout.
         """
-        return decode(VerifyReport, self._http.post(f"{self._version_path(uri)}/verify",
-                                                    {"timeout": timeout}))
+        return decode(VerifyReport, self._http.request(
+            "POST", f"{self._version_path(uri)}/verify", json={"timeout": timeout},
+            timeout=timeout + VERIFY_MARGIN))
 
     def environment_lock(self, uri: str | ModelURI) -> str:
         """Return the pip requirements lock the version was registered with."""

@@ -14,8 +14,8 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
+from loopline.client.actors import check_actor
 from loopline.client.transport import Transport, decode, segment
-from loopline.core.errors import InvalidArgumentError
 from loopline.core.monitoring import (
     ActionState,
     Alert,
@@ -102,26 +102,21 @@ class RemoteMonitorConfigs:
         self._http = transport
         self.records = RemoteMonitorRecords(transport)
 
-    def _check_actor(self, actor: str) -> None:
-        user = self._http.get("/whoami")["user"]
-        if actor != user:
-            raise InvalidArgumentError("actor", f"the server acts as the token's user {user!r}, "
-                                                f"not {actor!r}")
-
     def apply(self, actor: str, document: Any, *, source: str | None = None,
               where: Where | None = None) -> AppliedConfig:
         """Apply ``document`` (a config's data) as the config in force. See ``apply`` there.
 
         The server acts as the token's user (it needs ``admin``): ``actor`` must be that
-        user. ``where`` is not sent (it is a function): errors name the document's places
-        (``rules[2].threshold``); ``apply_yaml`` sends the text, and its errors name lines.
+        user, checked before anything is sent (``check_actor``). ``where`` is not sent (it
+        is a function): errors name the document's places (``rules[2].threshold``);
+        ``apply_yaml`` sends the text, and its errors name lines.
 
         Raises:
             InvalidArgumentError: naming ``actor``, or the place of the first problem.
             AccessDeniedError: when the token may not administer.
         """
         del where
-        self._check_actor(actor)
+        check_actor(self._http, actor)
         body = {"document": {} if document is None else dict(document), "source": source}
         return _applied(self._http.request("PUT", "/monitoring/config", json=body))
 
@@ -134,7 +129,7 @@ class RemoteMonitorConfigs:
         Raises:
             As :meth:`apply`.
         """
-        self._check_actor(actor)
+        check_actor(self._http, actor)
         return _applied(self._http.request("PUT", "/monitoring/config",
                                            json={"yaml": text, "source": source}))
 

@@ -2,16 +2,20 @@
 
 One ``httpx.Client`` per ``Transport`` (connection pooling, keep-alive). Answers are decoded
 into the same records the local services return (``decode`` validates the JSON against the
-record's type with pydantic), and error answers raise the same exceptions.
+record's type with pydantic), and error answers raise the same exceptions. A plain
+``http://`` URL to a host that is not loopback is allowed but logged as a warning once per
+``Transport``: the token would travel in clear.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import TypeAdapter
@@ -26,7 +30,9 @@ API_PREFIX = "/api/v1"
 PAGE_LIMIT = 1_000
 CHUNK = 1 << 20
 UPLOAD_TYPE = "application/octet-stream"
+LOOPBACK_NAMES = frozenset({"localhost"})
 
+logger = logging.getLogger(__name__)
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
@@ -56,6 +62,26 @@ def segment(value: object) -> str:
     return quote(str(value), safe="")
 
 
+def _is_loopback(host: str) -> bool:
+    """Tell whether ``host`` (a URL's host name) names this machine only."""
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a DNS name: it may resolve anywhere
+        return False
+
+
+def _warn_if_in_clear(url: str) -> None:
+    """Log a warning when ``url`` sends the token unencrypted to another machine."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not _is_loopback((parts.hostname or "").lower()):
+        logger.warning(
+            "the loopline server at %s is reached over plain http://: the bearer token "
+            "travels in clear and anyone on the path can act as its user; use https:// "
+            "(plain http:// is for loopback addresses)", url)
+
+
 def _params(values: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: (str(v).lower() if isinstance(v, bool) else v)
             for k, v in (values or {}).items() if v is not None}
@@ -67,7 +93,9 @@ class Transport:
     def __init__(self, url: str, token: str, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None,
                  verify: bool | str = True) -> None:
-        """Prepare calls to ``url`` (``http://host:port``) with ``token``.
+        """Prepare calls to ``url`` (``https://host:port``) with ``token``.
+
+        Logs a warning when ``url`` is plain ``http://`` to a host that is not loopback.
 
         Raises:
             InvalidArgumentError: naming ``url`` or ``token`` when blank or malformed.
@@ -77,6 +105,8 @@ class Transport:
         if not isinstance(token, str) or not token.strip():
             raise InvalidArgumentError("token", "is required (`loopline tokens create`)")
         self.url = url.rstrip("/")
+        _warn_if_in_clear(self.url)
+        self._user: str | None = None
         self._http = httpx.Client(
             base_url=self.url + API_PREFIX, timeout=timeout, transport=transport,
             verify=verify, headers={"Authorization": f"Bearer {token.strip()}",
@@ -108,6 +138,16 @@ class Transport:
         if answer.status_code >= 400:
             raise error_from_answer(answer.status_code, body)
         return body
+
+    def token_user(self) -> str:
+        """Return the user the server acts as for this token (asked once, then remembered).
+
+        Raises:
+            As :meth:`request`.
+        """
+        if self._user is None:
+            self._user = str(self.get("/whoami")["user"])
+        return self._user
 
     def text(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         """GET ``path`` and return its body as text (reports, model cards).
