@@ -14,9 +14,8 @@ from api_support import USERS, ApiServer
 
 from loopline import pipeline, task
 from loopline.api import ApiOptions, create_api
-from loopline.api.run_starter import RunStarter, starter_of
+from loopline.api.run_starter import RunPool, RunStarter, starter_of
 from loopline.app import Workspace
-from loopline.automation.ports import RunExecutor
 from loopline.client.runs import PipelineInfo, PipelineParameter
 from loopline.core.errors import (
     AccessDeniedError,
@@ -26,7 +25,7 @@ from loopline.core.errors import (
     NotFoundError,
 )
 from loopline.core.runs import PipelineRun, RunState, TaskState
-from loopline.pipelines import PipelineDefinition, Schedule
+from loopline.pipelines import PipelineDefinition, Runner, Schedule
 from loopline.pipelines.context import current_task
 from loopline.serving.server import ThreadedServer
 from loopline.store.audit_log import AuditFilter
@@ -77,7 +76,7 @@ PIPELINES = (counting, waiting)
 
 @contextmanager
 def _served(ws: Workspace, pipelines: Sequence[PipelineDefinition] = PIPELINES,
-            execute: RunExecutor | None = None,
+            execute: RunPool | None = None,
             starter: RunStarter | None = None) -> Iterator[tuple[ApiServer, RunStarter]]:
     """Serve the API with ``pipelines`` (``api_support.serve_api`` passes none)."""
     secrets = {role: ws.tokens.create(user, role)[1] for role, user in USERS.items()}
@@ -294,18 +293,96 @@ def test_runs_page_with_a_cursor_and_filter_by_state(served: ApiServer) -> None:
     assert served.client("viewer").pipelines.runs.runs(limit=1) == ws.pipelines.runs.runs(limit=1)
 
 
-def test_with_an_executor_a_started_run_is_handed_to_it_and_a_resumed_one_runs_here(
+class _Pool:
+    """A server run pool that records what it is handed; ``execute`` runs them when asked."""
+
+    def __init__(self, backlog_limit: int = 4, shut: bool = False) -> None:
+        self.in_flight = 0
+        self.backlog_limit = backlog_limit
+        self.shut = shut
+        self.handed: list[tuple[PipelineDefinition, PipelineRun, Runner, bool]] = []
+
+    def execute(self, pipeline: PipelineDefinition, run: PipelineRun, runner: Runner, *,
+                resume: bool) -> None:
+        if self.shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self.handed.append((pipeline, run, runner, resume))
+
+    def run_all(self) -> None:
+        for definition, run, runner, _ in self.handed:
+            runner.resume(run.id, definition)
+            runner.close()
+
+
+def test_with_a_pool_started_and_resumed_runs_are_handed_to_it_with_the_callers_runner(
         ws: Workspace) -> None:
-    handed: list[tuple[PipelineDefinition, PipelineRun]] = []
-    with _served(ws, execute=lambda p, r: handed.append((p, r))) as (api, runs):
-        run = api.client("developer").pipelines.submit("counting", {"n": 2})
-        assert runs.running() == 0
-        assert handed == [(counting, run)]
-        assert ws.pipelines.runs.run(run.id).state is RunState.PENDING
+    pool = _Pool()
+    with _served(ws, execute=pool) as (api, runs):
         pipelines = api.client("developer").pipelines
-        resumed = pipelines.resume(run.id)  # an executor takes pending runs only: run here
-        assert pipelines.wait(resumed, timeout=60).state is RunState.SUCCEEDED
-    assert handed == [(counting, run)]
+        run = pipelines.submit("counting", {"n": 2})
+        resumed = pipelines.resume(run.id)  # still pending: the pool did not execute it
+        assert runs.running() == 0
+        assert ws.pipelines.runs.run(run.id).state is RunState.PENDING
+        assert [(p, r.id, runner.options.actor, resume)
+                for p, r, runner, resume in pool.handed] == [
+            (counting, run.id, "dev", False), (counting, resumed.id, "dev", True)]
+        assert all(runner is not ws.pipelines for _, _, runner, _ in pool.handed)
+        pool.handed.pop()
+        pool.run_all()
+        assert pipelines.wait(run.id, timeout=60).state is RunState.SUCCEEDED
+    events = [e for e in ws.store.events.read_after(0) if e.subject == f"pipeline_run:{run.id}"]
+    assert {e.actor for e in events} == {"dev"}
+
+
+def test_a_pool_whose_backlog_is_at_its_limit_refuses_starts_and_resumes_503_recording_nothing(
+        ws: Workspace) -> None:
+    pool = _Pool(backlog_limit=3)
+    pending = ws.pipelines.create(counting, {"n": 1})
+    with _served(ws, execute=pool) as (api, _):
+        http = api.http("developer")
+        pool.in_flight = 3
+        for path, body in [("/api/v1/runs", {"pipeline": "counting", "parameters": {"n": 1}}),
+                           (f"/api/v1/runs/{pending.id}/resume", {})]:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["Retry-After"] == "5"
+            error = answer.json()["error"]
+            assert error["code"] == "overloaded" and "limit (3)" in error["message"]
+        assert [r.id for r in ws.pipelines.runs.runs()] == [pending.id] and pool.handed == []
+        pool.in_flight = 2
+        started = api.client("developer").pipelines.submit("counting", {"n": 1})
+        assert [r.id for _, r, _, _ in pool.handed] == [started.id]
+
+
+def test_a_pool_that_was_shut_down_answers_503_and_the_run_stays_pending(
+        ws: Workspace) -> None:
+    with _served(ws, execute=_Pool(shut=True)) as (api, _):
+        answer = api.http("developer").post("/api/v1/runs", json={"pipeline": "counting",
+                                                                   "parameters": {"n": 1}})
+        assert answer.status_code == 503 and "resume it later" in answer.json()["error"]["message"]
+    [run] = ws.pipelines.runs.runs()
+    assert run.state is RunState.PENDING and run.created_by == "dev"
+
+
+def test_a_run_thread_that_fails_to_start_is_not_counted_and_frees_its_slot(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    starter = RunStarter(None, limit=1)
+    view = ws.as_actor("dev")
+    original = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name.startswith("loopline-api-run-"):
+            raise RuntimeError("can't start new thread")
+        original(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start"):
+        starter.start(view, counting, lambda: view.pipelines.create(counting, {"n": 1}))
+    monkeypatch.undo()
+    assert starter.running() == 0
+    run = starter.start(view, counting, lambda: view.pipelines.create(counting, {"n": 2}))
+    assert starter.join(60)
+    assert ws.pipelines.runs.run(run.id).state is RunState.SUCCEEDED
 
 
 def test_a_server_executing_as_many_runs_as_it_may_refuses_another_503_recording_nothing(
@@ -316,6 +393,7 @@ def test_a_server_executing_as_many_runs_as_it_may_refuses_another_503_recording
         first = pipelines.submit("waiting")
         answer = api.http("developer").post("/api/v1/runs", json={"pipeline": "waiting"})
         assert answer.status_code == 503 and answer.headers["Retry-After"]
+        assert "executes 1 runs at once" in answer.json()["error"]["message"]
         with pytest.raises(BackendError):
             pipelines.submit("waiting")
         assert [r.id for r in ws.pipelines.runs.runs()] == [first.id]

@@ -42,10 +42,10 @@ from loopline.api.errors import (
     loopline_error_response,
     validation_response,
 )
+from loopline.api.idempotency import IdempotencyKeys
 from loopline.api.routes import ROUTERS
-from loopline.api.run_starter import RunStarter
+from loopline.api.run_starter import RunPool, RunStarter
 from loopline.app import Workspace
-from loopline.automation.ports import RunExecutor
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.governance import Permission
 from loopline.pipelines import PipelineDefinition
@@ -65,6 +65,9 @@ class ApiOptions:
 
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 2 << 30
+    # What an uploaded dataset may decode to (Parquet compresses and encodes: a small body can
+    # hold gigabytes of rows); 413 past it.
+    max_decoded_bytes: int = 8 << 30
     max_json_depth: int = 64
     auth_failures_per_minute: int = 30
 
@@ -75,7 +78,8 @@ class ApiOptions:
             InvalidArgumentError: naming the option out of range.
         """
         ranges = {"max_body_bytes": (1024, 1 << 30), "max_upload_bytes": (1024, 1 << 40),
-                  "max_json_depth": (2, 1000), "auth_failures_per_minute": (0, 1_000_000)}
+                  "max_decoded_bytes": (1024, 1 << 42), "max_json_depth": (2, 1000),
+                  "auth_failures_per_minute": (0, 1_000_000)}
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -209,12 +213,14 @@ def _add_openapi_route(app: FastAPI) -> None:
 
 def create_api(workspace: Workspace, options: ApiOptions | None = None,
                pipelines: Sequence[PipelineDefinition] = (),
-               execute: RunExecutor | None = None) -> FastAPI:
+               execute: RunPool | None = None) -> FastAPI:
     """Build the API over ``workspace`` (its own actor is never used: callers act as theirs).
 
-    ``pipelines`` are those callers may start by name (``POST /runs``); ``execute`` runs a
-    started run on the server's executor (``loopline server`` passes its scheduler's); without
-    it a started run executes on a thread of this process.
+    ``pipelines`` are those callers may start by name (``POST /runs``). ``execute`` is the
+    server's run pool (``loopline server`` passes its ``BackgroundWork``): a run a caller
+    starts or resumes executes there through the caller's own runner, and is refused 503
+    while the pool's backlog is at its limit; without it the run executes on a thread of
+    this process (``api.run_starter``).
 
     Raises:
         InvalidArgumentError: naming an option out of range.
@@ -229,7 +235,6 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
                   dependencies=[Depends(authenticate)], lifespan=_lifespan)
     app.state.workspace = workspace
     app.state.pipelines = {p.name: p for p in pipelines}
-    app.state.execute = execute
     app.state.run_starter = RunStarter(execute)
     app.state.options = chosen
     app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
@@ -239,6 +244,8 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
     _add_openapi_route(app)
     _errors_as_json(app)
     _add_error_handlers(app)
+    # Added first, so it runs inside the body guard: the body it hashes is checked already.
+    app.add_middleware(IdempotencyKeys, store=workspace.store, is_upload=_is_upload)
     app.add_middleware(BodyGuard, limits=BodyLimits(
         chosen.max_body_bytes, chosen.max_upload_bytes, chosen.max_json_depth, _is_upload))
     return app

@@ -12,10 +12,11 @@ evaluating monitoring rules, handing alerts to the automation, advancing playboo
 have no such key and must not run in two processes at once: each ticks only in the process
 holding the lease ``duty:<name>``. A process takes the lease before each tick (a process that
 is refused skips the duty that round), and renews the leases it holds every round on a thread
-of its own, so a long tick keeps its lease; the lease lasts three rounds (at least
-``MIN_LEASE``), so a process that dies hands its duties on within that time plus the duty's
-period. Lease times are read from the store's clock: hosts sharing a store keep their clocks
-in sync.
+of its own, so a long tick keeps its lease; the lease lasts three rounds and at least
+``MIN_LEASE`` (15 s: long enough to outlive a renewal held up by a slow store, so two
+processes never tick one duty at once), so a process that dies hands its duties on within
+that time plus the duty's period; one that stops gracefully releases them at once. Lease
+times are read from the store's clock: hosts sharing a store keep their clocks in sync.
 """
 
 from __future__ import annotations
@@ -36,16 +37,21 @@ from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.runs import PipelineRun
 from loopline.loop.rollout import RolloutController
 from loopline.loop.scheduler import Duty, Scheduler
-from loopline.pipelines import PipelineDefinition
+from loopline.pipelines import PipelineDefinition, Runner
 from loopline.store import MetadataStore
 from loopline.store.lease_records import release, try_acquire
 
-__all__ = ["MIN_LEASE", "BackgroundOptions", "BackgroundWork", "DutyLeases",
+__all__ = ["BACKLOG_PER_RUN", "MIN_LEASE", "BackgroundOptions", "BackgroundWork", "DutyLeases",
            "LeasedScheduler", "default_holder"]
 
 log = logging.getLogger(__name__)
-MIN_LEASE = timedelta(seconds=1)  # so a very short round does not make leases flap
+# Renewals happen every round; the lease must outlive a renewal blocked for a while (a slow
+# store, a paused process) or a second process would take it while the first still ticks.
+MIN_LEASE = timedelta(seconds=15)
+BACKLOG_PER_RUN = 4  # runs queued or executing per run slot, unless max_backlog says otherwise
+MAX_BACKLOG = 100_000
 LEASE_PREFIX = "duty:"
+
 
 def default_holder() -> str:
     """Return this process's lease holder id: ``hostname:pid:random``."""
@@ -54,10 +60,16 @@ def default_holder() -> str:
 
 @dataclass(frozen=True, slots=True)
 class BackgroundOptions:
-    """How often the loop goes round and how many runs execute at once."""
+    """How often the loop goes round, how many runs execute at once, how many may wait.
+
+    ``max_backlog`` bounds the runs queued or executing on the pool when the API starts
+    another (``BACKLOG_PER_RUN * max_runs`` unless given): past it ``POST /runs`` and
+    ``POST /runs/{id}/resume`` are refused 503 before anything is recorded.
+    """
 
     interval: float = 1.0
     max_runs: int = 4
+    max_backlog: int | None = None
 
     def checked(self) -> BackgroundOptions:
         """Return the options when usable.
@@ -67,7 +79,17 @@ class BackgroundOptions:
         """
         if not 0.05 <= self.interval <= 3600:
             raise InvalidArgumentError("interval", f"{self.interval} must be 0.05-3600 seconds")
+        if self.max_backlog is not None and not self.max_runs <= self.max_backlog <= MAX_BACKLOG:
+            raise InvalidArgumentError("max_backlog", f"{self.max_backlog} must be "
+                                       f"{self.max_runs} (max_runs) to {MAX_BACKLOG}")
         return self
+
+    @property
+    def backlog_limit(self) -> int:
+        """How many runs may be queued or executing before the API refuses one more."""
+        if self.max_backlog is not None:
+            return self.max_backlog
+        return BACKLOG_PER_RUN * self.max_runs
 
     @property
     def lease_ttl(self) -> timedelta:
@@ -170,7 +192,8 @@ class LeasedScheduler(Scheduler):
 class BackgroundWork:
     """Schedules, triggers, rollouts and the loop's duties of one server process.
 
-    Made, it already executes runs handed to ``execute`` (the API's started runs); ``start``
+    Made, it already executes runs handed to ``execute`` (it is the ``RunPool`` the API's
+    started and resumed runs go to: ``create_api(..., execute=work)``); ``start``
     begins the loop on a thread, ``stop`` ends it and waits for the runs. ``loop_duties``
     adds the duties besides judging canaries (``app.loop_duties``: monitoring, alert
     hand-over, playbooks). Every
@@ -207,9 +230,22 @@ class BackgroundWork:
         """How many runs are queued or executing on this process's pool."""
         return self.scheduler.in_flight
 
-    def execute(self, pipeline: PipelineDefinition, run: PipelineRun) -> None:
-        """Execute the pending ``run`` on this process's pool (``create_api``'s ``execute``)."""
-        self.scheduler.execute(pipeline, run)
+    @property
+    def backlog_limit(self) -> int:
+        """How many runs may be queued or executing before the API refuses one more."""
+        return self.options.backlog_limit
+
+    def execute(self, pipeline: PipelineDefinition, run: PipelineRun,
+                runner: Runner | None = None, *, resume: bool = False) -> None:
+        """Execute ``run`` on this process's pool through ``runner`` (``Scheduler.execute``).
+
+        ``create_api(..., execute=work)`` passes the caller's runner, so the run executes as
+        the caller; without one it executes as this workspace's actor.
+
+        Raises:
+            RuntimeError: when the pool was shut down (``stop``).
+        """
+        self.scheduler.execute(pipeline, run, runner, resume=resume)
 
     def start(self) -> None:
         """Add the duties and start the loop and the lease renewals on threads of their own.

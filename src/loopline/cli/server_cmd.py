@@ -2,8 +2,9 @@
 
 One process serves the HTTP API (``/api/v1``) and, unless ``--no-background``, does what
 ``loopline scheduler`` does: schedules and triggers of the ``@pipeline``s in the files,
-canary judging, monitoring, alert hand-over and playbooks. Runs started through the API
-execute on the same bounded pool (``--max-runs``), on the workspace's executor. Several
+canary judging, monitoring, alert hand-over and playbooks. Runs started or resumed through
+the API execute on the same bounded pool (``--max-runs`` at once), as the caller; while
+``--max-backlog`` runs are queued or executing there, the API refuses more with 503. Several
 server processes may share one metadata store: each slot and event starts one run, and each
 duty runs in the one process holding its lease (``loopline.api.background``).
 
@@ -170,7 +171,8 @@ class _StopSignals:
 def _announce(listen: Listen, background: bool, work: BackgroundWork, pipelines: int) -> None:
     lines = [f"loopline server listening on {listen.url}"]
     lines.append(f"background work: {pipelines} pipelines, a round every "
-                 f"{work.options.interval:g}s, {work.options.max_runs} runs at once, duty "
+                 f"{work.options.interval:g}s, {work.options.max_runs} runs at once (the API "
+                 f"refuses more at {work.options.backlog_limit} queued or executing), duty "
                  f"leases held as {work.holder}" if background
                  else "background work off (--no-background); runs started through the API "
                       "still execute here")
@@ -206,8 +208,15 @@ def server(  # noqa: PLR0913 - one parameter per flag is how typer declares them
     interval: Annotated[float, typer.Option(
         min=0.05, max=3600.0, help="Seconds between rounds of the background work.")] = 1.0,
     max_runs: Annotated[int, typer.Option(
-        "--max-runs", min=1, max=256, help="Runs executing at once (scheduled, triggered, "
-                                           "started by playbooks or through the API).")] = 4,
+        "--max-runs", min=1, max=256,
+        help="Runs this server executes at once, all together: scheduled, triggered, started "
+             "by playbooks, and started or resumed through the API; more wait in its queue. "
+             "Each run's tasks run on the workspace's executor.")] = 4,
+    max_backlog: Annotated[int | None, typer.Option(
+        "--max-backlog", min=1, max=100_000,
+        help="Runs queued or executing here at which the API refuses to start or resume one "
+             "more (503, Retry-After); at least --max-runs. [default: 4 x --max-runs]",
+        show_default=False)] = None,
     ssl_certfile: Annotated[Path | None, typer.Option(
         "--ssl-certfile", help="PEM certificate (chain) to serve HTTPS with; needs "
                                "--ssl-keyfile.")] = None,
@@ -221,7 +230,7 @@ def server(  # noqa: PLR0913 - one parameter per flag is how typer declares them
 ) -> None:
     """Serve the control-plane API and run the loop's background work."""
     _check_tls(ssl_certfile, ssl_keyfile)
-    rounds = BackgroundOptions(interval, max_runs).checked()
+    rounds = BackgroundOptions(interval, max_runs, max_backlog).checked()
     pipelines = load_scheduled(files or [])
     if not options(ctx).debug:  # --debug already logs everything
         logging.getLogger("loopline").setLevel(log_level.value.upper())
@@ -229,7 +238,7 @@ def server(  # noqa: PLR0913 - one parameter per flag is how typer declares them
         listen = Listen(host, int(sock.getsockname()[1]), ssl_certfile, ssl_keyfile,
                         log_level.value)
         work = BackgroundWork(workspace, pipelines, options=rounds)
-        app = create_api(workspace, ApiOptions(), pipelines, execute=work.execute)
+        app = create_api(workspace, ApiOptions(), pipelines, execute=work)
         _announce(listen, not no_background, work, len(pipelines))
         _run(DrainingServer(_uvicorn_config(app, listen)), sock, work, not no_background)
 

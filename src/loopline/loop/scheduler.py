@@ -5,6 +5,8 @@ Every start has a trigger key (``schedule:PIPELINE/NAME:SLOT`` or
 event fires once however many schedulers run and however often one restarts. A run is
 recorded first (pending, durably), then executed on a bounded thread pool; a run recorded
 but never executed (the scheduler stopped in between) is executed by the next ``start``.
+``execute`` queues other runs on the same pool (a playbook's, an API caller's through the
+caller's own runner, so they execute as that caller).
 
 Events are read after one durable cursor, moved by compare-and-set after the runs of a batch
 are recorded; a crash before the move replays the batch, and the keys make that harmless.
@@ -71,10 +73,12 @@ class Duty:
 
 @dataclass(frozen=True, slots=True)
 class _Start:
-    """A run recorded by the scheduler, to execute."""
+    """A run to execute through ``runner`` (None: the scheduler's own), if pending or ``resume``."""
 
     pipeline: PipelineDefinition
     run: PipelineRun
+    runner: Runner | None = None
+    resume: bool = False
 
 
 def _slot_text(slot: datetime) -> str:
@@ -208,9 +212,21 @@ class Scheduler:
             raise InvalidArgumentError("duties", f"{duty.name!r} is there already")
         self._duties += (duty,)
 
-    def execute(self, pipeline: PipelineDefinition, run: PipelineRun) -> None:
-        """Execute ``run`` (recorded pending, e.g. by a playbook) on this scheduler's pool."""
-        self._submit([_Start(pipeline, run)])
+    def execute(self, pipeline: PipelineDefinition, run: PipelineRun,
+                runner: Runner | None = None, *, resume: bool = False) -> None:
+        """Execute ``run`` on this scheduler's pool through ``runner`` (default: its own).
+
+        Only a pending run is executed (recorded by a playbook, or by an API caller), unless
+        ``resume``: then whatever its state (a failed or interrupted run a caller resumes;
+        ``Runner.resume`` refuses, logged, what cannot be resumed). A ``runner`` given acts,
+        authorises and audits as its own actor (the API passes the caller's view's, so the
+        run executes as the caller) and is closed when the run ends. A run queued here
+        already is not queued again.
+
+        Raises:
+            RuntimeError: when the pool was shut down (``close``); nothing is queued then.
+        """
+        self._submit([_Start(pipeline, run, runner, resume)])
 
     def _tick_duties(self) -> None:
         """Tick each duty whose period has passed; a failed one is tried again next tick.
@@ -391,15 +407,23 @@ class Scheduler:
     def _submit(self, starts: list[_Start], recovered: bool = False) -> list[str]:
         """Queue the pending runs of ``starts``; return the ids of all (failed ones too)."""
         for start in starts:
-            if start.run.state is not RunState.PENDING:
+            if start.run.state is not RunState.PENDING and not start.resume:
                 continue  # recorded failed: it could not start
             with self._lock:
                 if start.run.id in self._queued:
                     continue  # queued here already (a sweep and a playbook both saw it)
                 self._queued.add(start.run.id)
-            log.info("run %s of %s started by %s", start.run.id, start.pipeline.name,
-                     start.run.trigger.key if start.run.trigger else "?")
-            future = self._pool.submit(self._execute, start.pipeline, start.run.id, recovered)
+            runner = start.runner or self._runner
+            log.info("run %s of %s queued (%s, as %s)", start.run.id, start.pipeline.name,
+                     start.run.trigger.key if start.run.trigger else "started by hand",
+                     runner.options.actor)
+            try:
+                future = self._pool.submit(self._execute, start.pipeline, start.run.id,
+                                           runner, recovered)
+            except RuntimeError:  # the pool was shut down: the run stays as recorded
+                with self._lock:
+                    self._queued.discard(start.run.id)
+                raise
             with self._lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._forget)
@@ -409,19 +433,29 @@ class Scheduler:
         with self._lock:
             self._in_flight.discard(future)
 
-    def _execute(self, pipeline: PipelineDefinition, run_id: str, recovered: bool) -> None:
+    def _execute(self, pipeline: PipelineDefinition, run_id: str, runner: Runner,
+                 recovered: bool) -> None:
         try:
-            self._execute_once(pipeline, run_id, recovered)
+            self._execute_once(pipeline, run_id, runner, recovered)
         finally:
+            if runner is not self._runner:
+                self._close(runner)
             with self._lock:
                 self._queued.discard(run_id)
 
-    def _execute_once(self, pipeline: PipelineDefinition, run_id: str,
+    @staticmethod
+    def _close(runner: Runner) -> None:
+        try:
+            runner.close()
+        except Exception:  # its workers end with the process anyway (logged in full)
+            log.exception("could not stop the workers of %s's runner", runner.options.actor)
+
+    def _execute_once(self, pipeline: PipelineDefinition, run_id: str, runner: Runner,
                       recovered: bool) -> None:
         try:
-            if recovered and self._runner.runs.run(run_id).state is not RunState.PENDING:
+            if recovered and runner.runs.run(run_id).state is not RunState.PENDING:
                 return  # another scheduler executed it meanwhile
-            result = self._runner.resume(run_id, pipeline)
+            result = runner.resume(run_id, pipeline)
         except ConflictError as exc:  # another runner holds it, or the pipeline changed
             log.warning("run %s of %s not executed: %s", run_id, pipeline.name, exc.message)
             return
