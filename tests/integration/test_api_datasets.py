@@ -157,6 +157,78 @@ def test_upload_past_the_limit_is_refused_413_while_streaming_without_a_length(
     assert small_api.workspace.datasets.versions() == []
 
 
+def _uploads_left(ws: Workspace) -> list[Path]:
+    folder = ws.config_dir / "tmp" / "uploads"
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.fixture
+def tight_api(ws: Workspace) -> Iterator[ApiServer]:
+    """The API whose uploaded rows may decode to 1 MiB at most."""
+    options = ApiOptions(max_decoded_bytes=1 << 20, auth_failures_per_minute=0)
+    with serve_api(ws, options) as running:
+        yield running
+
+
+def _compressed(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+BOMBS = {
+    # One 100 kB string a row: a dictionary of one value, 2,000 indices; 200 MB decoded.
+    "repeated strings": pa.table({"text": ["a" * 100_000] * 2_000}),
+    # Four million equal integers, run-length encoded; 32 MB decoded.
+    "repeated numbers": pa.table({"n": pa.array([7] * 4_000_000, pa.int64())}),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_upload_whose_rows_decode_past_the_limit_is_refused_413_and_nothing_is_written(
+        tight_api: ApiServer, bomb: str) -> None:
+    body = _compressed(BOMBS[bomb])
+    assert len(body) < 100_000
+    ws = tight_api.workspace
+    stored = list(ws.artifacts.list())
+
+    answer = _upload(tight_api.http("developer"), "bomb", body)
+
+    assert answer.status_code == 413, answer.text
+    assert _error(answer)["field"] == "body"
+    assert "max_decoded_bytes" in _error(answer)["message"]
+    assert str(1 << 20) in _error(answer)["message"]
+    assert ws.datasets.versions() == []
+    assert list(ws.artifacts.list()) == stored
+    assert _uploads_left(ws) == []
+
+
+def test_upload_of_rows_within_the_decoded_limit_keeps_their_types(
+        tight_api: ApiServer) -> None:
+    table = pa.table({"text": ["a", "b", None] * 100, "n": list(range(300)),
+                      "blob": [b"x", b"y", b"z"] * 100,
+                      "big": pa.array(["q"] * 300, pa.large_string())})
+
+    answer = _upload(tight_api.http("developer"), "fine", _compressed(table))
+
+    assert answer.status_code == 201, answer.text
+    local = tight_api.workspace.datasets.snapshot(table, "local")
+    assert local.version.content_hash == answer.json()["version"]["content_hash"]
+    assert tight_api.workspace.datasets.read("fine").equals(
+        tight_api.workspace.datasets.read("local"))
+    assert _uploads_left(tight_api.workspace) == []
+
+
+def test_upload_streams_under_the_workspace_and_leaves_nothing_behind(
+        api: ApiServer) -> None:
+    http = api.http("developer")
+    assert _upload(http, "iris", _parquet(_frame())).status_code == 201
+    assert _upload(http, "iris", b"not parquet").status_code == 422
+
+    assert (api.workspace.config_dir / "tmp" / "uploads").is_dir()
+    assert _uploads_left(api.workspace) == []
+
+
 def test_upload_within_the_limit_is_accepted(small_api: ApiServer) -> None:
     sink = io.BytesIO()
     pq.write_table(pa.table({"x": [1, 2]}), sink)
@@ -186,6 +258,22 @@ def test_versions_list_newest_first_in_pages(iris: ApiServer) -> None:
 
     assert [v["version"] for v in first["items"] + second["items"]] == [2, 1]
     assert second["next_cursor"] is None
+
+
+def test_a_nul_filter_or_a_cursor_out_of_range_is_422_naming_it(iris: ApiServer) -> None:
+    http = iris.http("viewer")
+    version = iris.workspace.datasets.get("iris@1")
+    cases = [("/dataset-versions", {"dataset": "iris\x00"}, "dataset"),
+             ("/dataset-versions", {"cursor": "100000"}, "cursor"),
+             ("/datasets/iris/versions", {"cursor": "999999000"}, "cursor"),
+             (f"/dataset-versions/{version.id}/validations", {"cursor": "1000"}, "cursor"),
+             ("/dataset-versions", {"cursor": "99999999999999999999999"}, "cursor")]
+    for path, params, field in cases:
+        answer = http.get("/api/v1" + path, params=params)
+        assert answer.status_code == 422, (params, answer.text)
+        assert _error(answer)["field"] == field
+    near = http.get("/api/v1/dataset-versions", params={"cursor": "99999"})
+    assert near.json() == {"items": [], "next_cursor": None}
 
 
 def test_dataset_listing_counts_versions(iris: ApiServer) -> None:

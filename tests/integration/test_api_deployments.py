@@ -33,7 +33,9 @@ from loopline.core.errors import (
     NotFoundError,
 )
 from loopline.deploy.evacuation import Evacuation
+from loopline.loop.rollout import RolloutController
 from loopline.store import AuditFilter
+from loopline.store.serving_stats import StatsRow, add_stats, window_rows
 
 P, C, S = RouteRole.PRIMARY, RouteRole.CANARY, RouteRole.SHADOW
 PLAN = CanaryPlan((10.0, 50.0, 100.0), AnalysisPolicy(interval=timedelta(seconds=30)))
@@ -209,20 +211,20 @@ def _route_body(**changes: Any) -> dict[str, Any]:
 
 
 BAD_CREATES: dict[str, tuple[dict[str, Any], str]] = {
-    "weight above 100": ({"routes": [_route_body(weight=150)]}, "routes.0.weight"),
+    "weight above 100": ({"routes": [_route_body(weight=150)]}, "routes[0].weight"),
     "weights not summing to 100": ({"routes": [_route_body(weight=60), _route_body(
         version=2, weight=30, role="canary")], "strategy": "ab", "sticky_key": "field:u"},
         "routes"),
-    "version 0": ({"routes": [_route_body(version=0)]}, "routes.0.version"),
-    "version as text": ({"routes": [_route_body(version="1")]}, "routes.0.version"),
+    "version 0": ({"routes": [_route_body(version=0)]}, "routes[0].version"),
+    "version as text": ({"routes": [_route_body(version="1")]}, "routes[0].version"),
     "no routes": ({"routes": []}, "routes"),
-    "unknown role": ({"routes": [_route_body(role="boss")]}, "routes.0.role"),
+    "unknown role": ({"routes": [_route_body(role="boss")]}, "routes[0].role"),
     "unknown strategy": ({"strategy": "yolo"}, "strategy"),
     "canary strategy": ({"strategy": "canary"}, "strategy"),
     "bad name": ({"name": "-web"}, "name"),
     "steps decreasing": ({"canary": {"steps": [50, 10, 100]}}, "canary.steps"),
     "steps not ending at 100": ({"canary": {"steps": [10, 50]}}, "canary.steps"),
-    "step above 100": ({"canary": {"steps": [10, 500]}}, "canary.steps.1"),
+    "step above 100": ({"canary": {"steps": [10, 500]}}, "canary.steps[1]"),
     "zero interval": ({"canary": {"analysis": {"interval": 0}}}, "canary.analysis.interval"),
     "bad sticky key": ({"sticky_key": "cookie:x"}, "sticky_key"),
     "unknown field": ({"colour": "red"}, "colour"),
@@ -251,7 +253,6 @@ BAD_CHANGES: list[tuple[str, dict[str, Any], str]] = [
     ("/web/rollback", {}, "reason"),
     ("/web/rollback", {"reason": "x" * 2001}, "reason"),
     ("/evacuate", {"model": "fraud", "version": 0, "reason": "x"}, "version"),
-    ("/rollouts/run", {"settle": 7200}, "settle"),
     ("/web/replace", {"model": "fraud", "version": 2, "reason": "v2\x00"}, "reason"),
     ("/evacuate", {"model": "fraud", "version": 1, "reason": "\x00"}, "reason"),
 ]
@@ -300,6 +301,21 @@ def test_a_viewer_reads_deployments_but_changes_none(fraud: ApiServer) -> None:
     assert fraud.workspace.deployments.get("web").revision == 1
 
 
+def test_text_with_nul_or_a_cursor_out_of_range_is_422_naming_it(fraud: ApiServer) -> None:
+    _created(fraud)
+    http = fraud.http("viewer")
+    cases = [(f"{BASE}/-/resolve", {"uri": "models:/fraud/1\x00"}, "uri"),
+             (f"{BASE}/web/history", {"cursor": "1000"}, "cursor"),
+             (f"{BASE}/web/verdicts", {"cursor": "999999999"}, "cursor"),
+             (f"{BASE}/web/history", {"cursor": "99999999999999999999"}, "cursor"),
+             (f"{BASE}/web/history", {"cursor": "-1"}, "cursor")]
+    for path, params, field in cases:
+        answer = http.get(path, params=params)
+        assert _error(answer) == (422, "invalid_argument", field), (params, answer.text)
+    nul_name = http.get(f"{BASE}/we%00b")
+    assert nul_name.status_code in (404, 422), nul_name.text
+
+
 # -- the rollout controller --------------------------------------------------------------------
 
 
@@ -320,9 +336,9 @@ def clocked(db_url: str, tmp_path: Path) -> Iterator[tuple[ApiServer, ManualCloc
 def test_a_rollout_tick_judges_each_elapsed_window_once(
         clocked: tuple[ApiServer, ManualClock]) -> None:
     api, clock = clocked
-    deployments = api.client("developer").deployments
-    deployments.create("web", [_route(1)], "replace")
-    deployments.start_canary("web", ("fraud", 2), PLAN)
+    deployments = api.client("admin").deployments
+    api.client("developer").deployments.create("web", [_route(1)], "replace")
+    api.client("developer").deployments.start_canary("web", ("fraud", 2), PLAN)
     assert deployments.run_rollouts() == []  # no window has elapsed yet
     clock.advance(timedelta(seconds=60))
     judged = deployments.run_rollouts(settle=timedelta(seconds=15))
@@ -332,5 +348,34 @@ def test_a_rollout_tick_judges_each_elapsed_window_once(
     assert [v.id for v in stored] == [judged[0].id]
     assert deployments.verdicts("web") == stored
     assert deployments.run_rollouts() == []  # the window is judged already
-    assert api.http("developer").post(f"{BASE}/rollouts/run").json() == []
+    assert api.http("admin").post(f"{BASE}/rollouts/run").json() == []
+
+
+def test_a_rollout_tick_needs_admin_and_a_settle_no_shorter_than_the_default(
+        fraud: ApiServer) -> None:
+    _created(fraud)
+    refused = fraud.http("developer").post(f"{BASE}/rollouts/run", json={})
+    assert _error(refused)[:2] == (403, "access_denied")
+    admin = fraud.http("admin")
+    for settle in (0, 14.5, 7200):
+        answer = admin.post(f"{BASE}/rollouts/run", json={"settle": settle})
+        assert _error(answer) == (422, "invalid_argument", "settle"), (settle, answer.text)
+    assert admin.post(f"{BASE}/rollouts/run", json={"settle": 15}).json() == []
+
+
+def test_a_rollout_tick_over_http_leaves_serving_stats_to_the_background_duty(
+        clocked: tuple[ApiServer, ManualClock]) -> None:
+    api, clock = clocked
+    ws = api.workspace
+    ws.deployments.create("web", [_route(1)], "replace")
+    old = clock.now() - timedelta(days=30)
+    add_stats(ws.store, [StatsRow("web", "models:/fraud/1", "server-a", old, 5, 0, {})])
+
+    def kept() -> int:
+        return len(window_rows(ws.store.engine, "web", old, old + timedelta(seconds=10)))
+
+    assert api.client("admin").deployments.run_rollouts() == []
+    assert kept() == 1
+    assert RolloutController(ws.store, ws.deployments).prune(clock.now()) == 1  # what a duty does
+    assert kept() == 0
 

@@ -144,6 +144,36 @@ def test_an_upload_past_the_limit_answers_413_whether_its_length_is_declared_or_
     assert not api.workspace.artifacts.exists(params["digest"])
 
 
+def test_a_developer_bound_to_some_models_registers_them_remotely_and_no_others(
+        api: ApiServer, model: LogisticRegression, iris: pd.DataFrame) -> None:
+    access, root = api.workspace.access, api.workspace.actor
+    access.grant(root, root, "admin")
+    access.grant(root, "dev", "developer", models="iris*")
+    version = _register(api, model, iris, name="iris-eu")
+    assert (version.name, version.created_by) == ("iris-eu", "dev")
+    assert set(_actors(api, "artifact.put")) == {"dev"}
+    with pytest.raises(AccessDeniedError):
+        _register(api, model, iris, name="fraud")
+    data = b"bytes for another model"
+    refused = api.http("developer").post(
+        f"{MODELS}/fraud/payloads/upload", params={"digest": hashlib.sha256(data).hexdigest()},
+        content=data, headers={"Content-Type": "application/octet-stream"})
+    assert refused.status_code == 403
+    assert not api.workspace.artifacts.exists(hashlib.sha256(data).hexdigest())
+    assert [m.name for m in api.workspace.models.models()] == ["iris-eu"]
+
+
+def test_an_upload_streams_under_the_workspace_and_leaves_nothing_behind(
+        api: ApiServer) -> None:
+    http, data = api.http("developer"), b"payload"
+    headers = {"Content-Type": "application/octet-stream"}
+    for digest in (hashlib.sha256(data).hexdigest(), "0" * 64):
+        http.post(f"{MODELS}/iris/payloads/upload", params={"digest": digest}, content=data,
+                  headers=headers)
+    folder = api.workspace.config_dir / "tmp" / "uploads"
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
 def test_a_version_naming_a_payload_never_uploaded_is_refused_naming_the_field(
         api: ApiServer, model: LogisticRegression, iris: pd.DataFrame) -> None:
     prepared = prepare(model, "iris", Registration(input_example=iris))
@@ -186,6 +216,19 @@ def test_an_alias_set_moved_and_deleted_through_the_api_matches_local_and_is_aud
         client.models.get("iris@champion")
     assert _actors(api, "model.alias_moved") == ["dev", "dev"]
     assert _actors(api, "model.alias_deleted") == ["dev"]
+
+
+def test_an_alias_named_upload_is_set_and_deleted_as_json(
+        api: ApiServer, model: LogisticRegression, iris: pd.DataFrame) -> None:
+    _register(api, model, iris)
+    http = api.http("developer")
+    assert http.put(f"{MODELS}/iris/aliases/upload", json={"version": 1}).json() is None
+    assert api.workspace.models.get("iris@upload").version.version == 1
+    assert http.get(f"{MODELS}/iris/aliases/upload").json()["version"]["version"] == 1
+    removed = http.delete(f"{MODELS}/iris/aliases/upload")
+    assert removed.status_code == 200 and removed.json()["alias"] == "upload"
+    assert api.workspace.models.aliases("iris") == []
+    assert _actors(api, "model.alias_moved") == ["dev"]
 
 
 def test_a_status_change_through_the_api_matches_local_and_is_audited(
@@ -259,6 +302,10 @@ def test_an_unknown_model_version_or_alias_answers_404(
     ("GET", "/iris/versions?status=bogus", None, "status"),
     ("GET", "/iris/versions/1/card?format=html", None, "format"),
     ("POST", "/bad%20name/versions/1/status", {"status": "staging"}, "model"),
+    ("GET", "/iris/versions?status=staging%00", None, "status"),
+    ("GET", "/iris/aliases/cham%00pion", None, "model"),
+    ("DELETE", "/iris/aliases/cham%00pion", None, "alias"),
+    ("GET", "/ir%00is/versions", None, "model"),
 ])
 def test_a_bad_input_answers_422_naming_the_field(
         api: ApiServer, model: LogisticRegression, iris: pd.DataFrame, method: str, path: str,

@@ -33,8 +33,9 @@ class ArtifactService:
         self._store = store
         self._actor = actor
 
-    def _allowed(self, permission: Permission = Permission.WRITE) -> None:
-        authorize_if_wired(self._authorizer, self._actor, permission)
+    def _allowed(self, permission: Permission = Permission.WRITE,
+                 model: str | None = None) -> None:
+        authorize_if_wired(self._authorizer, self._actor, permission, model)
 
     def _record(self, info: ObjectInfo, source: str) -> ObjectInfo:
         # "New" is decided by the catalogue, in the audit's own transaction, not by the blob
@@ -55,9 +56,18 @@ class ArtifactService:
         self._allowed()
         return self._record(self.blobs.put_bytes(data), "bytes")
 
-    def put_stream(self, chunks: BinaryIO | Iterable[bytes]) -> ObjectInfo:
-        """Store a stream in bounded memory; idempotent."""
-        self._allowed()
+    def put_stream(self, chunks: BinaryIO | Iterable[bytes],
+                   model: str | None = None) -> ObjectInfo:
+        """Store a stream in bounded memory; idempotent.
+
+        ``model`` names the model the bytes are stored for (a payload of one of its
+        versions): the actor then needs ``write`` on that model only, not on every model.
+
+        Raises:
+            AccessDeniedError: when roles are enforced and the actor may not write (to
+                ``model``, when named).
+        """
+        self._allowed(model=model)
         return self._record(self.blobs.put_stream(chunks), "stream")
 
     def put_file(self, path: str | Path) -> ObjectInfo:

@@ -5,30 +5,31 @@ against a version; its reports are read under ``/validations``) need ``write`` a
 audited as the token's user by the services. A version's rows download as the stored
 Parquet bytes (streamed, ``ETag`` = the blob digest). An upload takes Parquet bytes
 (``application/octet-stream``): the handler streams them to a temporary folder the server
-chooses, counting them against ``max_upload_bytes`` (413 past it), and snapshots the rows
-(never a client path, RELIABILITY rule 1).
+chooses (``api.uploads``; 413 past ``max_upload_bytes``), rewrites them as Arrow batch by
+batch, counting what the rows decode to against ``max_decoded_bytes`` (413 past it: a small
+compressed body can hold gigabytes of rows), and snapshots the rows (never a client path,
+RELIABILITY rule 1).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path as FilePath
 from typing import Annotated
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from loopline.api.auth import Reader, Writer
-from loopline.api.errors import ApiError
-from loopline.api.pagination import Page, PageRequest, Paging, paginate
+from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText
+from loopline.api.uploads import PARQUET_TYPE, UPLOAD_BODY, received, too_large
 from loopline.app import Workspace
 from loopline.core.datasets import DatasetVersion
 from loopline.core.errors import InvalidArgumentError, NotFoundError
@@ -40,17 +41,17 @@ from loopline.data.validation import Suite
 
 router = APIRouter(tags=["datasets"])
 
-PARQUET_TYPE = "application/vnd.apache.parquet"
 DOWNLOAD_CHUNK = 1 << 20
-WRITE_CHUNK = 1 << 20
 BATCH_ROWS = 65_536
+DECODE_BYTES = 64 << 20  # the most one written batch decodes to (unless it is one row)
 MAX_PARENTS = 64
 DatasetName = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="A dataset name.")]
 VersionNumber = Annotated[str, Path(pattern=r"^([1-9][0-9]{0,8}|latest)$",
                                     description="A version number, or `latest`.")]
 VersionId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A version id.")]
 RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A validation run id.")]
-MAX_RUNS = 1_000
+MAX_RUNS = 1_000  # the most validation runs of a version a listing reaches
+MAX_VERSIONS = 100_000  # the most dataset versions a listing reaches
 
 
 class DatasetSummary(BaseModel):
@@ -59,11 +60,6 @@ class DatasetSummary(BaseModel):
     name: str
     versions: int
     partitions: int
-
-
-def _window(paging: PageRequest) -> int:
-    # Enough rows for the page and one more, so ``paginate`` knows whether a next one exists.
-    return paging.offset + paging.limit + 1
 
 
 @router.get("/datasets", response_model=Page[DatasetSummary])
@@ -76,16 +72,25 @@ def list_datasets(ws: Reader, paging: Paging) -> Page[DatasetSummary]:
 
 @router.get("/datasets/{name}/versions", response_model=Page[DatasetVersion])
 def list_versions(name: DatasetName, ws: Reader, paging: Paging) -> Page[DatasetVersion]:
-    """List the versions of one dataset, newest first (an unknown dataset has none)."""
-    return paginate(ws.datasets.versions(name, _window(paging)), paging)
+    """List the versions of one dataset, newest first (an unknown dataset has none).
+
+    Raises:
+        InvalidArgumentError: naming ``cursor`` past the listing's first 100,000 versions.
+    """
+    return paginate(ws.datasets.versions(name, paging.window(MAX_VERSIONS)), paging)
 
 
 @router.get("/dataset-versions", response_model=Page[DatasetVersion])
 def list_all_versions(ws: Reader, paging: Paging,
-                      dataset: Annotated[str | None, Query(max_length=128)] = None,
+                      dataset: Annotated[FilterText | None, Query()] = None,
                       ) -> Page[DatasetVersion]:
-    """List versions of every dataset (or of ``dataset``), newest first."""
-    return paginate(ws.datasets.versions(dataset, _window(paging)), paging)
+    """List versions of every dataset (or of ``dataset``), newest first.
+
+    Raises:
+        InvalidArgumentError: naming ``cursor`` past the listing's first 100,000 versions,
+            ``dataset`` when it is not a dataset name.
+    """
+    return paginate(ws.datasets.versions(dataset, paging.window(MAX_VERSIONS)), paging)
 
 
 @router.get("/dataset-versions/{version_id}", response_model=DatasetVersion)
@@ -112,9 +117,12 @@ def validate_version(version_id: VersionId, suite: Suite, ws: Writer) -> Validat
 @router.get("/dataset-versions/{version_id}/validations", response_model=Page[ValidationRun])
 def list_validations(version_id: VersionId, ws: Reader,
                      paging: Paging) -> Page[ValidationRun]:
-    """List the validation runs of a version, newest first (the latest 1000 at most)."""
-    window = min(_window(paging), MAX_RUNS)
-    return paginate(ws.validation.history(version_id, window), paging)
+    """List the validation runs of a version, newest first (the latest 1000 at most).
+
+    Raises:
+        InvalidArgumentError: naming ``cursor`` past the latest 1000.
+    """
+    return paginate(ws.validation.history(version_id, paging.window(MAX_RUNS)), paging)
 
 
 @router.get("/validations/{run_id}", response_model=ValidationReport)
@@ -168,9 +176,7 @@ def download_version(name: DatasetName, version: VersionNumber,
 @router.post("/datasets/{name}/upload", status_code=201, response_model=SnapshotResult,
              responses={200: {"model": SnapshotResult,
                               "description": "The rows repeat the latest version: no new one."}},
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/octet-stream": {"schema": {"type": "string",
-                                                         "format": "binary"}}}}})
+             openapi_extra=UPLOAD_BODY)
 async def upload_snapshot(
         name: DatasetName, request: Request, response: Response, ws: Writer,
         parents: Annotated[list[str] | None, Query(
@@ -186,79 +192,130 @@ async def upload_snapshot(
         InvalidArgumentError: naming ``body`` when it is not Parquet with rows, ``parents``
             when one is malformed (422).
         NotFoundError: when a parent does not exist (404).
-        ApiError: 413 when the body is larger than ``max_upload_bytes``.
+        ApiError: 413 when the body is larger than ``max_upload_bytes`` or its rows decode
+            to more than ``max_decoded_bytes`` (nothing is stored).
     """
     chosen = list(parents or ())
     # Refuse a missing parent before taking gigabytes of body.
     await run_in_threadpool(lambda: [ws.datasets.get(p, field="parents") for p in chosen])
-    async with _received(request, request.app.state.options.max_upload_bytes) as body:
-        result = await run_in_threadpool(_snapshot, ws, body, name, chosen)
+    limit: int = request.app.state.options.max_decoded_bytes
+    async with received(request, ws) as body:
+        result = await run_in_threadpool(_snapshot, ws, body.path, limit,
+                                         (name, chosen))
     if not result.created:
         response.status_code = 200
     return result
 
 
-@asynccontextmanager
-async def _received(request: Request, limit: int) -> AsyncIterator[FilePath]:
-    """Stream the body into a temporary folder of the server's; yield the file, then clean up.
+def _width_bits(field: pa.Field) -> int:
+    try:
+        return int(field.type.bit_width)
+    except ValueError:  # variable width: at least a 32-bit offset a value (null: nothing)
+        return 0 if pa.types.is_null(field.type) else 32
+
+
+def _check_declared(source: pq.ParquetFile, limit: int) -> None:
+    """Refuse a file whose metadata already says its rows decode past ``limit``.
+
+    The row groups' uncompressed sizes count the encoded pages; dictionary and run-length
+    encodings hold many rows in few bytes, so the rows times the columns' fixed widths (at
+    least a byte a row) count too. Metadata is the sender's word: ``_Decoded`` counts what
+    the rows really decode to.
 
     Raises:
-        ApiError: 413 past ``limit`` bytes; 400 when the client goes away while sending.
+        ApiError: 413 naming ``max_decoded_bytes``.
     """
-    folder = FilePath(await run_in_threadpool(tempfile.mkdtemp, prefix="loopline-upload-"))
-    try:
-        body = folder / "body.parquet"
-        await _stream_to(request, body, limit)
-        yield body
-    finally:
-        await run_in_threadpool(shutil.rmtree, folder, True)
+    metadata = source.metadata
+    encoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    row = max(1, sum(_width_bits(field) for field in source.schema_arrow) // 8)
+    if max(encoded, metadata.num_rows * row) > limit:
+        raise too_large(limit, "the rows decode to more", "max_decoded_bytes")
 
 
-async def _stream_to(request: Request, path: FilePath, limit: int) -> None:
-    size = 0
-    pending = bytearray()
-    with open(path, "xb") as out:
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, "too_large", f"the body is larger than the limit of "
-                                                     f"{limit} bytes", "body")
-                pending += chunk
-                if len(pending) >= WRITE_CHUNK:  # write on the pool, a MiB at a time
-                    await run_in_threadpool(out.write, pending)
-                    pending.clear()
-        except ClientDisconnect:
-            raise ApiError(400, "malformed", "the client went away while sending",
-                           "body") from None
-        await run_in_threadpool(out.write, pending)
+def _expanded(column: pa.Array) -> int:
+    """Return the bytes ``column`` takes once a dictionary of strings is decoded."""
+    if not pa.types.is_dictionary(column.type):
+        return int(column.nbytes)
+    lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+    values = pc.sum(lengths).as_py() or 0
+    return int(values) + 8 * (len(column) + 1) + len(column) // 8 + 1
 
 
-def _to_arrow_file(parquet: FilePath) -> FilePath:
+class _Decoded:
+    """Writes the upload's batches as its own schema says, counted against ``max_decoded_bytes``.
+
+    Strings and bytes are read as dictionaries and measured before they are decoded, so a
+    value repeated a million times costs its length once until the count allows it; a
+    batch that decodes to more than ``DECODE_BYTES`` is written in halves, so memory stays
+    bounded whatever the limit.
+    """
+
+    def __init__(self, writer: pa.ipc.RecordBatchFileWriter, schema: pa.Schema,
+                 limit: int) -> None:
+        self.writer, self.schema, self.limit, self.total = writer, schema, limit, 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Decode ``batch`` to the schema's types and write it, once it fits in the limit.
+
+        Raises:
+            ApiError: 413 naming ``max_decoded_bytes`` when the rows so far pass it.
+        """
+        size = sum(_expanded(column) for column in batch.columns)
+        if self.total + size > self.limit:
+            raise too_large(self.limit, "the rows decode to more", "max_decoded_bytes")
+        if size > DECODE_BYTES and batch.num_rows > 1:
+            half = batch.num_rows // 2
+            self.write(batch.slice(0, half))
+            self.write(batch.slice(half))
+            return
+        self.total += size
+        columns = [column if column.type == field.type else column.cast(field.type)
+                   for column, field in zip(batch.columns, self.schema, strict=True)]
+        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+
+
+def _textual(field: pa.Field) -> bool:
+    kind = field.type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
+def _to_arrow_file(parquet: FilePath, limit: int) -> FilePath:
     """Rewrite uploaded Parquet as an Arrow IPC file beside it, batch by batch.
 
     The IPC file is memory-mapped for the snapshot: its rows reach the service as one table
     without being decoded into memory at once, and the service records no source path (the
-    temporary file means nothing to anyone).
+    temporary file means nothing to anyone). The rows may decode to ``limit`` bytes at most.
 
     Raises:
         InvalidArgumentError: naming ``body`` when it is not readable Parquet.
+        ApiError: 413 naming ``max_decoded_bytes`` when the rows decode past ``limit``.
     """
     target = parquet.with_suffix(".arrow")
     try:
-        with pq.ParquetFile(parquet, pre_buffer=False) as source, \
+        with pq.ParquetFile(parquet, pre_buffer=False) as described:
+            _check_declared(described, limit)
+            schema = described.schema_arrow
+        textual = [field.name for field in schema if _textual(field)]
+        with pq.ParquetFile(parquet, pre_buffer=False, read_dictionary=textual) as source, \
                 pa.OSFile(str(target), "wb") as sink, \
-                pa.ipc.new_file(sink, source.schema_arrow) as writer:
+                pa.ipc.new_file(sink, schema) as writer:
+            decoded = _Decoded(writer, schema, limit)
             for batch in source.iter_batches(batch_size=BATCH_ROWS):
-                writer.write_batch(batch)
+                decoded.write(batch)
     except (*ARROW_ERRORS, OSError) as exc:
         raise InvalidArgumentError("body", f"is not readable Parquet ({exc})") from exc
     return target
 
 
-def _snapshot(ws: Workspace, body: FilePath, name: str, parents: list[str]) -> SnapshotResult:
-    """Snapshot the uploaded rows; a problem with them names ``body``, the source here."""
-    arrow = _to_arrow_file(body)
+def _snapshot(ws: Workspace, body: FilePath, limit: int,
+              target: tuple[str, list[str]]) -> SnapshotResult:
+    """Snapshot the uploaded rows as ``target`` (name, parents), decoding ``limit`` at most.
+
+    A problem with the rows names ``body``, the source here.
+    """
+    name, parents = target
+    arrow = _to_arrow_file(body, limit)
     with pa.memory_map(str(arrow)) as mapped:
         table = pa.ipc.open_file(mapped).read_all()
         try:

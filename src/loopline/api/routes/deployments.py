@@ -1,7 +1,9 @@
 """``/deployments``: routes between model versions, canary rollouts, rollback and history.
 
 Reading needs ``read``; every change needs ``write`` (the service also authorises per model
-and asks the gate, except for rollback, pause, resume and evacuation, which never ask it).
+and asks the gate, except for rollback, pause, resume and evacuation, which never ask it);
+one tick of the rollout controller (``/rollouts/run``) needs ``admin``, since it moves
+every rolling-out deployment's canary whatever model it serves.
 Bodies mirror the records the answers carry: a route is ``{model, version, weight, role}``
 and a canary plan ``{steps, analysis: {interval, ...}}`` as in ``Deployment.canary`` (an
 interval is seconds or an ISO 8601 duration). Paths that are not a deployment's name start
@@ -11,14 +13,15 @@ with a segment no name can take (``-``) or have no ``GET`` twin (``/evacuate``,
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from loopline.api.auth import Reader, Writer
+from loopline.api.auth import Admin, Reader, Writer
 from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import no_nul
 from loopline.app import Workspace
 from loopline.core.deployments import (
     WEIGHT_TOTAL,
@@ -32,7 +35,7 @@ from loopline.core.deployments import (
     Strategy,
 )
 from loopline.deploy.evacuation import Evacuation
-from loopline.loop.rollout import RolloutController, WindowRules
+from loopline.loop.rollout import DEFAULT_SETTLE, MAX_SETTLE, RolloutController, WindowRules
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -43,21 +46,13 @@ MAX_STEPS = 100
 MAX_VERSION = 2**31 - 1
 MAX_HISTORY = 1_000  # the most revisions or verdicts the service lists
 Name = Annotated[str, Path(max_length=MAX_NAME, description="The deployment's name.")]
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL: refused here (422) rather than by the database (503).
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+# PostgreSQL text cannot hold NUL: refused here (422) rather than by the database (503).
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(no_nul)]
 ModelName = Annotated[str, Field(max_length=MAX_NAME, description="A registered model.")]
 Version = Annotated[int, Field(strict=True, ge=1, le=MAX_VERSION)]
 Count = Annotated[int, Field(strict=True, ge=1, le=1_000_000_000)]
 Percent = Annotated[float, Field(gt=0, le=WEIGHT_TOTAL)]
-Key = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_no_nul)]
+Key = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(no_nul)]
 _POLICY = AnalysisPolicy()
 
 
@@ -178,9 +173,24 @@ class EvacuationRequest(Forbid):
 class RolloutTick(Forbid):
     """How the controller's tick cuts windows."""
 
+    # Never sooner than the default: a window judged before its last bucket's final counts
+    # are flushed would decide on part of its traffic.
     settle: timedelta | None = Field(
-        default=None, ge=timedelta(0), le=timedelta(hours=1),
-        description="How long after a window ends it is judged (default 15 s).")
+        default=None, ge=DEFAULT_SETTLE, le=MAX_SETTLE,
+        description=f"How long after a window ends it is judged: "
+                    f"{DEFAULT_SETTLE.total_seconds():.0f} s (the default) to 1 hour.")
+
+
+class _RequestTick(RolloutController):
+    """A controller for one tick asked over HTTP: it leaves serving stats alone.
+
+    Pruning them is the background duty's (``api.background``, ``loopline scheduler``),
+    at most once an hour; a request must not delete rows for every deployment.
+    """
+
+    def prune(self, now: datetime, force: bool = False) -> int:
+        """Delete nothing (see the class); return 0."""
+        return 0
 
 
 class ResolvedVersion(BaseModel):
@@ -195,8 +205,8 @@ class ResolvedVersion(BaseModel):
 
 @router.get("/-/resolve", response_model=ResolvedVersion)
 def resolve_version(ws: Reader, uri: Annotated[str, Query(
-        max_length=300, description="models:/NAME/VERSION or models:/NAME@ALIAS")]
-                    ) -> ResolvedVersion:
+        max_length=300, description="models:/NAME/VERSION or models:/NAME@ALIAS"),
+        AfterValidator(no_nul)]) -> ResolvedVersion:
     """Return the model version ``uri`` names now (an alias is followed)."""
     model, version = ws.deployments.resolve(uri)
     return ResolvedVersion(model=model, version=version)
@@ -216,16 +226,16 @@ def _stored(ws: Workspace, verdict: RolloutVerdict) -> bool:
 
 
 @router.post("/rollouts/run", response_model=list[RolloutVerdict])
-def run_rollouts(ws: Writer, body: RolloutTick | None = None) -> list[RolloutVerdict]:
+def run_rollouts(ws: Admin, body: RolloutTick | None = None) -> list[RolloutVerdict]:
     """Judge each rolling-out canary whose window has elapsed, once (``rollouts run --once``).
 
     Safe to call at any rate and beside running controllers: windows come from stored
     state, a window is judged once, and a repeated verdict is ignored. Verdicts are applied
-    (and audited) as the token's user; serving stats older than 14 days are pruned, as
-    on a controller's first tick. Answers the verdicts this call stored.
+    (and audited) as the token's user; serving stats are not pruned (the background duty
+    does). Answers the verdicts this call stored.
     """
     rules = WindowRules(settle=None if body is None else body.settle)
-    controller = RolloutController(ws.store, ws.deployments, ws.store.clock, rules)
+    controller = _RequestTick(ws.store, ws.deployments, ws.store.clock, rules)
     return [verdict for verdict in controller.tick() if _stored(ws, verdict)]
 
 
@@ -262,16 +272,22 @@ def update_deployment(name: Name, body: RoutesChange, ws: Writer) -> Deployment:
 
 @router.get("/{name}/history", response_model=Page[DeploymentChange])
 def deployment_history(name: Name, ws: Reader, paging: Paging) -> Page[DeploymentChange]:
-    """List a deployment's revisions, newest first (the newest 1,000 at most)."""
-    wanted = min(paging.offset + paging.limit + 1, MAX_HISTORY)
-    return paginate(ws.deployments.history(name, wanted), paging)
+    """List a deployment's revisions, newest first (the newest 1,000 at most).
+
+    Raises:
+        InvalidArgumentError: naming ``cursor`` past the newest 1,000.
+    """
+    return paginate(ws.deployments.history(name, paging.window(MAX_HISTORY)), paging)
 
 
 @router.get("/{name}/verdicts", response_model=Page[RolloutVerdict])
 def deployment_verdicts(name: Name, ws: Reader, paging: Paging) -> Page[RolloutVerdict]:
-    """List a deployment's canary verdicts, newest first (the newest 1,000 at most)."""
-    wanted = min(paging.offset + paging.limit + 1, MAX_HISTORY)
-    return paginate(ws.deployments.verdicts(name, wanted), paging)
+    """List a deployment's canary verdicts, newest first (the newest 1,000 at most).
+
+    Raises:
+        InvalidArgumentError: naming ``cursor`` past the newest 1,000.
+    """
+    return paginate(ws.deployments.verdicts(name, paging.window(MAX_HISTORY)), paging)
 
 
 @router.post("/{name}/replace", response_model=Deployment)

@@ -19,18 +19,15 @@ harmless; retention sweeps unreferenced objects).
 
 from __future__ import annotations
 
-import hashlib
 import math
-import tempfile
-from collections.abc import Iterator
-from typing import IO, Annotated, Any, cast
+from pathlib import Path as FilePath
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from loopline.api.auth import Reader, Trusting, Writer
-from loopline.api.errors import ApiError
 from loopline.api.pagination import Page, Paging, paginate
 from loopline.api.routes.model_views import (
     AliasTarget,
@@ -39,6 +36,7 @@ from loopline.api.routes.model_views import (
     TrustReason,
     VerifyOptions,
 )
+from loopline.api.uploads import UPLOAD_BODY, received
 from loopline.app import Workspace
 from loopline.core.artifacts import ObjectInfo
 from loopline.core.canonical import is_digest
@@ -74,8 +72,6 @@ VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version
 AliasName = Annotated[str, Path(max_length=128, description="An alias, or `latest`.")]
 Digest = Annotated[str, Query(pattern=r"^(sha256:)?[0-9a-f]{64}$",
                               description="The SHA-256 of the body: sha256:HEX or HEX.")]
-SPOOL_IN_MEMORY = 8 << 20  # an upload larger than this is spooled to a temporary file
-READ_CHUNK = 1 << 20
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _CARD_TYPES = {"json": "application/json"}
 
@@ -152,38 +148,30 @@ def environment_diff(name: ModelName, version: VersionNumber, ws: Reader,
 # -- registering -----------------------------------------------------------------------------
 
 
-def _spool(spool: IO[bytes]) -> Iterator[bytes]:
-    spool.seek(0)
-    while chunk := spool.read(READ_CHUNK):
-        yield chunk
+def _store(ws: Workspace, body: FilePath, model: str) -> ObjectInfo:
+    with open(body, "rb") as stream:
+        return ws.artifacts.put_stream(stream, model=model)
 
 
-@router.post("/{name}/payloads/upload", status_code=201, response_model=ObjectInfo)
+@router.post("/{name}/payloads/upload", status_code=201, response_model=ObjectInfo,
+             openapi_extra=UPLOAD_BODY)
 async def upload_payload(name: ModelName, digest: Digest, request: Request, response: Response,
                          ws: Writer) -> ObjectInfo:
     """Store the body (``application/octet-stream``) when it hashes to ``digest``.
 
     Answers 201 when the bytes were new, 200 when the store held them already; 422 naming
     ``digest`` when the body hashes to another digest (nothing is stored), 413 past the
-    server's upload limit.
+    server's ``max_upload_bytes``. Needs ``write`` on the model ``name`` only.
     """
     validate_name(name, "model")
+    # Refuse a caller who may not write to the model before taking gigabytes of body.
     await run_in_threadpool(ws.authorizer.authorize, ws.actor, Permission.WRITE, name)
     expected = digest.removeprefix("sha256:")
-    limit: int = request.app.state.options.max_upload_bytes
-    hasher, size = hashlib.sha256(), 0
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "too_large", f"the upload is larger than the limit of "
-                                                 f"{limit} bytes", "body")
-            hasher.update(chunk)
-            spool.write(chunk)
-        if hasher.hexdigest() != expected:
-            raise InvalidArgumentError("digest", f"the body hashes to sha256:"
-                                                 f"{hasher.hexdigest()}, not to {digest}")
-        info = await run_in_threadpool(ws.artifacts.put_stream, _spool(spool))
+    async with received(request, ws) as body:
+        if body.sha256 != expected:
+            raise InvalidArgumentError("digest", f"the body hashes to sha256:{body.sha256}, "
+                                                 f"not to {digest}")
+        info = await run_in_threadpool(_store, ws, body.path, name)
     if info.digest != expected:  # the store names bytes by their plaintext's SHA-256 too
         raise IntegrityError(f"the store named the upload {info.digest}, not {expected}")
     response.status_code = 201 if info.created else 200
