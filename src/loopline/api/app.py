@@ -45,6 +45,7 @@ from loopline.api.errors import (
 from loopline.api.idempotency import IdempotencyKeys
 from loopline.api.routes import ROUTERS
 from loopline.api.run_starter import RunPool, RunStarter
+from loopline.api.uploads import sweep_stale
 from loopline.app import Workspace
 from loopline.core.errors import InvalidArgumentError, LooplineError
 from loopline.core.governance import Permission
@@ -103,7 +104,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """On shutdown, let runs started on this process's threads finish (bounded)."""
+    """At start, sweep uploads a dead server left; at shutdown, let runs here finish."""
+    swept = await asyncio.to_thread(sweep_stale, app.state.workspace)
+    if swept:
+        log.info("removed %d upload folders left by an earlier server", swept)
     yield
     starter: RunStarter = app.state.run_starter
     if not await asyncio.to_thread(starter.join, RUN_DRAIN_SECONDS):

@@ -18,13 +18,13 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopline.api.errors import error_response
+from loopline.api.uploads import UPLOAD_TYPE
 from loopline.serving.payloads import too_deep
 
 __all__ = ["BodyGuard", "BodyLimits"]
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_TYPE = "application/json"
-UPLOAD_TYPE = "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class BodyGuard:
                                f"uploads take {UPLOAD_TYPE}, not {media or 'no media type'}",
                                "Content-Type")
             if length is not None and length > self.limits.max_upload_bytes:
-                raise _too_large(self.limits.max_upload_bytes)
+                raise _too_large(self.limits.max_upload_bytes, "max_upload_bytes")
             return None  # the handler streams it, counting against the same limit
         if length == 0:
             return None
@@ -137,9 +137,9 @@ def _unsupported(media: str) -> _Refused:
                     f"send {JSON_TYPE}, not {media or 'no media type'}", "Content-Type")
 
 
-def _too_large(limit: int) -> _Refused:
-    return _Refused(413, "too_large", f"the body is larger than the limit of {limit} bytes",
-                    "body")
+def _too_large(limit: int, option: str = "max_body_bytes") -> _Refused:
+    return _Refused(413, "too_large", f"the body is larger than the limit of {limit} bytes "
+                                      f"(the server's {option})", "body")
 
 
 def _too_deep(limit: int) -> _Refused:

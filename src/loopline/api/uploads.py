@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     UPLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
 WRITE_CHUNK = 1 << 20
+STALE_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,35 @@ def too_large(limit: int, excess: str = "the body is larger",
 
 
 def _folder(ws: Workspace) -> Path:
-    root = ws.config_dir / "tmp" / "uploads"
+    root = uploads_root(ws)
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+
+
+def uploads_root(ws: Workspace) -> Path:
+    """Return the folder uploads are received in (``.loopline/tmp/uploads``)."""
+    return ws.config_dir / "tmp" / "uploads"
+
+
+def sweep_stale(ws: Workspace, older_than: float = STALE_SECONDS) -> int:
+    """Remove upload folders left by a server that died mid-upload; return how many.
+
+    Only folders untouched for ``older_than`` seconds go: another server process on this
+    machine may be receiving into a newer one.
+    """
+    root = uploads_root(ws)
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for folder in root.glob("upload-*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to read: leave it
+            continue
+    return removed
 
 
 def _append(out: IO[bytes], hasher: Any, data: bytes) -> None:

@@ -150,7 +150,9 @@ class RemoteDeployments:
         """Judge every canary whose window has elapsed, once, on the server; return the verdicts.
 
         As ``loopline rollouts run --once`` (``settle``: how long after a window ends it is
-        judged; 15 s by default). Only the verdicts this call stored are returned.
+        judged; 15 s by default, at least 15 s and at most an hour). It acts on every
+        deployment, so it needs an admin token. Only the verdicts this call stored are
+        returned.
         """
         body = {"settle": None if settle is None else settle.total_seconds()}
         found = self._http.post("/deployments/rollouts/run", body)
