@@ -204,6 +204,35 @@ def test_a_listing_refuses_an_unknown_status_and_a_limit_out_of_range(api: ApiSe
     assert raised.value.field == "limit"
 
 
+NUL_TEXT: list[tuple[str, str, str, dict[str, Any], str]] = [
+    ("viewer", "GET", "/approvals", {"model": "fr\x00aud"}, "model"),
+    ("viewer", "GET", "/approvals/for-action",
+     {"model": "fraud\x00", "version": 1, "gate": "alias"}, "model"),
+    ("viewer", "GET", "/approvals/for-action",
+     {"model": "fraud", "version": 1, "gate": "alias", "target": "\x00"}, "target"),
+    ("viewer", "GET", "/approvals/ab%00cd", {}, "request_id"),
+    ("viewer", "GET", "/roles", {"subject": "ada\x00"}, "subject"),
+    ("viewer", "GET", "/users/ad%00a/roles", {}, "subject"),
+    ("viewer", "GET", "/users/ada/roles", {"model": "fraud\x00"}, "model"),
+    ("admin", "DELETE", "/users/ada/roles/viewer", {"models": "*\x00"}, "models"),
+    ("admin", "POST", "/legal-holds/ab%00cd/release", {}, "hold_id"),
+]
+
+
+def test_text_filters_and_path_names_holding_nul_are_refused_naming_them(
+        api: ApiServer) -> None:
+    for role, method, path, params, field in NUL_TEXT:
+        answer = api.http(role).request(method, "/api/v1" + path, params=params)
+        assert _error(answer, 422)["field"] == field, (path, params)
+
+
+def test_a_listing_refuses_a_cursor_past_what_it_reaches(api: ApiServer) -> None:
+    for path in ("/approvals", "/policies/history"):
+        answer = api.http("viewer").get("/api/v1" + path, params={"cursor": "1000"})
+        refused = _error(answer, 422)
+        assert refused["field"] == "cursor" and "1000" in refused["message"], path
+
+
 # -- policies --------------------------------------------------------------------------------
 
 
@@ -415,24 +444,30 @@ def test_legal_holds_refuse_bad_input_unknown_ids_and_non_admin_tokens(
     assert api.workspace.legal_holds.list(active_only=False) == []
 
 
-def test_retention_runs_the_applied_policy_dry_for_readers_and_for_real_for_admins(
+def test_retention_runs_the_applied_policy_dry_or_for_real_for_admins_only(
         api: ApiServer) -> None:
     ws = api.workspace
-    assert _error(api.http("viewer").get("/api/v1/retention"), 404)["code"] == "not_found"
+    assert _error(api.http("admin").get("/api/v1/retention"), 404)["code"] == "not_found"
     api.client("admin").policies.apply("ada", {"retention.yml": RETENTION})
     policy = ws.policies.active().retention
     assert policy is not None
     later = datetime(2040, 1, 1, tzinfo=UTC)
-    dry = _retention(api, "viewer").run(dry_run=True, now=later)
+    dry = _retention(api, "admin").run(dry_run=True, now=later)
     assert dry == ws.retention.run(policy, dry_run=True, now=later)
     assert dry.dry_run and [str(c.data_class) for c in dry.classes] == [
         "prediction_log", "run_logs"]
-    assert _error(api.http("developer").post("/api/v1/retention/apply"), 403)
+    for role in ("viewer", "developer", "approver"):  # a plan names every stored object
+        assert _error(api.http(role).get("/api/v1/retention"), 403)["code"] == "access_denied"
+        assert _error(api.http(role).post("/api/v1/retention/apply"), 403)
     done = _retention(api, "admin").run(policy)
     assert not done.dry_run and done.policy == "default"
     assert _actors(ws, "governance.retention_applied") == ["ada"]
-    naive = api.http("viewer").get("/api/v1/retention", params={"now": "2040-01-01T00:00:00"})
-    assert _error(naive, 422)["field"] == "now"
+    admin = api.http("admin")
+    naive = admin.get("/api/v1/retention", params={"now": "2040-01-01T00:00:00"}).json()
+    assert naive["now"] == later.isoformat().replace("+00:00", "Z")
+    for moment in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59", "soon"):
+        answer = admin.get("/api/v1/retention", params={"now": moment})
+        assert _error(answer, 422)["field"] == "now", moment
     other = policy.model_copy(update={"name": "other"})
     with pytest.raises(ConflictError):
         _retention(api, "admin").run(other)
@@ -455,3 +490,19 @@ def test_the_report_over_the_api_equals_the_workspaces_and_names_what_fails(
     assert (answer["examined"], answer["population"]) == (1, 2)
     assert _error(api.http("viewer").get("/api/v1/governance/report",
                                          params={"sample": 0}), 422)["field"] == "sample"
+
+
+def test_the_report_answers_its_items_a_page_at_a_time_and_sums_up_them_all(
+        api: ApiServer) -> None:
+    ws = api.workspace
+    for name in ("alpha", "beta", "gamma"):
+        _version(ws, name)
+    http = api.http("viewer")
+    first = http.get("/api/v1/governance/report", params={"limit": 2}).json()
+    assert (first["examined"], len(first["items"]), first["next_cursor"]) == (3, 2, "2")
+    rest = http.get("/api/v1/governance/report",
+                    params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert (rest["examined"], len(rest["items"]), rest["next_cursor"]) == (3, 1, None)
+    local = ws.governance_report.build()
+    assert [i["uri"] for i in first["items"] + rest["items"]] == [i.uri for i in local.items]
+    assert rest["missing_counts"] == first["missing_counts"] == dict(local.missing_counts)

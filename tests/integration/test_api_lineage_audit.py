@@ -161,6 +161,46 @@ def test_audit_refuses_malformed_filters_naming_them(graph: ApiServer) -> None:
     assert refused.value.field == "limit"
 
 
+OUT_OF_RANGE = ("0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59Z")
+
+
+@pytest.mark.parametrize("field", ["since", "until"])
+def test_audit_refuses_a_time_out_of_range_naming_it(api: ApiServer, field: str) -> None:
+    http = api.http("viewer")
+    for moment in OUT_OF_RANGE:
+        answer = http.get("/api/v1/audit", params={field: moment})
+        assert answer.status_code == 422, (moment, answer.text)
+        assert _error(answer)["field"] == field
+
+
+def test_audit_and_runs_refuse_a_cursor_past_what_they_reach(api: ApiServer) -> None:
+    for path in ("/audit", "/runs"):
+        answer = api.http("viewer").get("/api/v1" + path, params={"cursor": "10000"})
+        assert answer.status_code == 422 and _error(answer)["field"] == "cursor", path
+        assert "10000" in _error(answer)["message"]
+
+
+# Free text that reaches a query: NUL is refused before it can (PostgreSQL cannot hold it).
+NUL_TEXT: list[tuple[str, str, dict[str, str], str]] = [
+    ("viewer", "/audit", {"actor": "d\x00ev"}, "actor"),
+    ("viewer", "/audit", {"action": "dataset.\x00"}, "action"),
+    ("viewer", "/audit", {"subject": "\x00"}, "subject"),
+    ("viewer", "/lineage/node", {"node": "dataset_snapshot:raw\x00@1"}, "node"),
+    ("viewer", "/lineage/upstream", {"node": "model:\x00x"}, "node"),
+    ("viewer", "/lineage/openlineage", {"node": "model:x", "namespace": "n\x00"},
+     "namespace"),
+    ("viewer", "/runs", {"pipeline": "tr\x00ain"}, "pipeline"),
+    ("admin", "/tokens", {"user": "ada\x00"}, "user"),
+]
+
+
+def test_text_filters_holding_nul_are_refused_naming_them(api: ApiServer) -> None:
+    for role, path, params, field in NUL_TEXT:
+        answer = api.http(role).get("/api/v1" + path, params=params)
+        assert answer.status_code == 422, (path, answer.text)
+        assert _error(answer)["field"] == field, path
+
+
 def test_audit_head_and_verify_answer_the_chain(graph: ApiServer) -> None:
     http = graph.http("viewer")
     seq, digest = graph.workspace.audit.head()

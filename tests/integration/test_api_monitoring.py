@@ -234,6 +234,14 @@ BAD_READS: list[tuple[str, int, str | None]] = [
     (f"/playbooks/actions/{MISSING}", 404, None),
     ("/playbooks/actions?state=sleeping", 422, "state"),
     ("/playbooks/actions?alert_id=nope", 422, "alert_id"),
+    ("/monitoring/evaluations?rule=qu%00iet", 422, "rule"),
+    ("/monitoring/evaluations?deployment=web%00", 422, "deployment"),
+    ("/monitoring/alerts?deployment=%00", 422, "deployment"),
+    ("/playbooks/actions?state=pen%00ding", 422, "state"),
+    ("/monitoring/configs?cursor=1000", 422, "cursor"),
+    ("/monitoring/evaluations?cursor=1000", 422, "cursor"),
+    ("/monitoring/alerts?cursor=1000", 422, "cursor"),
+    ("/playbooks/actions?cursor=1000", 422, "cursor"),
 ]
 
 
@@ -280,7 +288,7 @@ def test_running_the_rules_through_the_api_acts_as_the_tokens_user(
         deployed.client("viewer").evaluator.run_in_force()
     refused = _refusal(deployed.http("developer").post(
         "/api/v1/monitoring/run", json={"deployments": ["../x"]}), 422)
-    assert refused["field"] == "deployments.0"
+    assert refused["field"] == "deployments[0]"
 
 
 # -- playbook actions ------------------------------------------------------------------------
@@ -315,6 +323,29 @@ def test_callers_without_admin_see_webhook_urls_by_their_origin_only(
     assert "s3cret" not in monitored.api.http("developer").get(
         "/api/v1/monitoring/configs").text
     assert "s3cret" not in monitored.api.http("viewer").get("/api/v1/playbooks/actions").text
+
+
+def test_a_url_inside_any_text_is_shown_to_callers_without_admin_by_its_origin(
+        deployed: ApiServer) -> None:
+    ws = deployed.workspace
+    message = f"page the on-call, or post to {HOOK}?token=abc by hand"
+    shown = "page the on-call, or post to https://hooks.example.com by hand"
+    steps = [{"action": "notify", "url": HOOK, "message": message}]
+    config = {**CONFIG, "playbooks": {"page": {"steps": steps}}}
+    ws.evaluator.run(ws.monitor_configs.apply(ws.actor, config).config)
+    _handle_alerts(ws)
+    viewer, admin = deployed.client("viewer"), deployed.client("admin")
+    [action] = viewer.playbook_actions.list()
+    assert action.params == {"url": "https://hooks.example.com", "message": shown}
+    current = viewer.monitor_configs.current()
+    assert current is not None
+    assert current.document["playbooks"]["page"]["steps"][0]["message"] == shown
+    [record] = viewer.monitor_configs.records.configs()
+    assert record.document["playbooks"]["page"]["steps"][0]["message"] == shown
+    for path in ("/monitoring/config", "/monitoring/configs", "/playbooks/actions",
+                 f"/playbooks/actions/{action.id}"):
+        assert "s3cret" not in deployed.http("developer").get("/api/v1" + path).text, path
+    assert admin.playbook_actions.list()[0].params["message"] == message
 
 
 # -- the report ------------------------------------------------------------------------------

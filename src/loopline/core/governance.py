@@ -1,9 +1,11 @@
 """Governance records: identities, roles and what they permit, approvals and legal holds.
 
-Pure: no I/O. ``ROLE_PERMISSIONS`` is the one table of what each role may do; the
-authorisation function in ``governance.access`` is the only place that consults it. A role is
-bound to a subject (a user or a service account) for the whole workspace or for the models
-whose names match a glob pattern (``fraud-*``).
+Pure: no I/O. ``ROLE_PERMISSIONS`` is the one table of what each role may do: ``permits``
+reads it for a subject's role bindings (``governance.access`` authorises through it), and
+the token checks (``governance.tokens.TokenAuthorizer``, ``api.auth.requires``) read it for
+a token's role, the ceiling of what a request made with it may do. A role is bound to a
+subject (a user or a service account) for the whole workspace or for the models whose names
+match a glob pattern (``fraud-*``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ do what the role permits and what the user's role bindings permit, never more th
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -60,8 +59,3 @@ def looks_like_token(value: str) -> bool:
 def hash_token(secret: str) -> str:
     """Return the hex SHA-256 of ``secret``: the only form of it that is stored."""
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
-
-
-def same_hash(left: str, right: str) -> bool:
-    """Compare two token hashes in constant time."""
-    return hmac.compare_digest(left, right)

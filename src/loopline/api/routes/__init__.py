@@ -8,7 +8,10 @@ from loopline.api.routes import (
     audit,
     datasets,
     deployments,
-    governance,
+    governance_access,
+    governance_approvals,
+    governance_policies,
+    governance_records,
     health,
     lineage,
     models,
@@ -20,6 +23,8 @@ from loopline.api.routes import (
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router, whoami.router, tokens.router, datasets.router, runs.router, models.router,
-    deployments.router, monitoring.router, governance.router, lineage.router, audit.router)
+    deployments.router, monitoring.router, governance_approvals.router,
+    governance_policies.router, governance_access.router, governance_records.router,
+    lineage.router, audit.router)
 
 __all__ = ["ROUTERS"]

@@ -4,19 +4,23 @@ Reading the audit log needs ``read``, as ``loopline audit log`` and ``loopline a
 need nothing beyond a workspace: the log is the record of who changed what, meant for
 anyone who may look at the workspace (it holds summaries of changes, never secrets).
 Listings page by offset over at most ``MAX_ENTRIES`` entries of one filter (the store's own
-bound); narrow a longer history with ``since``/``until``.
+bound; a cursor past it is refused naming ``cursor``); narrow a longer history with
+``since``/``until``. Verifying reads the whole chain, so it takes a slot of its kind of work
+(``api.capacity``; 503 ``busy`` when every one is taken).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from loopline.api.auth import Reader
+from loopline.api.capacity import Limits, Work
 from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText, aware
 from loopline.core.audit import AuditEntry, ChainReport
 from loopline.store import AuditFilter
 
@@ -32,18 +36,13 @@ class AuditHead(BaseModel):
     hash: str
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # A time without a zone is taken as UTC, as the CLI takes it.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 class AuditQuery(BaseModel):
     """The filters of a listing; every one is optional and they combine with AND."""
 
-    actor: str | None = Field(default=None, max_length=256)
-    action: str | None = Field(default=None, max_length=128,
-                               description="An action, e.g. `dataset.snapshot`.")
-    subject: str | None = Field(default=None, max_length=512)
+    actor: FilterText | None = Field(default=None, max_length=256)
+    action: FilterText | None = Field(default=None, max_length=128,
+                                      description="An action, e.g. `dataset.snapshot`.")
+    subject: FilterText | None = Field(default=None, max_length=512)
     since: datetime | None = Field(
         default=None, description="Entries at or after this time (UTC when it has no zone).")
     until: datetime | None = Field(default=None, description="Entries before this time.")
@@ -54,10 +53,9 @@ class AuditQuery(BaseModel):
 def list_entries(ws: Reader, paging: Paging,
                  query: Annotated[AuditQuery, Query()]) -> Page[AuditEntry]:
     """List audit entries matching every filter given, newest first by default."""
-    window = min(paging.offset + paging.limit + 1, MAX_ENTRIES)
     where = AuditFilter(actor=query.actor, action=query.action, subject=query.subject,
-                        since=_aware(query.since), until=_aware(query.until), limit=window,
-                        newest_first=query.newest_first)
+                        since=aware(query.since, "since"), until=aware(query.until, "until"),
+                        limit=paging.window(MAX_ENTRIES), newest_first=query.newest_first)
     return paginate(ws.audit.entries(where), paging)
 
 
@@ -69,6 +67,11 @@ def head(ws: Reader) -> AuditHead:
 
 
 @router.get("/verify", response_model=ChainReport)
-def verify(ws: Reader) -> ChainReport:
-    """Check the whole chain and its head; report the first break (``first_break``)."""
-    return ws.audit.verify()
+def verify(ws: Reader, limits: Limits) -> ChainReport:
+    """Check the whole chain and its head; report the first break (``first_break``).
+
+    Raises:
+        ApiError: 503 ``busy`` when every verification slot is taken.
+    """
+    with limits.slot(Work.AUDIT_VERIFY):
+        return ws.audit.verify()

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 
 from loopline.api.auth import Reader
 from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText
 from loopline.core.lineage import (
     MAX_KIND,
     MAX_REF,
@@ -28,12 +29,12 @@ from loopline.store.lineage import MAX_DEPTH
 
 router = APIRouter(prefix="/lineage", tags=["lineage"])
 
-NodeId = Annotated[str, Query(min_length=3, max_length=MAX_KIND + 1 + MAX_REF,
+NodeId = Annotated[FilterText, Query(min_length=3, max_length=MAX_KIND + 1 + MAX_REF,
                               description="The node as `<kind>:<ref>`, e.g. "
                                           "`dataset_snapshot:iris@3`.")]
 Depth = Annotated[int, Query(ge=0, le=MAX_DEPTH, description="Hops to walk at most.")]
 Limit = Annotated[int, Query(ge=1, le=DEFAULT_LIMIT, description="Nodes to return at most.")]
-Namespace = Annotated[str, Query(min_length=1, max_length=256,
+Namespace = Annotated[FilterText, Query(min_length=1, max_length=256,
                                  description="The OpenLineage namespace of jobs and datasets.")]
 
 

@@ -6,12 +6,15 @@ Rules kept here:
   which playbooks act on their own); running the rules in force needs ``write``; the rest
   reads. ``rerun`` is a POST (an action) that writes nothing, so ``read`` is enough.
 - A webhook URL's path is often its secret (``automation.notify``): callers without
-  ``admin`` see the URL of a ``notify`` step by its origin only, in a config's document and
-  in an action's parameters, as ``loopline playbooks`` shows it.
+  ``admin`` see every http(s) URL by its origin only (``url_origin``, as audit entries show
+  a step's parameters), wherever it stands in a config's document or in an action's
+  parameters and result: a step's ``url``, or text such as a ``message`` that holds one.
 - Listings read at most the newest ``MAX_PAGE`` records (the stores' bound) and page
-  through them; a JSON number cannot be infinite, so a stored value that is (a score the
-  row keeps as ``inf``) answers null.
-- The report is the page ``loopline monitor report`` writes, built in memory. Its charts set
+  through them (a cursor past it is refused naming ``cursor``); a JSON number cannot be
+  infinite, so a stored value that is (a score the row keeps as ``inf``) answers null.
+- The report and ``rerun`` read a deployment's traffic over a whole window, so each takes a
+  slot of its kind of work (``api.capacity``; 503 ``busy`` when every one is taken). The
+  report is the page ``loopline monitor report`` writes, built in memory. Its charts set
   matplotlib's settings while they draw (``rc_context``), which are global, so one report
   renders at a time.
 """
@@ -20,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import yaml
@@ -31,7 +35,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.api.auth import Admin, Reader, Writer
-from loopline.api.pagination import Page, PageRequest, Paging, paginate
+from loopline.api.capacity import Limits, Work
+from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText, aware
 from loopline.app import Workspace
 from loopline.core.errors import AccessDeniedError, ConflictError, InvalidArgumentError
 from loopline.core.governance import Permission
@@ -51,18 +57,18 @@ from loopline.monitoring.report_charts import require_matplotlib
 from loopline.monitoring.report_gather import gather
 from loopline.monitoring.report_html import CSP, render
 from loopline.monitoring.report_model import report_period
-from loopline.outbound import display_url
 from loopline.store.monitor_records import MAX_PAGE, MonitorConfigRecord
+from loopline.store.playbook_records import MAX_LIST, url_origin
 
 router = APIRouter(tags=["monitoring"])
 
 RecordId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A record's id.")]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-NameFilter = Annotated[str | None, Query(max_length=128)]
+NameFilter = Annotated[FilterText | None, Query(max_length=128)]
 YAML_SOURCE = "monitor.yaml"
 _RENDER = threading.Lock()
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# An http(s) URL wherever it stands in text: up to white space, a quote or an angle bracket.
+_URL = re.compile(r"https?://[^\s\"'<>]+", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -126,21 +132,20 @@ def _sees_urls(ws: Workspace) -> bool:
     return True
 
 
-def _origin(step: Any) -> Any:
-    if isinstance(step, Mapping) and isinstance(step.get("url"), str):
-        return {**step, "url": display_url(step["url"])}
-    return step
+def _hidden(value: Any) -> Any:
+    """Return ``value`` with every http(s) URL in it, at any depth, cut to its origin."""
+    if isinstance(value, str):
+        return _URL.sub(lambda found: url_origin(found.group()), value)
+    if isinstance(value, Mapping):
+        return {key: _hidden(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hidden(item) for item in value]
+    return value
 
 
 def _hide_urls(document: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``document`` with each playbook step's ``url`` cut to its origin."""
-    playbooks = document.get("playbooks")
-    if not isinstance(playbooks, Mapping):
-        return dict(document)
-    shown = {name: ({**book, "steps": [_origin(s) for s in book["steps"]]}
-                    if isinstance(book, Mapping) and isinstance(book.get("steps"), list)
-                    else book) for name, book in playbooks.items()}
-    return {**document, "playbooks": shown}
+    """Return ``document`` with every URL in it cut to its origin."""
+    return {key: _hidden(item) for key, item in document.items()}
 
 
 def _applied_view(applied: AppliedConfig, whole: bool) -> AppliedConfigView:
@@ -152,18 +157,14 @@ def _applied_view(applied: AppliedConfig, whole: bool) -> AppliedConfigView:
 
 
 def _action(action: PlaybookAction, whole: bool) -> PlaybookAction:
-    return action if whole else dataclasses.replace(action, params=_origin(action.params))
+    return action if whole else dataclasses.replace(
+        action, params=_hide_urls(action.params), result=_hide_urls(action.result))
 
 
 def _finite(evaluation: Evaluation) -> Evaluation:
     value = evaluation.value
     return evaluation if value is None or math.isfinite(value) \
         else dataclasses.replace(evaluation, value=None)
-
-
-def _newest(paging: PageRequest) -> int:
-    """Return how many newest records a page reads: one past it, to know whether more follow."""
-    return min(MAX_PAGE, paging.offset + paging.limit + 1)
 
 
 def _one_document(text: str, source: str) -> SourceDocument:
@@ -214,7 +215,7 @@ def current_config(ws: Reader) -> AppliedConfigView | None:
 @router.get("/monitoring/configs", response_model=Page[MonitorConfigRecord])
 def list_configs(ws: Reader, paging: Paging) -> Page[MonitorConfigRecord]:
     """List applied configs, newest (the one in force) first."""
-    found = ws.monitor_configs.records.configs(_newest(paging))
+    found = ws.monitor_configs.records.configs(paging.window(MAX_PAGE))
     if not _sees_urls(ws):
         found = [dataclasses.replace(r, document=_hide_urls(r.document)) for r in found]
     return paginate(found, paging)
@@ -243,7 +244,7 @@ def run_rules(body: RunRequest, ws: Writer) -> list[Evaluation]:
 def list_evaluations(ws: Reader, paging: Paging, rule: NameFilter = None,
                      deployment: NameFilter = None) -> Page[Evaluation]:
     """List stored evaluations, newest window first."""
-    found = ws.monitor_configs.records.evaluations(rule, deployment, _newest(paging))
+    found = ws.monitor_configs.records.evaluations(rule, deployment, paging.window(MAX_PAGE))
     return paginate([_finite(e) for e in found], paging)
 
 
@@ -254,9 +255,14 @@ def show_evaluation(evaluation_id: RecordId, ws: Reader) -> Evaluation:
 
 
 @router.post("/monitoring/evaluations/{evaluation_id}/rerun", response_model=RerunView)
-def rerun_evaluation(evaluation_id: RecordId, ws: Reader) -> RerunView:
-    """Measure a stored evaluation again from its stored rule and window; nothing is written."""
-    again: Rerun = ws.evaluator.rerun(evaluation_id)
+def rerun_evaluation(evaluation_id: RecordId, ws: Reader, limits: Limits) -> RerunView:
+    """Measure a stored evaluation again from its stored rule and window; nothing is written.
+
+    Raises:
+        ApiError: 503 ``busy`` when every rerun slot is taken.
+    """
+    with limits.slot(Work.EVALUATION_RERUN):
+        again: Rerun = ws.evaluator.rerun(evaluation_id)
     value = again.value if again.value is None or math.isfinite(again.value) else None
     return RerunView(evaluation=_finite(again.evaluation), value=value, samples=again.samples,
                      status=again.status, numbers=dict(again.numbers), same=again.same)
@@ -268,8 +274,8 @@ def rerun_evaluation(evaluation_id: RecordId, ws: Reader) -> RerunView:
 def list_alerts(ws: Reader, paging: Paging, state: AlertState | None = None,
                 deployment: NameFilter = None) -> Page[Alert]:
     """List alerts, newest opened first."""
-    return paginate(ws.monitor_configs.records.alerts(state, deployment, _newest(paging)),
-                    paging)
+    return paginate(ws.monitor_configs.records.alerts(state, deployment,
+                                                      paging.window(MAX_PAGE)), paging)
 
 
 @router.get("/monitoring/alerts/{alert_id}", response_model=Alert)
@@ -280,25 +286,10 @@ def show_alert(alert_id: RecordId, ws: Reader) -> Alert:
 
 # ---------------------------------------------------------------------------- report
 
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    """Return ``value`` in UTC when it has no zone; refuse a time no report can reach."""
-    if value is None:
-        return None
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    try:  # year 1 less a period, or with an offset, leaves the range of datetime
-        usable = _EARLIEST <= aware <= _LATEST
-    except OverflowError:
-        usable = False
-    if not usable:
-        raise InvalidArgumentError(field, f"must be between {_EARLIEST.year} and "
-                                          f"{_LATEST.year}")
-    return aware
-
-
 def _period(ws: Workspace, since: str | None, start: datetime | None,
             end: datetime | None) -> tuple[datetime, datetime]:
     length = None if since is None else parse_duration(since, "since")
-    first, last = _aware(start, "start"), _aware(end, "end")
+    first, last = aware(start, "start"), aware(end, "end")
     try:
         return report_period(ws.store.clock.now(), length, first, last)
     except InvalidArgumentError as exc:  # the CLI's flags (--since) are query parameters here
@@ -309,7 +300,7 @@ def _period(ws: Workspace, since: str | None, start: datetime | None,
             responses={200: {"content": {"text/html": {}},
                              "description": "The self-contained HTML report."}})
 def monitoring_report(
-        ws: Reader,
+        ws: Reader, limits: Limits,
         deployment: Annotated[str, Query(pattern=NAME, description="The deployment.")],
         since: Annotated[str | None, Query(max_length=16, description=(
             "How far back from the end: 90s, 15m, 1h, 7d (default 7d)."))] = None,
@@ -321,13 +312,14 @@ def monitoring_report(
     """Return a deployment's monitoring report over a period, as ``loopline monitor report``.
 
     404 for an unknown deployment; 422 naming ``since``, ``start`` or ``end`` for a period
-    out of order or longer than 90 days.
+    out of order or longer than 90 days; 503 ``busy`` when every report slot is taken.
     """
     require_matplotlib()
     begin, finish = _period(ws, since, start, end)
-    report = gather(ws.store, deployment, begin, finish)
-    with _RENDER:
-        page = render(report)
+    with limits.slot(Work.MONITORING_REPORT):
+        report = gather(ws.store, deployment, begin, finish)
+        with _RENDER:
+            page = render(report)
     return HTMLResponse(page, headers={"Content-Security-Policy": CSP,
                                        "X-Content-Type-Options": "nosniff"})
 
@@ -337,11 +329,11 @@ def monitoring_report(
 @router.get("/playbooks/actions", response_model=Page[PlaybookAction], tags=["playbooks"])
 def list_actions(ws: Reader, paging: Paging,
                  alert_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
-                 state: Annotated[str | None, Query(max_length=32)] = None,
+                 state: Annotated[FilterText | None, Query(max_length=32)] = None,
                  ) -> Page[PlaybookAction]:
     """List playbook actions, newest first (an alert's in step order)."""
     found: Sequence[PlaybookAction] = ws.playbook_actions.list(alert_id, state,
-                                                               _newest(paging))
+                                                               paging.window(MAX_LIST))
     whole = _sees_urls(ws)
     return paginate([_action(a, whole) for a in found], paging)
 

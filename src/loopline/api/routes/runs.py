@@ -1,10 +1,14 @@
 """``/pipelines`` and ``/runs``: the pipelines this server can start, and pipeline runs.
 
 ``POST /runs`` records a pending run of a pipeline the server loaded (``loopline server
-FILE.py``) as the caller (``Runner.create`` through the caller's view) and hands it to the
-server's executor (``api.run_starter``); it answers at once with the run, which callers poll
-(``GET /runs/{id}``). Resuming and cancelling act as the caller too. The reads mirror
-``RunQueries``; ``/logs`` shows what ``loopline runs logs`` shows, as text.
+FILE.py``) as the caller (``Runner.create`` through the caller's view) and has it executed
+(``api.run_starter``): on the server's executor when ``loopline server`` gave one (its
+scheduler's bounded pool), else on a thread of this process; ``POST /runs/{id}/resume``
+always executes on a thread here. Either way it answers at once with the run, which callers
+poll (``GET /runs/{id}``), and refuses with 503 and ``Retry-After`` when the server runs as
+many as it allows. Starting, resuming and cancelling act as the caller. The reads mirror
+``RunQueries``: a listing reaches the newest ``MAX_LISTED`` runs (a cursor past them is
+refused naming ``cursor``); ``/logs`` shows what ``loopline runs logs`` shows, as text.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 
 from loopline.api.auth import Reader, Writer
 from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText
 from loopline.api.run_starter import starter_of
 from loopline.app import Workspace
 from loopline.core.canonical import canonical_json
@@ -170,11 +175,12 @@ def list_pipelines(request: Request, _: Reader, paging: Paging) -> Page[Pipeline
 
 @router.get("/runs", response_model=Page[PipelineRun])
 def list_runs(ws: Reader, paging: Paging,
-              pipeline: Annotated[str | None, Query(max_length=128)] = None,
+              pipeline: Annotated[FilterText | None, Query(max_length=128)] = None,
               state: RunState | None = None) -> Page[PipelineRun]:
     """List runs (of one pipeline, in one state), newest first; the newest 10,000 at most."""
-    wanted = MAX_LISTED if state is not None else paging.offset + paging.limit + 1
-    found = ws.pipelines.runs.runs(pipeline, min(wanted, MAX_LISTED))
+    window = paging.window(MAX_LISTED)
+    # The store filters by pipeline only: a state filter reads every run the listing reaches.
+    found = ws.pipelines.runs.runs(pipeline, MAX_LISTED if state is not None else window)
     if state is not None:
         found = [run for run in found if run.state is state]
     return paginate(found, paging)
@@ -211,7 +217,7 @@ def list_attempts(run_id: RunId, task_key: TaskKey, ws: Reader,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "Each attempt's outcome, error and output."}})
 def run_logs(run_id: RunId, ws: Reader,
-             task: Annotated[str | None, Query(max_length=160)] = None,
+             task: Annotated[FilterText | None, Query(max_length=160)] = None,
              full: Annotated[bool, Query(description="Whole captured output, not its tail."
                                          )] = False) -> StreamingResponse:
     """Show each attempt of a run's tasks: outcome, error, traceback and captured output."""

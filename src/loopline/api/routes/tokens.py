@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.api.auth import Admin
 from loopline.api.pagination import Page, Paging, paginate
+from loopline.api.params import FilterText
 from loopline.core.governance import Role
 from loopline.core.tokens import ApiToken
 
@@ -44,7 +45,7 @@ def create_token(body: NewToken, ws: Admin) -> CreatedToken:
 
 @router.get("", response_model=Page[ApiToken])
 def list_tokens(ws: Admin, paging: Paging,
-                user: Annotated[str | None, Query(max_length=256)] = None,
+                user: Annotated[FilterText | None, Query(max_length=256)] = None,
                 include_revoked: bool = False) -> Page[ApiToken]:
     """List tokens, newest first (never their secrets)."""
     return paginate(ws.tokens.list(user, include_revoked), paging)
