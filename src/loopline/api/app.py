@@ -35,6 +35,7 @@ from loopline.api.auth import (
     permission_of,
 )
 from loopline.api.body_guard import BodyGuard, BodyLimits
+from loopline.api.capacity import Capacity
 from loopline.api.errors import (
     ApiError,
     ErrorBody,
@@ -99,7 +100,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Body larger than the limit"), (415, "Wrong media type"),
         (422, "Well-formed but invalid; `field` names the input"),
         (429, "Too many failed authentications from this address"),
-        (503, "The metadata store is unreachable; retry after Retry-After"))}
+        (503, "The metadata store is unreachable, or the server runs as much of this work "
+              "as it allows (busy); retry after Retry-After"))}
 
 
 @asynccontextmanager
@@ -240,6 +242,7 @@ def create_api(workspace: Workspace, options: ApiOptions | None = None,
     app.state.workspace = workspace
     app.state.pipelines = {p.name: p for p in pipelines}
     app.state.run_starter = RunStarter(execute)
+    app.state.capacity = Capacity()
     app.state.options = chosen
     app.state.auth_limiter = FailedAuthLimiter(chosen.auth_failures_per_minute)
     for router in ROUTERS:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from loopline.api.errors import ApiError
 from loopline.app import Workspace
@@ -96,8 +97,11 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def authenticate(request: Request) -> Caller | None:
+async def authenticate(request: Request) -> Caller | None:
     """Resolve the request's bearer token to a ``Caller`` (None on the public paths).
+
+    Async so a public path (health) never waits for a worker thread; the token lookup runs
+    on one.
 
     Raises:
         AuthenticationError: when the token is missing, malformed, unknown, expired or
@@ -106,6 +110,10 @@ def authenticate(request: Request) -> Caller | None:
     """
     if request.url.path in PUBLIC_PATHS:
         return None
+    return await run_in_threadpool(_authenticate, request)
+
+
+def _authenticate(request: Request) -> Caller:
     workspace: Workspace = request.app.state.workspace
     try:
         token = workspace.tokens.authenticate(_bearer(request))

@@ -76,14 +76,13 @@ class RunStarter:
         self._lock = threading.Lock()
 
     def start(self, ws: Workspace, pipeline: PipelineDefinition,
-              record: Callable[[], PipelineRun], *, resumed: bool = False,
-              here: bool = False) -> PipelineRun:
+              record: Callable[[], PipelineRun], *, resumed: bool = False) -> PipelineRun:
         """Call ``record`` (which records or checks the run) and have the run executed.
 
         Returns the run at once; it executes in the background through ``ws.pipelines`` (the
         caller's runner): on the server's pool, or on a thread here when there is none.
         ``resumed`` says the run is one a caller resumes (it may be failed or interrupted,
-        not only pending); ``here`` is its former name.
+        not only pending).
 
         Raises:
             ApiError: 503 with ``Retry-After`` when the pool's backlog is at its limit, or
@@ -94,7 +93,7 @@ class RunStarter:
             LooplineError: whatever ``record`` raises.
         """
         if self._pool is not None:
-            return self._hand_over(self._pool, ws, pipeline, record, resumed or here)
+            return self._hand_over(self._pool, ws, pipeline, record, resumed)
         if not self._slots.acquire(blocking=False):
             raise _overloaded(f"this server executes {self._limit} runs at once without a "
                               "run pool, and that many run now; start this one when one of "

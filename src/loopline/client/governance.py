@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.client.actors import check_actor
-from loopline.client.transport import Transport, decode, segment
+from loopline.client.transport import PAGE_LIMIT, Transport, decode, segment
 from loopline.core.errors import ConflictError, InvalidArgumentError
 from loopline.core.governance import (
     ApprovalRequest,
@@ -288,7 +288,7 @@ class RemoteRetention:
 
     def run(self, policy: RetentionPolicy | None = None, *, dry_run: bool = False,
             now: datetime | None = None) -> RetentionReport:
-        """Run the applied retention policy (needs admin; ``read`` for a dry run).
+        """Run the applied retention policy (needs admin, a dry run included).
 
         Unlike ``RetentionService.run`` the server runs only the policy of the applied set:
         ``policy`` may be left out, and when given must be that one. ``now`` is for dry
@@ -324,9 +324,14 @@ class RemoteGovernanceReport:
 
         See ``ReportBuilder.build``; the server builds it, at its own clock.
         """
-        found = self._http.get("/governance/report", {"sample": sample, "seed": seed})
+        query: dict[str, object] = {"sample": sample, "seed": seed, "limit": PAGE_LIMIT}
+        found = self._http.get("/governance/report", query)
+        items = list(found["items"])
+        while found.get("next_cursor"):  # the items come a page at a time
+            found = self._http.get("/governance/report",
+                                   {**query, "cursor": found["next_cursor"]})
+            items.extend(found["items"])
         return GovernanceReport(
             decode(datetime, found["generated_at"]), str(found["policy_set"]),
-            int(found["population"]),
-            tuple(decode(ReportItem, item) for item in found["items"]),
+            int(found["population"]), tuple(decode(ReportItem, item) for item in items),
             {str(k): int(v) for k, v in found["missing_counts"].items()})

@@ -28,6 +28,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from loopline.api.auth import Reader, Trusting, Writer
+from loopline.api.capacity import Limits, Work
 from loopline.api.pagination import Page, Paging, paginate
 from loopline.api.routes.model_views import (
     AliasTarget,
@@ -292,8 +293,12 @@ def trust(name: ModelName, version: VersionNumber, body: TrustReason,
 
 
 @router.post("/{name}/versions/{version}/verify", response_model=VerifyReport)
-def verify(name: ModelName, version: VersionNumber, ws: Writer,
+def verify(name: ModelName, version: VersionNumber, ws: Writer, limits: Limits,
            body: VerifyOptions | None = None) -> VerifyReport:
-    """Load the artifact in a fresh server process, score its holdout, compare the outputs."""
+    """Load the artifact in a fresh server process, score its holdout, compare the outputs.
+
+    A fresh process per call: the server runs a bounded number at once (503 ``busy`` past).
+    """
     options = body or VerifyOptions()
-    return ws.models.verify(_uri(name, version), timeout=options.timeout)
+    with limits.slot(Work.MODEL_VERIFY):
+        return ws.models.verify(_uri(name, version), timeout=options.timeout)

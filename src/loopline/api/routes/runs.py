@@ -2,9 +2,10 @@
 
 ``POST /runs`` records a pending run of a pipeline the server loaded (``loopline server
 FILE.py``) as the caller (``Runner.create`` through the caller's view) and has it executed
-(``api.run_starter``): on the server's executor when ``loopline server`` gave one (its
+(``api.run_starter``): on the server's run pool when ``loopline server`` gave one (its
 scheduler's bounded pool), else on a thread of this process; ``POST /runs/{id}/resume``
-always executes on a thread here. Either way it answers at once with the run, which callers
+goes the same way. Either way the run executes through the caller's own runner and the
+request answers at once with the run, which callers
 poll (``GET /runs/{id}``), and refuses with 503 and ``Retry-After`` when the server runs as
 many as it allows. Starting, resuming and cancelling act as the caller. The reads mirror
 ``RunQueries``: a listing reaches the newest ``MAX_LISTED`` runs (a cursor past them is
@@ -298,7 +299,8 @@ def resume_run(run_id: RunId, request: Request, ws: Writer,
                body: ResumedRun | None = None) -> PipelineRun:
     """Finish a failed, interrupted or never executed run; finished tasks do not run again.
 
-    Answers at once; the run executes on a thread of this server, acting as the caller.
+    Answers at once; the run executes on the server's run pool (or a thread of this server
+    without one), acting as the caller.
     """
     run = ws.pipelines.runs.run(run_id)
     if body is not None and body.pipeline is not None and body.pipeline != run.pipeline:
@@ -306,7 +308,7 @@ def resume_run(run_id: RunId, request: Request, ws: Writer,
                                    f"{run.pipeline!r}, not {body.pipeline!r}")
     definition = _pipeline(request, run.pipeline)
     checked = _resumable(ws, run, definition, ws.store.clock.now())
-    return starter_of(request.app.state).start(ws, definition, lambda: checked, here=True)
+    return starter_of(request.app.state).start(ws, definition, lambda: checked, resumed=True)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelledRun)
