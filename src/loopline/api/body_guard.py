@@ -43,7 +43,8 @@ class _Refused(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
+    """Return the request header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return str(value.decode("latin-1"))
@@ -51,7 +52,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _declared_length(scope: Scope) -> int | None:
-    text = _header(scope, b"content-length")
+    text = header_of(scope, b"content-length")
     if text is None:
         return None
     if not text.strip().isdigit():
@@ -82,7 +83,7 @@ class BodyGuard:
 
     async def _check(self, scope: Scope, receive: Receive) -> Receive | None:
         length = _declared_length(scope)
-        media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        media = (header_of(scope, b"content-type") or "").split(";")[0].strip().lower()
         if self.limits.is_upload(scope["path"]):
             if media != UPLOAD_TYPE:
                 raise _Refused(415, "unsupported_media_type",

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from loopline.api.body_guard import header_of
 from loopline.api.errors import error_response
 from loopline.core.errors import LooplineError
 from loopline.core.tokens import hash_token
@@ -41,15 +42,8 @@ MAX_STORED_BODY = 1 << 20
 NOT_REPLAYED = frozenset({401, 403, 429})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def _scope_of(scope: Scope) -> str | None:
-    header = _header(scope, b"authorization") or ""
+    header = header_of(scope, b"authorization") or ""
     kind, _, token = header.partition(" ")
     token = token.strip()
     return hash_token(token) if kind.lower() == "bearer" and token.isascii() and token \
@@ -69,7 +63,7 @@ class IdempotencyKeys:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run, replay or refuse a ``POST`` with a key; pass anything else on."""
-        key = _header(scope, HEADER) if scope["type"] == "http" else None
+        key = header_of(scope, HEADER) if scope["type"] == "http" else None
         caller = _scope_of(scope) if key is not None else None
         if key is None or scope["method"] != "POST" or self.is_upload(scope["path"]) \
                 or caller is None:
