@@ -22,6 +22,12 @@ BAD_TOKENS = ["", "Bearer", "Bearer llt_" + "A" * 43, "Basic dXNlcjpwYXNz",
               "Bearer not-a-token", "bearer x y"]
 
 
+@pytest.fixture
+def api(api_on_each_backend: ApiServer) -> ApiServer:
+    """Every test here runs on SQLite and on PostgreSQL: this is the security boundary."""
+    return api_on_each_backend
+
+
 def _operations(api: ApiServer) -> list[tuple[str, str, dict[str, Any]]]:
     document = api.http("viewer").get("/api/v1/openapi.json").json()
     found = [(method.upper(), path, op) for path, ops in document["paths"].items()

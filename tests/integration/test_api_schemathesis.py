@@ -34,7 +34,7 @@ from loopline.core.deployments import Route
 from loopline.serving.server import ThreadedServer
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 25
+EXAMPLES = 15
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 
