@@ -17,44 +17,21 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from loopline.core.errors import (
-    AccessDeniedError,
-    AlreadyExistsError,
-    AuthenticationError,
-    BackendError,
-    ConfigurationError,
-    ConflictError,
-    IntegrityError,
+    ERROR_CODES,
     InvalidArgumentError,
-    InvalidTransitionError,
     LooplineError,
-    NotFoundError,
-    PolicyDeniedError,
-    UntrustedModelError,
-    UserCodeError,
-    ValidationFailedError,
 )
 
-__all__ = ["ERROR_CODES", "ApiError", "ErrorBody", "error_response", "status_and_code",
+__all__ = ["STATUSES", "ApiError", "ErrorBody", "error_response", "status_and_code",
            "validation_response"]
 
-# Most specific first; the first isinstance match wins. ``loopline.client`` keeps the
-# reverse of this table: a code names the class it rebuilds.
-ERROR_CODES: tuple[tuple[type[LooplineError], int, str], ...] = (
-    (AuthenticationError, 401, "unauthenticated"),
-    (AccessDeniedError, 403, "access_denied"),
-    (UntrustedModelError, 403, "untrusted_model"),
-    (PolicyDeniedError, 403, "policy_denied"),
-    (NotFoundError, 404, "not_found"),
-    (AlreadyExistsError, 409, "already_exists"),
-    (InvalidTransitionError, 409, "invalid_transition"),
-    (ConflictError, 409, "conflict"),
-    (InvalidArgumentError, 422, "invalid_argument"),
-    (ValidationFailedError, 422, "validation_failed"),
-    (UserCodeError, 422, "user_code"),
-    (IntegrityError, 500, "integrity"),
-    (ConfigurationError, 500, "configuration"),
-    (BackendError, 503, "backend_unavailable"),
-)
+# The status of each error code (``core.errors.ERROR_CODES`` names the codes).
+STATUSES: dict[str, int] = {
+    "unauthenticated": 401, "access_denied": 403, "untrusted_model": 403,
+    "policy_denied": 403, "not_found": 404, "already_exists": 409, "invalid_transition": 409,
+    "conflict": 409, "invalid_argument": 422, "validation_failed": 422, "user_code": 422,
+    "integrity": 500, "configuration": 500, "backend_unavailable": 503,
+}
 RETRY_AFTER_SECONDS = 2
 
 
@@ -87,9 +64,9 @@ class ErrorBody(BaseModel):
 
 def status_and_code(error: LooplineError) -> tuple[int, str]:
     """Return the HTTP status and the error code for ``error``."""
-    for kind, status, code in ERROR_CODES:
+    for kind, code in ERROR_CODES:
         if isinstance(error, kind):
-            return status, code
+            return STATUSES[code], code
     return 500, "internal"
 
 

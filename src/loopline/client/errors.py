@@ -1,6 +1,6 @@
 """The API's error answers turned back into the error tree, so callers catch the same classes.
 
-The table mirrors ``api.errors.ERROR_CODES`` (a test holds the two equal). An answer that
+The codes are ``core.errors.ERROR_CODES``, the table the API answers from. An answer that
 is not the API's error shape (a proxy's page, say) becomes a ``BackendError`` naming the
 status.
 """
@@ -10,41 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from loopline.core.errors import (
-    AccessDeniedError,
-    AlreadyExistsError,
-    AuthenticationError,
+    ERROR_CODES,
     BackendError,
-    ConfigurationError,
-    ConflictError,
-    IntegrityError,
     InvalidArgumentError,
-    InvalidTransitionError,
     LooplineError,
     NotFoundError,
-    PolicyDeniedError,
-    UntrustedModelError,
-    UserCodeError,
-    ValidationFailedError,
 )
 
 __all__ = ["ERROR_CLASSES", "error_from_answer"]
 
-ERROR_CLASSES: dict[str, type[LooplineError]] = {
-    "unauthenticated": AuthenticationError,
-    "access_denied": AccessDeniedError,
-    "untrusted_model": UntrustedModelError,
-    "policy_denied": PolicyDeniedError,
-    "not_found": NotFoundError,
-    "already_exists": AlreadyExistsError,
-    "invalid_transition": InvalidTransitionError,
-    "conflict": ConflictError,
-    "invalid_argument": InvalidArgumentError,
-    "validation_failed": ValidationFailedError,
-    "user_code": UserCodeError,
-    "integrity": IntegrityError,
-    "configuration": ConfigurationError,
-    "backend_unavailable": BackendError,
-}
+ERROR_CLASSES: dict[str, type[LooplineError]] = {code: kind for kind, code in ERROR_CODES}
 # Refusals of the HTTP layer itself, by the class a caller would catch for them.
 _HTTP_LAYER: dict[str, type[LooplineError]] = {
     "malformed": InvalidArgumentError, "too_large": InvalidArgumentError,

@@ -165,3 +165,24 @@ class SchemaVersionError(ConfigurationError):
         self.current = current
         self.expected = expected
         super().__init__(message)
+
+
+# The stable name of each kind of error, most specific first (the first isinstance match
+# wins): the API answers with it and the client rebuilds the class from it, so both read
+# this one table. HTTP statuses are the API's own (``api.errors``).
+ERROR_CODES: tuple[tuple[type[LooplineError], str], ...] = (
+    (AuthenticationError, "unauthenticated"),
+    (AccessDeniedError, "access_denied"),
+    (UntrustedModelError, "untrusted_model"),
+    (PolicyDeniedError, "policy_denied"),
+    (NotFoundError, "not_found"),
+    (AlreadyExistsError, "already_exists"),
+    (InvalidTransitionError, "invalid_transition"),
+    (ConflictError, "conflict"),
+    (InvalidArgumentError, "invalid_argument"),
+    (ValidationFailedError, "validation_failed"),
+    (UserCodeError, "user_code"),
+    (IntegrityError, "integrity"),
+    (ConfigurationError, "configuration"),
+    (BackendError, "backend_unavailable"),
+)
