@@ -8,8 +8,9 @@ requests finish, the lifespan flushes the prediction log).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from loopline.serving.app import create_app
 from loopline.serving.server import ServerOptions, ThreadedServer
 
 START_TIMEOUT = 20.0
+GATE_SECONDS = 60.0  # bounds a broken test; a passing one opens its gate at once
 
 TRAINING = pd.DataFrame({
     "x": [0.0, 2.5, 5.0, 7.5, 10.0, 1.0],
@@ -87,6 +89,45 @@ class SlowLoader:
         model = self._inner.servable(name, version)
         delay = self._delays.get((name, version))
         return SlowModel(model, delay) if delay else model
+
+
+class GatedModel(SlowModel):
+    """A served model whose ``predict`` waits until ``gate`` opens (at most GATE_SECONDS).
+
+    Tests hold the gate closed to show what the server does while a model is busy, with no
+    timing assumptions: what answers while the gate is closed did not wait for the model.
+    """
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        super().__init__(inner, 0.0)
+        self._gate = gate
+
+    def predict(self, batch: Any) -> Any:
+        if not self._gate.wait(GATE_SECONDS):
+            raise AssertionError(f"the test's gate stayed closed for {GATE_SECONDS:g} s")
+        return self._inner.predict(batch)
+
+
+class GatedLoader:
+    """A loader whose versions in ``gated`` ((name, version)) predict only once ``gate`` opens."""
+
+    def __init__(self, inner: Any, gated: set[tuple[str, int]]) -> None:
+        self._inner = inner
+        self._gated = gated
+        self.gate = threading.Event()
+
+    def servable(self, name: str, version: int) -> Any:
+        model = self._inner.servable(name, version)
+        return GatedModel(model, self.gate) if (name, version) in self._gated else model
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.01)
 
 
 class RunningServer:

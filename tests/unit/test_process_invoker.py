@@ -139,6 +139,17 @@ def test_a_timeout_kills_the_worker_process_and_the_next_call_gets_a_fresh_one(
     assert after.record == {"kind": "json", "value": 3}
 
 
+def test_importing_the_task_module_does_not_count_against_the_timeout(
+        invoker: ProcessInvoker, store: ContentAddressedStore) -> None:
+    import slow_import_tasks  # the worker imports it again, as slowly, before the task starts
+
+    result = run(invoker, store, slow_import_tasks.quick,
+                 timeout=slow_import_tasks.IMPORT_SECONDS / 2)
+
+    assert result.error is None
+    assert result.record == {"kind": "json", "value": "done"}
+
+
 def test_a_worker_that_exits_during_the_call_is_reported_lost_with_its_exit_code(
         invoker: ProcessInvoker, store: ContentAddressedStore) -> None:
     result = run(invoker, store, process_tasks.exit_hard, 3)

@@ -21,7 +21,7 @@ from multiprocessing.util import Finalize
 
 from loopline.core.errors import InvalidArgumentError
 from loopline.pipelines.executors import check_workers
-from loopline.pipelines.process_worker import READY, STOP, serve
+from loopline.pipelines.process_worker import READY, STARTED, STOP, serve
 from loopline.pipelines.remote import (
     AttemptTimeoutError,
     CallResult,
@@ -31,6 +31,7 @@ from loopline.pipelines.remote import (
 )
 
 START_SECONDS = 120.0  # a spawned worker imports loopline before it is ready
+LOAD_SECONDS = 120.0  # a worker unpickles a call (importing its task's module) before it runs
 STOP_SECONDS = 2.0  # how long close() waits for idle workers to stop before killing them
 REAP_SECONDS = 10.0  # how long to wait for a killed or dying worker to be reaped
 
@@ -120,8 +121,9 @@ class ProcessInvoker:
 
     Satisfies ``loopline.pipelines.remote.Invoker``. ``invoke`` may be called from up to
     ``max_workers`` threads at once; more callers wait for a free worker. A new worker
-    pays for a fresh interpreter importing loopline (about a second) before its first call;
-    that time does not count against the call's timeout.
+    pays for a fresh interpreter importing loopline (about a second) before its first call,
+    and each call for unpickling its arguments and importing its task's module; neither
+    counts against the call's timeout, which starts when the task does.
     """
 
     name = "process"
@@ -227,12 +229,16 @@ class ProcessInvoker:
         connection = worker.connection
         try:
             connection.send_bytes(payload)
-            if not connection.poll(timeout):
-                worker.dispose()  # kill now: the attempt must not outlive its timeout
-                return CallResult(error=AttemptTimeoutError(
-                    f"the attempt ran longer than its timeout of {timeout:g} s and its "
-                    "process was killed")), False
-            answer = connection.recv_bytes()
+            answer = _receive(connection, LOAD_SECONDS, (
+                f"the worker process did not start the attempt within {LOAD_SECONDS:g} s "
+                "and was killed"))
+            if answer == STARTED:  # the task runs from here: its timeout starts now
+                answer = _receive(connection, timeout, (
+                    f"the attempt ran longer than its timeout of {timeout or 0:g} s and its "
+                    "process was killed"))
+        except TimeoutError as exc:  # before OSError, its base class
+            worker.dispose()  # kill now: the attempt must not outlive its timeout
+            return CallResult(error=AttemptTimeoutError(str(exc))), False
         except (EOFError, OSError):
             return CallResult(error=self._lost(worker)), False
         try:
@@ -252,6 +258,13 @@ class ProcessInvoker:
         return WorkerLostError(
             f"the worker process (pid {pid}) running the attempt ended with "
             f"{_describe_exit(code)} before it answered ({why})")
+
+
+def _receive(connection: Connection, timeout: float | None, late: str) -> bytes:
+    """Return the next message, or raise ``TimeoutError(late)`` when none came in time."""
+    if not connection.poll(timeout):
+        raise TimeoutError(late)
+    return connection.recv_bytes()
 
 
 def _await_ready(connection: Connection) -> str | None:
