@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+# Test processes (pytest-xdist): one per CPU; modules and the Ray tests stay whole per worker.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test lint bench clean venv dev
 
@@ -29,7 +31,7 @@ demo: $(STAMP_RUN)
 	$(BIN)/loopline demo
 
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -27,6 +27,21 @@ BACKENDS = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for ``pytest -n N --dist loadgroup`` (what ``make test`` runs).
+
+    Each module's tests run on one worker, so a module-scoped fixture (a server, a workspace
+    with models) is built once; every test that needs Ray runs on one worker, so a single
+    local Ray starts per run, as ``ray_runtime`` promises.
+    """
+    for item in items:
+        uses_ray = (item.get_closest_marker("ray") is not None
+                    or "ray_runtime" in getattr(item, "fixturenames", ()))
+        group = "ray" if uses_ray else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep a developer's own LOOPLINE_* settings out of the tests."""

@@ -217,7 +217,8 @@ def test_dangerous_or_unknown_names_are_not_allowed(name: str) -> None:
     assert not is_allowed(name)
 
 
-@pytest.mark.parametrize("data", [b"", b"not a model at all", _archive({"nonsense": 1})[:40]])
+@pytest.mark.parametrize("data", [b"", b"not a model at all", _archive({"nonsense": 1})[:40]],
+                         ids=["empty", "text", "truncated-zip"])
 def test_garbage_bytes_fail_to_load_with_a_clear_integrity_error(data: bytes) -> None:
     with pytest.raises(IntegrityError, match="not a readable skops archive"):
         SKLEARN.load(data, UNTRUSTED)

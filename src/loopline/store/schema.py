@@ -8,13 +8,15 @@ PostgreSQL and SQLite).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
@@ -64,8 +66,17 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
+    """Return the revisions shipped with the code, loaded once per process.
+
+    Alembic executes every revision file to read its identifiers; they cannot change while
+    the process runs, and loading them on each store open and upgrade cost more than the
+    rest of opening a store.
+    """
+    script = ScriptDirectory.from_config(_config())
+    script.get_current_head()  # builds the revision map now, not under concurrent callers
+    return script
 
 
 def head_revision() -> str:
@@ -155,9 +166,24 @@ def upgrade(engine: Engine, target: str = "head",
                 connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
             config = _config(connection)
             config.attributes["on_version_apply"] = on_version_apply
-            command.upgrade(config, target)
+            _run_upgrade(config, target)
     after = status(engine)
     return replace(after, upgraded_from=before, changed=before != after.current)
+
+
+def _run_upgrade(config: Config, target: str) -> None:
+    """Run the revisions up to ``target`` on the shared revision map.
+
+    This is ``alembic.command.upgrade`` (which loads every revision file anew) without the
+    loading; ``_upgrade_revs`` is what that command calls.
+    """
+    script = _script()
+
+    def steps(revision: Any, _: MigrationContext) -> Any:
+        return script._upgrade_revs(target, revision)
+
+    with EnvironmentContext(config, script, fn=steps, destination_rev=target):
+        script.run_env()
 
 
 def history() -> list[RevisionInfo]:
