@@ -27,19 +27,32 @@ BACKENDS = [
 ]
 
 
+SHARED_SCOPES = {"class", "module", "package"}
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a fixture built once for several tests of its module."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(definition.scope in SHARED_SCOPES
+               for definitions in info.name2fixturedefs.values() for definition in definitions)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Group the tests for ``pytest -n N --dist loadgroup`` (what ``make test`` runs).
 
-    Each module's tests run on one worker, so a module-scoped fixture (a server, a workspace
-    with models) is built once; every test that needs Ray runs on one worker, so a single
-    local Ray starts per run, as ``ray_runtime`` promises.
+    Every test that needs Ray runs on one worker, so a single local Ray starts per run, as
+    ``ray_runtime`` promises; a module's tests that share a module-scoped fixture (a server,
+    a workspace with models) run on one worker, so it is built once; the rest go wherever a
+    worker is free.
     """
     for item in items:
-        uses_ray = (item.get_closest_marker("ray") is not None
-                    or "ray_runtime" in getattr(item, "fixturenames", ()))
-        group = "ray" if uses_ray else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        if item.get_closest_marker("ray") or "ray_runtime" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif _shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(autouse=True)

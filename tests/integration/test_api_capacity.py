@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -142,11 +141,9 @@ def test_health_answers_while_every_worker_thread_is_busy(served: Served) -> Non
         try:
             for _ in range(WORKER_THREADS):  # both worker threads are held in the handler
                 assert served.entered.acquire(timeout=20)
-            start = time.monotonic()
+            # answered while the gate holds both worker threads: it needed none of them
             health = httpx.get(f"{served.api.url}/api/v1/health", timeout=10)
-            took = time.monotonic() - start
         finally:
             served.gate.set()
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        assert took < 2.0
         assert all(b.result().json() == {"released": True} for b in blocked)
