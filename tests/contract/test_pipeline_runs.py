@@ -20,7 +20,12 @@ import sqlalchemy as sa
 
 from loopline import pipeline, task
 from loopline.artifacts import ContentAddressedStore
-from loopline.core.errors import ConflictError, InvalidArgumentError, UserCodeError
+from loopline.core.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    InvalidTransitionError,
+    UserCodeError,
+)
 from loopline.core.events import EventType
 from loopline.core.runs import RunState, TaskState
 from loopline.pipelines import AttemptTimeoutError, Runner, RunnerOptions
@@ -416,6 +421,29 @@ def test_resume_of_a_failed_run_reruns_only_what_did_not_finish(runner: Runner) 
     assert runner.runs.tasks(failed.run.id)[0].attempt == 5
 
 
+def test_a_requested_resume_is_audited_as_its_actor_and_a_plain_one_is_not(
+        runner: Runner, store: MetadataStore) -> None:
+    from loopline.store import AuditFilter
+
+    def resumed_entries() -> list[tuple[str, str, Any]]:
+        return [(e.actor, e.subject, e.before) for e in
+                store.audit.entries(AuditFilter(action="pipeline_run.resumed"))]
+
+    FLAKY_FAILURES["left"] = 10
+    failed = runner.run(retrying, {"x": 5})
+    assert failed.run.state is RunState.FAILED
+    FLAKY_FAILURES["left"] = 10
+    runner.resume(failed.run.id, retrying)  # how the scheduler and the pool execute runs
+    assert resumed_entries() == []
+    FLAKY_FAILURES["left"] = 0
+    assert runner.resume(failed.run.id, retrying, requested=True).succeeded
+    assert resumed_entries() == [("tester", f"pipeline_run:{failed.run.id}",
+                                  {"state": "failed"})]
+    with pytest.raises(InvalidTransitionError, match="succeeded"):  # nothing more audited
+        runner.resume(failed.run.id, retrying, requested=True)
+    assert len(resumed_entries()) == 1
+
+
 def test_resume_refuses_another_pipeline(runner: Runner) -> None:
     done = runner.run(arithmetic, {"n": 1})
     with pytest.raises(InvalidArgumentError, match="pipeline"):
@@ -582,6 +610,12 @@ def test_injected_faults_fail_attempts_and_retries_recover_them(
     assert CALLS["leaf"] == 20, "a faulted attempt never reaches the task's code"
 
 
+def _owned_runs(store: MetadataStore) -> list[str]:
+    with store.engine.connect() as connection:
+        return list(connection.execute(sa.text(
+            "SELECT id FROM pipeline_runs WHERE owner IS NOT NULL")).scalars())
+
+
 def test_a_second_runner_cannot_resume_a_run_another_runner_is_executing(
         store: MetadataStore, blobs: ContentAddressedStore) -> None:
     runner = Runner(store, blobs, RunnerOptions(actor="tester", heartbeat_seconds=0.05,
@@ -591,9 +625,9 @@ def test_a_second_runner_cannot_resume_a_run_another_runner_is_executing(
     worker.start()
     try:
         deadline = time.monotonic() + 10
-        while not runner.runs.runs() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        run_id = runner.runs.runs()[0].id
+        while not _owned_runs(store) and time.monotonic() < deadline:
+            time.sleep(0.02)  # created is not enough: the first runner must hold it
+        [run_id] = _owned_runs(store)
         rival = Runner(store, blobs, RunnerOptions(actor="rival"))
         with pytest.raises(ConflictError, match="being executed by"):
             rival.resume(run_id, long_running)

@@ -140,7 +140,7 @@ def resume(ctx: typer.Context, run_id: str, target: Target,  # noqa: PLR0913
         runner = _runner(workspace, executor, max_workers, no_cache, view)
         try:
             with view or _NoView():
-                result = runner.resume(run_id, pipeline)
+                result = runner.resume(run_id, pipeline, requested=True)
         finally:
             runner.close()
         _report(result, workspace, as_json)

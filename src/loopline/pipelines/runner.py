@@ -51,7 +51,12 @@ from loopline.pipelines.remote import Invoker
 from loopline.pipelines.run_lineage import record_run_lineage
 from loopline.pipelines.run_records import Provenance, capture_provenance, run_lineage
 from loopline.store import MetadataStore
-from loopline.store.run_control import RunControl, record_provenance, request_cancel
+from loopline.store.run_control import (
+    RunControl,
+    record_provenance,
+    record_resume,
+    request_cancel,
+)
 from loopline.store.runs import RunQueries, claim_run, create_run, reclaim_task, release_run
 from loopline.store.runs import set_run_state as record_run_state
 
@@ -185,12 +190,14 @@ class Runner:
         owner = self._claim(run.id)
         return self._execute(plan, run.id, progress, owner)
 
-    def resume(self, run_id: str, pipeline: PipelineDefinition) -> RunResult:
+    def resume(self, run_id: str, pipeline: PipelineDefinition, *,
+               requested: bool = False) -> RunResult:
         """Execute run ``run_id`` of ``pipeline`` to its end; finished tasks do not run again.
 
         Runs a pending run (created by ``create``) or finishes an interrupted one: tasks
         interrupted mid-attempt (their runner died: a lease past its expiry, or held by a
-        process of this host that is gone) and failed tasks run again.
+        process of this host that is gone) and failed tasks run again. ``requested`` says a
+        person asked for this resume: it is audited once the run is found resumable.
 
         Raises:
             NotFoundError: when there is no such run.
@@ -213,6 +220,8 @@ class Runner:
         if set(tasks) != set(plan.order):
             raise ConflictError(f"pipeline {pipeline.name!r} now plans other tasks than run "
                                 f"{run_id} recorded; start a new run instead")
+        if requested:
+            self.record_resume(run_id)
         owner = self._claim(run_id)  # a second resume of a live run stops here
         progress = Progress({}, {}, {})
         try:
@@ -222,6 +231,21 @@ class Runner:
             self._release(run_id, owner)
             raise
         return self._execute(plan, run_id, progress, owner)
+
+    def record_resume(self, run_id: str) -> None:
+        """Audit that this runner's actor asked to resume run ``run_id``.
+
+        What a person asks for (``loopline runs resume``, the API) is recorded before it
+        executes; ``resume`` records it only when told ``requested``, since it is also how
+        pending runs run.
+
+        Raises:
+            NotFoundError: when there is no such run.
+            AccessDeniedError: when roles are enforced and the actor may not write.
+        """
+        self._allowed()
+        with self.store.write(self.options.actor) as uow:
+            record_resume(uow, run_id)
 
     def cancel(self, run_id: str) -> bool:
         """Ask run ``run_id`` to stop; its runner notices within one heartbeat.

@@ -1,7 +1,8 @@
 """Run control in the metadata store: cancel requests, provenance records, task ids.
 
 A cancel is a request the run's runner reads at its next heartbeat; it is audited, because
-stopping someone's run is an action people ask about afterwards.
+stopping someone's run is an action people ask about afterwards, and so is a person's resume
+of a run (the scheduler's executions of pending runs are not: creating the run was).
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ from loopline.store.models import PIPELINE_RUNS, TASK_RUNS
 FINISHED_RUN_STATES = (str(RunState.SUCCEEDED), str(RunState.CANCELLED), str(RunState.FAILED))
 UNFINISHED_TASK_STATES = (str(TaskState.PENDING), str(TaskState.RUNNING),
                           str(TaskState.RETRYING))
+
+
+def record_resume(uow: UnitOfWork, run_id: str) -> None:
+    """Audit that the unit's actor resumes run ``run_id`` (``pipeline_run.resumed``).
+
+    Raises:
+        NotFoundError: when there is no such run.
+    """
+    row = uow.session.connection().execute(
+        sa.select(PIPELINE_RUNS.c.state, PIPELINE_RUNS.c.pipeline)
+        .where(PIPELINE_RUNS.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError("pipeline run", run_id, "list runs with `loopline runs list`")
+    uow.audit("pipeline_run.resumed", f"pipeline_run:{run_id}", {"state": row.state},
+              {"pipeline": row.pipeline})
 
 
 def request_cancel(uow: UnitOfWork, run_id: str, now: datetime) -> bool:

@@ -308,7 +308,12 @@ def resume_run(run_id: RunId, request: Request, ws: Writer,
                                    f"{run.pipeline!r}, not {body.pipeline!r}")
     definition = _pipeline(request, run.pipeline)
     checked = _resumable(ws, run, definition, ws.store.clock.now())
-    return starter_of(request.app.state).start(ws, definition, lambda: checked, resumed=True)
+
+    def record() -> PipelineRun:
+        ws.pipelines.record_resume(checked.id)  # the caller's act, audited as them
+        return checked
+
+    return starter_of(request.app.state).start(ws, definition, record, resumed=True)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelledRun)
