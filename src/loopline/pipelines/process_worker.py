@@ -50,6 +50,7 @@ def answer(message: bytes, started: Callable[[bytes], None] | None = None) -> by
 
     ``started`` is called with ``STARTED`` once the call is unpickled and its function
     imported, right before the task runs.
+
     Never raises: a call that cannot be unpickled or run, and a result that cannot be
     pickled, come back as a result whose error is a ``RemoteTaskFailure``.
     """
