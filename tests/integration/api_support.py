@@ -8,15 +8,18 @@ token; ``client(role)`` a ``loopline.client.Client``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from loopline.api import ApiOptions, create_api
+from loopline.api.run_starter import starter_of
 from loopline.app import Workspace
 from loopline.client import Client
+from loopline.pipelines import PipelineDefinition
 from loopline.serving.server import ThreadedServer
 
 USERS = {"admin": "ada", "developer": "dev", "approver": "app", "viewer": "vic"}
@@ -50,14 +53,25 @@ class ApiServer:
 
 
 @contextmanager
-def serve_api(workspace: Workspace, options: ApiOptions | None = None) -> Iterator[ApiServer]:
-    """Serve the API over ``workspace`` until the block ends."""
+def serve_api(workspace: Workspace, options: ApiOptions | None = None, *,
+              pipelines: Sequence[PipelineDefinition] = (),
+              wrap: Callable[[Any, dict[str, str]], Any] | None = None) -> Iterator[ApiServer]:
+    """Serve the API over ``workspace`` until the block ends.
+
+    ``pipelines`` are the ones runs may be started of; ``wrap(app, secrets)`` returns the
+    ASGI app actually served (a test's recorder around the API, say). At the end every run
+    started over the API must have ended.
+    """
     secrets = {role: workspace.tokens.create(user, role)[1] for role, user in USERS.items()}
-    server = ThreadedServer(create_api(workspace, options or ApiOptions(
-        auth_failures_per_minute=0)))
+    app = create_api(workspace, options or ApiOptions(auth_failures_per_minute=0),
+                     pipelines=pipelines)
+    server = ThreadedServer(app if wrap is None else wrap(app, secrets))
     api = ApiServer(workspace, server.url, secrets)
     try:
         yield api
     finally:
-        api.close()
-        server.stop()
+        try:
+            assert starter_of(app.state).join(60), "a run started over the API did not end"
+        finally:
+            api.close()
+            server.stop()

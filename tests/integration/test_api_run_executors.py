@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import USERS, ApiServer
+from api_support import ApiServer, serve_api
 
 from loopline import pipeline, task
-from loopline.api import ApiOptions, create_api
-from loopline.api.run_starter import starter_of
 from loopline.app import Workspace
 from loopline.core.runs import RunState, TaskState
-from loopline.serving.server import ThreadedServer
 
 
 @task
@@ -44,18 +41,9 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ApiServer
     executor = request.param
     if executor == "ray":
         request.getfixturevalue("ray_runtime")
-    with Workspace.init(tmp_path / "ws", overrides={"executor": executor}) as workspace:
-        secrets = {role: workspace.tokens.create(user, role)[1] for role, user in USERS.items()}
-        app = create_api(workspace, ApiOptions(auth_failures_per_minute=0),
-                         pipelines=[locating])
-        server = ThreadedServer(app)
-        api = ApiServer(workspace, server.url, secrets)
-        try:
-            yield api
-        finally:
-            assert starter_of(app.state).join(60), "a run started over the API did not end"
-            api.close()
-            server.stop()
+    with Workspace.init(tmp_path / "ws", overrides={"executor": executor}) as workspace, \
+            serve_api(workspace, pipelines=[locating]) as api:
+        yield api
 
 
 @pytest.mark.parametrize("served", ["process", pytest.param("ray", marks=pytest.mark.ray)],
